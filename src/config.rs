@@ -1,0 +1,259 @@
+//! Typed settings, read once from a lookup function (worker vars and secrets, or a map in tests) and
+//! validated before any request is served.
+//!
+//! | setting            | meaning                                                                  |
+//! |--------------------|--------------------------------------------------------------------------|
+//! | `UPSTREAMS`        | JSON: registry name → `{"url", "username"?, "password_secret"?}`         |
+//! | `DEFAULT_REGISTRY` | registry for names with no registry prefix (default `docker.io`)         |
+//! | `TAG_TTL_SECONDS`  | how long a tag → digest answer is trusted without asking upstream (300)  |
+//!
+//! `password_secret` names *another* binding (a wrangler secret) that holds the password or token, so
+//! the JSON itself never carries a secret. A bad setting is an error that names it; there is no
+//! silent fallback.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use url::Url;
+
+/// What the door does when `UPSTREAMS` is not set at all: mirror Docker Hub anonymously.
+pub const DEFAULT_UPSTREAMS: &str = r#"{"docker.io": {"url": "https://registry-1.docker.io"}}"#;
+const DEFAULT_TAG_TTL: u64 = 300;
+
+/// Docker Hub's name as clients write it; one-component names there live under `library/`.
+pub const DOCKER_HUB: &str = "docker.io";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Keyed by the registry name as clients write it.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub default_registry: String,
+    pub tag_ttl_seconds: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The registry's name as clients write it (`docker.io`, `ghcr.io`, `127.0.0.1:5000`).
+    pub name: String,
+    /// Base URL without a trailing slash, e.g. `https://registry-1.docker.io`.
+    pub url: Url,
+    pub credentials: Option<Credentials>,
+}
+
+impl UpstreamConfig {
+    /// Whether one-component names get Docker Hub's implicit `library/` namespace.
+    pub fn implicit_library(&self) -> bool {
+        self.name == DOCKER_HUB
+    }
+}
+
+/// A service account. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A setting that cannot be used, with the setting's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub setting: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration {}: {}", self.setting, self.problem)
+    }
+}
+
+fn bad(setting: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting: setting.into(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: String,
+    username: Option<String>,
+    password_secret: Option<String>,
+}
+
+impl Config {
+    /// Reads every setting through `lookup` (binding name → value) and validates it.
+    pub fn load(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let raw_json = lookup("UPSTREAMS").unwrap_or_else(|| DEFAULT_UPSTREAMS.to_owned());
+        let raw: BTreeMap<String, RawUpstream> = serde_json::from_str(&raw_json)
+            .map_err(|e| bad("UPSTREAMS", format!("not a JSON object of registries: {e}")))?;
+        if raw.is_empty() {
+            return Err(bad("UPSTREAMS", "names no registry"));
+        }
+        let mut upstreams = BTreeMap::new();
+        for (name, r) in raw {
+            let setting = format!("UPSTREAMS[{name:?}]");
+            if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
+                return Err(bad(setting, "registry name must be a host[:port]"));
+            }
+            let url = parse_url(&r.url).map_err(|p| bad(format!("{setting}.url"), p))?;
+            let credentials = match (r.username, r.password_secret) {
+                (None, None) => None,
+                (Some(username), Some(secret)) => {
+                    let password = lookup(&secret).filter(|p| !p.is_empty()).ok_or_else(|| {
+                        bad(
+                            format!("{setting}.password_secret"),
+                            format!("names the secret {secret}, which is not set"),
+                        )
+                    })?;
+                    Some(Credentials { username, password })
+                }
+                (Some(_), None) => {
+                    return Err(bad(setting, "username is set but password_secret is not"))
+                }
+                (None, Some(_)) => {
+                    return Err(bad(setting, "password_secret is set but username is not"))
+                }
+            };
+            upstreams.insert(
+                name.clone(),
+                UpstreamConfig {
+                    name,
+                    url,
+                    credentials,
+                },
+            );
+        }
+
+        let default_registry = lookup("DEFAULT_REGISTRY").unwrap_or_else(|| DOCKER_HUB.into());
+        if !upstreams.contains_key(&default_registry) {
+            return Err(bad(
+                "DEFAULT_REGISTRY",
+                format!("{default_registry:?} is not a key of UPSTREAMS"),
+            ));
+        }
+
+        let tag_ttl_seconds = match lookup("TAG_TTL_SECONDS") {
+            None => DEFAULT_TAG_TTL,
+            Some(s) => s.trim().parse().map_err(|_| {
+                bad(
+                    "TAG_TTL_SECONDS",
+                    format!("{s:?} is not a whole number of seconds"),
+                )
+            })?,
+        };
+
+        Ok(Config {
+            upstreams,
+            default_registry,
+            tag_ttl_seconds,
+        })
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
+        self.upstreams.get(name)
+    }
+}
+
+fn parse_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s.trim_end_matches('/')).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{s:?} must be an http(s) URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(format!(
+            "{s:?} must not carry a query, fragment or credentials"
+        ));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_mirror_docker_hub_anonymously() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.default_registry, "docker.io");
+        assert_eq!(c.tag_ttl_seconds, 300);
+        let hub = c.upstream("docker.io").unwrap();
+        assert_eq!(hub.url.as_str(), "https://registry-1.docker.io/");
+        assert!(hub.credentials.is_none());
+        assert!(hub.implicit_library());
+    }
+
+    #[test]
+    fn credentials_come_from_the_named_secret() {
+        let c = load(&[
+            (
+                "UPSTREAMS",
+                r#"{"127.0.0.1:5000": {"url": "http://127.0.0.1:5000/", "username": "svc", "password_secret": "REG_PW"}}"#,
+            ),
+            ("REG_PW", "hunter2"),
+            ("DEFAULT_REGISTRY", "127.0.0.1:5000"),
+            ("TAG_TTL_SECONDS", "60"),
+        ])
+        .unwrap();
+        let up = c.upstream("127.0.0.1:5000").unwrap();
+        let creds = up.credentials.as_ref().unwrap();
+        assert_eq!(creds.username, "svc");
+        assert_eq!(creds.password, "hunter2");
+        assert!(!format!("{c:?}").contains("hunter2"), "Debug must redact");
+        assert!(!up.implicit_library());
+        assert_eq!(c.tag_ttl_seconds, 60);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("UPSTREAMS", "{")], "UPSTREAMS"),
+            (&[("UPSTREAMS", "[]")], "UPSTREAMS"),
+            (&[("UPSTREAMS", "{}")], "UPSTREAMS"),
+            (
+                &[("UPSTREAMS", r#"{"docker.io": {"url": "ftp://x"}}"#)],
+                r#"UPSTREAMS["docker.io"].url"#,
+            ),
+            (
+                &[("UPSTREAMS", r#"{"docker.io": {"url": "https://x", "usr": "a"}}"#)],
+                "UPSTREAMS",
+            ),
+            (
+                &[(
+                    "UPSTREAMS",
+                    r#"{"docker.io": {"url": "https://x", "username": "a", "password_secret": "NOPE"}}"#,
+                )],
+                r#"UPSTREAMS["docker.io"].password_secret"#,
+            ),
+            (
+                &[("UPSTREAMS", r#"{"docker.io": {"url": "https://x", "username": "a"}}"#)],
+                r#"UPSTREAMS["docker.io"]"#,
+            ),
+            (&[("DEFAULT_REGISTRY", "ghcr.io")], "DEFAULT_REGISTRY"),
+            (&[("TAG_TTL_SECONDS", "5m")], "TAG_TTL_SECONDS"),
+        ];
+        for (pairs, setting) in cases {
+            let err = load(pairs).expect_err(&format!("{pairs:?} should fail"));
+            assert_eq!(err.setting, *setting, "{pairs:?}: {err}");
+        }
+    }
+}

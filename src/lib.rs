@@ -1,0 +1,28 @@
+//! The front door to container registries: an OCI Distribution pull-through mirror that runs as a
+//! Cloudflare Worker, caching manifests in KV and blobs in R2.
+//!
+//! Pure logic, unit-tested on the host with plain `cargo test`:
+//! - [`config`]: typed settings, validated once;
+//! - [`error`]: the one error type that reaches HTTP, as the OCI error body;
+//! - [`oci`]: digests, names, references, media types;
+//! - [`route`]: `(method, path, ns)` → what was asked for;
+//! - [`cache`]: storage keys (one place), record encodings, freshness;
+//! - [`upstream`]: `WWW-Authenticate` parsing, tokens and their cache, the auth dance, redirects;
+//! - [`ports`]: the traits that are the only seam to the runtime;
+//! - [`proxy`]: pull-through orchestration, generic over the ports.
+//!
+//! Glue, compiled only for `wasm32`: `glue` holds `#[event(fetch)]` and the Workers-backed ports,
+//! and is the only code that names `worker::`. Because `worker` is a wasm-only dependency, a host
+//! build proves the core never touches the runtime.
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod oci;
+pub mod ports;
+pub mod proxy;
+pub mod route;
+pub mod upstream;
+
+#[cfg(target_arch = "wasm32")]
+mod glue;

@@ -1,0 +1,11 @@
+//! OCI vocabulary: digests, repository names and references, manifest media types.
+//!
+//! Parsing only; nothing here knows about HTTP, storage or the runtime.
+
+mod digest;
+mod media;
+mod name;
+
+pub use digest::{Algorithm, Digest};
+pub use media::{acceptable, DEFAULT_MANIFEST_ACCEPT};
+pub use name::{Reference, Repository};

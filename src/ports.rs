@@ -1,0 +1,151 @@
+//! The only seam between the door's logic and the runtime: key-value storage (KV), blob storage
+//! (R2) and the upstream HTTP client, plus the plain data that crosses the seam.
+//!
+//! The Workers implementations live in `glue`; host tests implement the same traits in memory.
+//! There is no clock trait: time is a parameter (`now`, Unix seconds), because `SystemTime::now()`
+//! panics on `wasm32-unknown-unknown`.
+//!
+//! The traits use `async fn` without `Send` bounds on purpose: a Worker isolate is single-threaded
+//! and its JS-backed futures are not `Send`.
+#![allow(async_fn_in_trait)]
+
+use crate::oci::Digest;
+use std::fmt;
+use url::Url;
+
+/// HTTP header list; names are kept lowercase.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub fn new() -> Self {
+        Headers(Vec::new())
+    }
+
+    /// The first value of `name` (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Adds a header (keeping earlier values of the same name).
+    pub fn append(&mut self, name: &str, value: impl Into<String>) {
+        self.0.push((name.to_ascii_lowercase(), value.into()));
+    }
+
+    /// Sets a header, replacing earlier values of the same name.
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        self.remove(name);
+        self.append(name, value);
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    Get,
+    Head,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+        }
+    }
+}
+
+/// A request to an upstream registry or token endpoint, as data. Redirects are not followed by
+/// the port: the upstream client decides what to send to the next host.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutboundRequest {
+    pub method: HttpMethod,
+    pub url: Url,
+    pub headers: Headers,
+}
+
+impl fmt::Debug for OutboundRequest {
+    /// Never prints header values: `Authorization` carries secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n).collect();
+        f.debug_struct("OutboundRequest")
+            .field("method", &self.method)
+            .field("url", &self.url.as_str())
+            .field("headers", &names)
+            .finish()
+    }
+}
+
+/// An upstream answer whose body has not been read yet.
+pub struct Fetched<B> {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: B,
+}
+
+/// Why an upstream request produced no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetError {
+    Timeout,
+    Failed(String),
+    /// The body was longer than the caller's limit.
+    TooLarge,
+}
+
+impl fmt::Display for NetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetError::Timeout => f.write_str("timed out"),
+            NetError::Failed(m) => write!(f, "failed: {m}"),
+            NetError::TooLarge => f.write_str("body too large"),
+        }
+    }
+}
+
+/// A storage operation that failed (not "not found", which is `Ok(None)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The upstream HTTP client.
+pub trait Upstream {
+    /// A response body not yet read (a stream in the worker).
+    type Body;
+    async fn send(&self, req: OutboundRequest) -> Result<Fetched<Self::Body>, NetError>;
+    /// Reads a whole body, failing with `TooLarge` past `limit` bytes.
+    async fn read(&self, body: Self::Body, limit: usize) -> Result<Vec<u8>, NetError>;
+}
+
+/// Small records (manifests, tag pointers).
+pub trait Kv {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
+}
+
+/// Blob storage.
+pub trait Blobs {
+    /// A body to hand the client (a stream in the worker).
+    type Body;
+    /// The stored size, if the blob is stored.
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError>;
+    async fn get(&self, key: &str) -> Result<Option<(u64, Self::Body)>, StoreError>;
+    /// Returns a body that yields `body`'s bytes to the client while the same bytes are stored under
+    /// `key` in the background. Storage must refuse the object unless it is exactly `len` bytes that
+    /// hash to `digest`, so a corrupt or truncated transfer is never cached.
+    fn fill(&self, key: &str, body: Self::Body, len: u64, digest: &Digest) -> Self::Body;
+}

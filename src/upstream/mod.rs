@@ -1,0 +1,288 @@
+//! Talking to an upstream registry: requests as data, the auth dance, redirects.
+//!
+//! [`Client::fetch`] sends a request with a cached token if there is one; on `401` it reads the
+//! challenge, obtains a token for the service account (or anonymously) from the realm, caches it
+//! per (registry, scope), and retries once. Redirects (Docker Hub → its CDN, Quay → CloudFront) are
+//! followed here, not by the runtime, so `Authorization` is never sent to another origin.
+
+pub mod challenge;
+pub mod token;
+
+use crate::config::UpstreamConfig;
+use crate::error::{ErrorCode, RegistryError};
+use crate::oci::Repository;
+use crate::ports::{Fetched, Headers, HttpMethod, NetError, OutboundRequest, Upstream};
+use base64::Engine as _;
+use std::cell::{Cell, RefCell};
+use token::{parse_token_response, pull_scope, TokenCache};
+use url::Url;
+
+const MAX_REDIRECTS: usize = 5;
+/// Token answers are small; anything bigger is not a token endpoint.
+const MAX_TOKEN_BODY: usize = 64 * 1024;
+
+/// An upstream client for one registry and one request.
+pub struct Client<'a, U> {
+    pub port: &'a U,
+    pub upstream: &'a UpstreamConfig,
+    pub tokens: &'a RefCell<TokenCache>,
+    pub now: u64,
+    /// Requests actually sent (registry, token endpoint and redirect hops).
+    pub calls: Cell<u32>,
+}
+
+impl<'a, U: Upstream> Client<'a, U> {
+    pub fn new(
+        port: &'a U,
+        upstream: &'a UpstreamConfig,
+        tokens: &'a RefCell<TokenCache>,
+        now: u64,
+    ) -> Self {
+        Client {
+            port,
+            upstream,
+            tokens,
+            now,
+            calls: Cell::new(0),
+        }
+    }
+
+    /// `METHOD <url>/v2/<repository>/<tail>` with pull rights on `repository`.
+    pub async fn fetch(
+        &self,
+        method: HttpMethod,
+        repository: &Repository,
+        tail: &str,
+        accept: Option<&str>,
+    ) -> Result<Fetched<U::Body>, RegistryError> {
+        let url = Url::parse(&format!(
+            "{}/v2/{repository}/{tail}",
+            self.upstream.url.as_str().trim_end_matches('/')
+        ))
+        .map_err(|e| RegistryError::new(ErrorCode::Unknown, format!("upstream URL: {e}")))?;
+        let mut headers = Headers::new();
+        if let Some(accept) = accept {
+            headers.set("accept", accept);
+        }
+        let scope = pull_scope(repository.as_str());
+        let registry = self.upstream.name.as_str();
+
+        let cached = self
+            .tokens
+            .borrow()
+            .get(registry, &scope, self.now)
+            .map(str::to_owned);
+        let mut req = OutboundRequest {
+            method,
+            url,
+            headers,
+        };
+        if let Some(token) = &cached {
+            req.headers.set("authorization", format!("Bearer {token}"));
+        }
+        let first = self.send(req.clone()).await?;
+        if first.status != 401 {
+            return Ok(first);
+        }
+        if cached.is_some() {
+            // Upstream refused a token it issued (revoked, or clocks disagree): get a fresh one.
+            self.tokens.borrow_mut().remove(registry, &scope);
+        }
+
+        let challenges = first
+            .headers
+            .get("www-authenticate")
+            .map(challenge::parse)
+            .unwrap_or_default();
+        let authorization = if let Some(bearer) = challenges.iter().find(|c| c.scheme == "bearer") {
+            let token = self.token(bearer, &scope).await?;
+            format!("Bearer {token}")
+        } else if challenges.iter().any(|c| c.scheme == "basic") {
+            let creds = self.basic().ok_or_else(|| {
+                RegistryError::new(
+                    ErrorCode::Denied,
+                    format!("{registry} requires credentials and none are configured"),
+                )
+            })?;
+            creds
+        } else {
+            return Err(RegistryError::new(
+                ErrorCode::Unavailable,
+                format!("{registry} answered 401 without a usable challenge"),
+            ));
+        };
+        req.headers.set("authorization", authorization);
+        let second = self.send(req).await?;
+        if second.status == 401 {
+            self.tokens.borrow_mut().remove(registry, &scope);
+            return Err(RegistryError::new(
+                ErrorCode::Denied,
+                format!("{registry} refused the mirror's credentials for {repository}"),
+            ));
+        }
+        Ok(second)
+    }
+
+    /// Gets (and caches) a bearer token from the challenge's realm.
+    async fn token(
+        &self,
+        bearer: &challenge::Challenge,
+        scope: &str,
+    ) -> Result<String, RegistryError> {
+        let registry = self.upstream.name.as_str();
+        let realm = bearer.param("realm").ok_or_else(|| {
+            RegistryError::new(
+                ErrorCode::Unavailable,
+                format!("{registry} sent a bearer challenge without a realm"),
+            )
+        })?;
+        let mut url = Url::parse(realm).map_err(|_| {
+            RegistryError::new(
+                ErrorCode::Unavailable,
+                format!("{registry} sent an unusable token realm"),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(RegistryError::new(
+                ErrorCode::Unavailable,
+                format!("{registry} sent a token realm that is not http(s)"),
+            ));
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(service) = bearer.param("service") {
+                q.append_pair("service", service);
+            }
+            q.append_pair("scope", bearer.param("scope").unwrap_or(scope));
+        }
+        let mut headers = Headers::new();
+        if let Some(basic) = self.basic() {
+            headers.set("authorization", basic);
+        }
+        let answer = self
+            .send(OutboundRequest {
+                method: HttpMethod::Get,
+                url,
+                headers,
+            })
+            .await?;
+        match answer.status {
+            200 => {}
+            401 | 403 => {
+                return Err(RegistryError::new(
+                    ErrorCode::Denied,
+                    format!("{registry}'s token service refused the mirror's credentials"),
+                ))
+            }
+            s => {
+                return Err(upstream_status(
+                    s,
+                    &answer.headers,
+                    ErrorCode::Unavailable,
+                    registry,
+                ))
+            }
+        }
+        let body = self
+            .port
+            .read(answer.body, MAX_TOKEN_BODY)
+            .await
+            .map_err(|e| net_error(registry, e))?;
+        let token = parse_token_response(&body, self.now)
+            .map_err(|e| RegistryError::new(ErrorCode::Unavailable, format!("{registry}: {e}")))?;
+        let value = token.value.clone();
+        self.tokens
+            .borrow_mut()
+            .insert(registry, scope, token, self.now);
+        Ok(value)
+    }
+
+    fn basic(&self) -> Option<String> {
+        self.upstream.credentials.as_ref().map(|c| {
+            let raw = format!("{}:{}", c.username, c.password);
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            )
+        })
+    }
+
+    /// Sends `req`, following redirects; `Authorization` goes only to the origin it was meant for.
+    async fn send(&self, mut req: OutboundRequest) -> Result<Fetched<U::Body>, RegistryError> {
+        let registry = self.upstream.name.as_str();
+        for _ in 0..=MAX_REDIRECTS {
+            self.calls.set(self.calls.get() + 1);
+            let origin = req.url.origin();
+            let res = self
+                .port
+                .send(req.clone())
+                .await
+                .map_err(|e| net_error(registry, e))?;
+            if !matches!(res.status, 301 | 302 | 303 | 307 | 308) {
+                return Ok(res);
+            }
+            let next = res
+                .headers
+                .get("location")
+                .and_then(|l| req.url.join(l).ok())
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| {
+                    RegistryError::new(
+                        ErrorCode::Unavailable,
+                        format!("{registry} redirected without a usable Location"),
+                    )
+                })?;
+            if next.origin() != origin {
+                req.headers.remove("authorization");
+            }
+            req.url = next;
+        }
+        Err(RegistryError::new(
+            ErrorCode::Unavailable,
+            format!("{registry} redirected more than {MAX_REDIRECTS} times"),
+        ))
+    }
+}
+
+/// The error for an upstream answer that is not a success. `not_found` is the code a 404 means
+/// for this kind of request (`MANIFEST_UNKNOWN`, `BLOB_UNKNOWN`).
+pub fn upstream_status(
+    status: u16,
+    headers: &Headers,
+    not_found: ErrorCode,
+    registry: &str,
+) -> RegistryError {
+    match status {
+        404 => RegistryError::new(not_found, format!("{registry} does not have it")),
+        401 | 403 => RegistryError::new(
+            ErrorCode::Denied,
+            format!("{registry} refused the mirror access ({status})"),
+        ),
+        429 => {
+            let mut e = RegistryError::new(
+                ErrorCode::TooManyRequests,
+                format!("{registry} is rate-limiting the mirror"),
+            );
+            e.retry_after = headers.get("retry-after").map(str::to_owned);
+            e
+        }
+        504 => RegistryError::new(
+            ErrorCode::Unavailable,
+            format!("{registry} timed out (504)"),
+        )
+        .with_status(504),
+        s => RegistryError::new(
+            ErrorCode::Unavailable,
+            format!("{registry} answered {s}"),
+        ),
+    }
+}
+
+pub fn net_error(registry: &str, e: NetError) -> RegistryError {
+    let status = if e == NetError::Timeout { 504 } else { 502 };
+    RegistryError::new(
+        ErrorCode::Unavailable,
+        format!("upstream {registry} {e}"),
+    )
+    .with_status(status)
+}

@@ -1,0 +1,597 @@
+//! Pull-through behaviour on the host: the door's core driven through in-memory ports, counting
+//! what reaches upstream and the cache (the way distribution's proxy tests count hits and misses).
+//!
+//! The upstream here is a scripted registry with Docker Hub's token flow: anonymous requests get
+//! `401` with a bearer challenge, the realm issues a token only for the service account, and blob
+//! reads can be redirected to a "CDN" host that refuses any request carrying `Authorization`.
+
+use base64::Engine as _;
+use frontdoor::config::Config;
+use frontdoor::oci::{Algorithm, Digest};
+use frontdoor::ports::*;
+use frontdoor::proxy::{Body, CacheOutcome, ClientRequest, Door, Outcome, Reply};
+use frontdoor::upstream::token::TokenCache;
+use futures::executor::block_on;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const UPSTREAM: &str = "http://reg.test";
+
+#[derive(Default)]
+struct MemKv {
+    map: RefCell<HashMap<String, Vec<u8>>>,
+    fail_puts: Cell<bool>,
+}
+
+impl Kv for MemKv {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.map.borrow().get(key).cloned())
+    }
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        if self.fail_puts.get() {
+            return Err(StoreError("kv is down".into()));
+        }
+        self.map.borrow_mut().insert(key.into(), value);
+        Ok(())
+    }
+}
+
+/// Stores a filled blob only when its length and digest match, as R2's checksum check does.
+#[derive(Default)]
+struct MemBlobs {
+    map: RefCell<HashMap<String, Vec<u8>>>,
+    refused: Cell<u32>,
+}
+
+impl Blobs for MemBlobs {
+    type Body = Vec<u8>;
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.map.borrow().get(key).map(|b| b.len() as u64))
+    }
+    async fn get(&self, key: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .map
+            .borrow()
+            .get(key)
+            .map(|b| (b.len() as u64, b.clone())))
+    }
+    fn fill(&self, key: &str, body: Vec<u8>, len: u64, digest: &Digest) -> Vec<u8> {
+        if body.len() as u64 == len && digest.verifies(&body) {
+            self.map.borrow_mut().insert(key.into(), body.clone());
+        } else {
+            self.refused.set(self.refused.get() + 1);
+        }
+        body
+    }
+}
+
+/// A registry behind bearer-token auth, with a log of every request it saw.
+struct FakeRegistry {
+    /// (repository, reference) → (content type, bytes)
+    manifests: HashMap<(String, String), (String, Vec<u8>)>,
+    blobs: HashMap<String, Vec<u8>>,
+    log: RefCell<Vec<(HttpMethod, String, Option<String>)>>,
+    tokens_issued: Cell<u32>,
+    /// Blob GETs answer 307 to a CDN origin that rejects `Authorization`.
+    redirect_blobs: bool,
+    /// Bytes served differ from what the digest header claims.
+    corrupt: Cell<bool>,
+    /// Every registry request answers this status.
+    status: Cell<Option<u16>>,
+    password: String,
+}
+
+impl FakeRegistry {
+    fn new() -> Self {
+        FakeRegistry {
+            manifests: HashMap::new(),
+            blobs: HashMap::new(),
+            log: RefCell::new(Vec::new()),
+            tokens_issued: Cell::new(0),
+            redirect_blobs: false,
+            corrupt: Cell::new(false),
+            status: Cell::new(None),
+            password: "pw".into(),
+        }
+    }
+
+    fn add_manifest(&mut self, repo: &str, tag: &str, ct: &str, bytes: &[u8]) -> Digest {
+        let d = Digest::of(Algorithm::Sha256, bytes);
+        for r in [tag.to_owned(), d.to_string()] {
+            self.manifests
+                .insert((repo.into(), r), (ct.into(), bytes.to_vec()));
+        }
+        d
+    }
+
+    fn add_blob(&mut self, bytes: &[u8]) -> Digest {
+        let d = Digest::of(Algorithm::Sha256, bytes);
+        self.blobs.insert(d.to_string(), bytes.to_vec());
+        d
+    }
+
+    /// Requests to the registry itself (not the token realm, not the CDN) matching `what`.
+    fn count(&self, method: HttpMethod, what: &str) -> usize {
+        self.log
+            .borrow()
+            .iter()
+            .filter(|(m, url, _)| *m == method && url.starts_with(UPSTREAM) && url.contains(what))
+            .count()
+    }
+
+    fn total(&self) -> usize {
+        self.log.borrow().len()
+    }
+}
+
+fn answer(status: u16, headers: &[(&str, &str)], body: Vec<u8>) -> Fetched<Vec<u8>> {
+    let mut h = Headers::new();
+    for (n, v) in headers {
+        h.append(n, *v);
+    }
+    Fetched {
+        status,
+        headers: h,
+        body,
+    }
+}
+
+impl Upstream for FakeRegistry {
+    type Body = Vec<u8>;
+
+    async fn send(&self, req: OutboundRequest) -> Result<Fetched<Vec<u8>>, NetError> {
+        let auth = req.headers.get("authorization").map(str::to_owned);
+        let url = req.url.to_string();
+        self.log
+            .borrow_mut()
+            .push((req.method, url.clone(), auth.clone()));
+
+        if let Some(rest) = url.strip_prefix("http://auth.test/token?") {
+            let expected = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("svc:{}", self.password))
+            );
+            if auth.as_deref() != Some(expected.as_str()) {
+                return Ok(answer(401, &[], b"{}".to_vec()));
+            }
+            assert!(rest.contains("service=reg.test"), "{rest}");
+            let scope = rest
+                .split("scope=")
+                .nth(1)
+                .unwrap()
+                .replace("%3A", ":")
+                .replace("%2F", "/");
+            self.tokens_issued.set(self.tokens_issued.get() + 1);
+            let body = format!(r#"{{"token":"T-{scope}","expires_in":300}}"#);
+            return Ok(answer(200, &[], body.into_bytes()));
+        }
+        if let Some(path) = url.strip_prefix("http://cdn.test/") {
+            if auth.is_some() {
+                return Ok(answer(400, &[], b"Authorization not allowed".to_vec()));
+            }
+            return Ok(match self.blobs.get(path) {
+                Some(b) => answer(200, &[("content-length", &b.len().to_string())], b.clone()),
+                None => answer(404, &[], vec![]),
+            });
+        }
+
+        let path = url
+            .strip_prefix(UPSTREAM)
+            .expect("only configured hosts are contacted");
+        let path = path.strip_prefix("/v2/").expect("registry API");
+        let (repo, kind, reference) = {
+            let mut parts: Vec<&str> = path.split('/').collect();
+            let reference = parts.pop().unwrap().to_owned();
+            let kind = parts.pop().unwrap().to_owned();
+            (parts.join("/"), kind, reference)
+        };
+        let scope = format!("repository:{repo}:pull");
+        if auth.as_deref() != Some(format!("Bearer T-{scope}").as_str()) {
+            let challenge = format!(
+                r#"Bearer realm="http://auth.test/token",service="reg.test",scope="{scope}""#
+            );
+            return Ok(answer(401, &[("www-authenticate", &challenge)], vec![]));
+        }
+        if let Some(s) = self.status.get() {
+            return Ok(answer(s, &[("retry-after", "60")], b"{}".to_vec()));
+        }
+        let head = req.method == HttpMethod::Head;
+        match kind.as_str() {
+            "manifests" => match self.manifests.get(&(repo, reference)) {
+                Some((ct, bytes)) => {
+                    let d = Digest::of(Algorithm::Sha256, bytes).to_string();
+                    let mut body = bytes.clone();
+                    if self.corrupt.get() {
+                        body.push(b' ');
+                    }
+                    let len = body.len().to_string();
+                    let headers = [
+                        ("content-type", ct.as_str()),
+                        ("docker-content-digest", d.as_str()),
+                        ("content-length", len.as_str()),
+                    ];
+                    Ok(answer(200, &headers, if head { vec![] } else { body }))
+                }
+                None => Ok(answer(404, &[], b"{}".to_vec())),
+            },
+            "blobs" => match self.blobs.get(&reference) {
+                Some(_) if self.redirect_blobs && !head => Ok(answer(
+                    307,
+                    &[("location", &format!("http://cdn.test/{reference}"))],
+                    vec![],
+                )),
+                Some(b) => {
+                    let mut body = b.clone();
+                    if self.corrupt.get() {
+                        body[0] ^= 1;
+                    }
+                    let len = body.len().to_string();
+                    Ok(answer(
+                        200,
+                        &[("content-length", &len)],
+                        if head { vec![] } else { body },
+                    ))
+                }
+                None => Ok(answer(404, &[], vec![])),
+            },
+            _ => Ok(answer(404, &[], vec![])),
+        }
+    }
+
+    async fn read(&self, body: Vec<u8>, limit: usize) -> Result<Vec<u8>, NetError> {
+        if body.len() > limit {
+            return Err(NetError::TooLarge);
+        }
+        Ok(body)
+    }
+}
+
+struct World {
+    config: Config,
+    kv: MemKv,
+    blobs: MemBlobs,
+    reg: FakeRegistry,
+    tokens: RefCell<TokenCache>,
+    now: Cell<u64>,
+}
+
+impl World {
+    fn new(reg: FakeRegistry) -> World {
+        let config = Config::load(|k| match k {
+            "UPSTREAMS" => Some(format!(
+                r#"{{"reg.test": {{"url": "{UPSTREAM}", "username": "svc", "password_secret": "PW"}}}}"#
+            )),
+            "PW" => Some("pw".into()),
+            "DEFAULT_REGISTRY" => Some("reg.test".into()),
+            "TAG_TTL_SECONDS" => Some("300".into()),
+            _ => None,
+        })
+        .unwrap();
+        World {
+            config,
+            kv: MemKv::default(),
+            blobs: MemBlobs::default(),
+            reg,
+            tokens: RefCell::new(TokenCache::default()),
+            now: Cell::new(1_000_000),
+        }
+    }
+
+    fn request(&self, method: &str, path: &str, accept: Option<&str>) -> (Reply<Vec<u8>>, Outcome) {
+        let door = Door {
+            config: &self.config,
+            kv: &self.kv,
+            blobs: &self.blobs,
+            upstream: &self.reg,
+            tokens: &self.tokens,
+            now: self.now.get(),
+        };
+        block_on(door.handle(ClientRequest {
+            method,
+            path,
+            ns: None,
+            accept,
+        }))
+    }
+
+    fn get(&self, path: &str) -> (Reply<Vec<u8>>, Outcome) {
+        self.request("GET", path, None)
+    }
+}
+
+fn body(r: &Reply<Vec<u8>>) -> Vec<u8> {
+    match &r.body {
+        Body::Empty => vec![],
+        Body::Bytes(b) | Body::Stream(b) => b.clone(),
+    }
+}
+
+fn error_code(r: &Reply<Vec<u8>>) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&body(r)).expect("OCI error body");
+    v["errors"][0]["code"].as_str().unwrap().to_owned()
+}
+
+fn image() -> (FakeRegistry, Digest, Digest) {
+    let mut reg = FakeRegistry::new();
+    let layer = reg.add_blob(b"layer bytes");
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{MANIFEST}","layers":[{{"digest":"{layer}"}}]}}"#
+    );
+    let m = reg.add_manifest("team/app", "v1", MANIFEST, manifest.as_bytes());
+    (reg, m, layer)
+}
+
+#[test]
+fn base_endpoint() {
+    let w = World::new(FakeRegistry::new());
+    let (r, _) = w.get("/v2/");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.headers.get("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+    assert_eq!(w.reg.total(), 0);
+}
+
+#[test]
+fn manifest_by_tag_is_fetched_once_within_the_ttl() {
+    let (reg, digest, _) = image();
+    let w = World::new(reg);
+
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(r.status, 200);
+    assert_eq!(o.cache, Some(CacheOutcome::Miss));
+    // 401 → token → retry.
+    assert_eq!(w.reg.total(), 3);
+    assert_eq!(o.upstream_calls, 3);
+    assert_eq!(w.reg.tokens_issued.get(), 1);
+    assert_eq!(r.headers.get("content-type"), Some(MANIFEST));
+    let digest_s = digest.to_string();
+    assert_eq!(
+        r.headers.get("docker-content-digest"),
+        Some(digest_s.as_str())
+    );
+    let first = body(&r);
+    assert!(digest.verifies(&first));
+    assert_eq!(
+        r.headers.get("content-length"),
+        Some(first.len().to_string().as_str())
+    );
+
+    // Within the TTL: no upstream request at all, same bytes.
+    w.now.set(w.now.get() + 299);
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
+    assert_eq!(body(&r), first);
+    assert_eq!(w.reg.total(), 3);
+
+    // By digest: immutable, served from the cache forever.
+    w.now.set(w.now.get() + 1_000_000);
+    let (r, o) = w.get(&format!("/v2/team/app/manifests/{digest}"));
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
+    assert_eq!(w.reg.total(), 3);
+
+    // After the TTL the tag is asked again (and the 300 s token has expired too: 401, token, GET).
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Miss)));
+    assert_eq!(w.reg.count(HttpMethod::Get, "/manifests/v1"), 4);
+    assert_eq!(w.reg.tokens_issued.get(), 2);
+}
+
+#[test]
+fn tokens_are_cached_per_scope() {
+    let (mut reg, _, _) = image();
+    reg.add_manifest("team/app", "v2", MANIFEST, b"{\"schemaVersion\":2}");
+    reg.add_manifest(
+        "team/other",
+        "v1",
+        MANIFEST,
+        b"{\"schemaVersion\":2,\"x\":1}",
+    );
+    let w = World::new(reg);
+    w.get("/v2/team/app/manifests/v1");
+    assert_eq!(w.reg.tokens_issued.get(), 1);
+    // Same repository: the cached token is sent straight away, one upstream request.
+    let before = w.reg.total();
+    let (r, o) = w.get("/v2/team/app/manifests/v2");
+    assert_eq!(r.status, 200);
+    assert_eq!(w.reg.total() - before, 1);
+    assert_eq!(o.upstream_calls, 1);
+    // Another repository needs its own scope.
+    w.get("/v2/team/other/manifests/v1");
+    assert_eq!(w.reg.tokens_issued.get(), 2);
+}
+
+#[test]
+fn blob_miss_streams_and_fills_then_hits() {
+    let (reg, _, layer) = image();
+    let w = World::new(reg);
+    let path = format!("/v2/team/app/blobs/{layer}");
+    let (r, o) = w.get(&path);
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Miss)));
+    assert_eq!(body(&r), b"layer bytes");
+    assert_eq!(r.headers.get("content-length"), Some("11"));
+    let layer_s = layer.to_string();
+    assert_eq!(
+        r.headers.get("docker-content-digest"),
+        Some(layer_s.as_str())
+    );
+    assert_eq!(w.reg.count(HttpMethod::Get, "/blobs/"), 2);
+
+    let before = w.reg.total();
+    let (r, o) = w.get(&path);
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
+    assert_eq!(body(&r), b"layer bytes");
+    let (r, _) = w.request("HEAD", &path, None);
+    assert_eq!(
+        (r.status, r.headers.get("content-length")),
+        (200, Some("11"))
+    );
+    assert!(matches!(r.body, Body::Empty));
+    assert_eq!(w.reg.total(), before, "hits never reach upstream");
+
+    // The same blob through another repository of the registry is the same stored object.
+    // (Access control across repositories is a later layer.)
+    assert_eq!(w.blobs.map.borrow().len(), 1);
+}
+
+#[test]
+fn corrupt_blob_is_never_stored() {
+    let (reg, _, layer) = image();
+    let w = World::new(reg);
+    w.reg.corrupt.set(true);
+    let path = format!("/v2/team/app/blobs/{layer}");
+    let (r, _) = w.get(&path);
+    assert_eq!(r.status, 200, "bytes stream before they can be checked");
+    assert_eq!(w.blobs.refused.get(), 1);
+    assert!(w.blobs.map.borrow().is_empty());
+    w.reg.corrupt.set(false);
+    let (_, o) = w.get(&path);
+    assert_eq!(o.cache, Some(CacheOutcome::Miss));
+    assert_eq!(w.blobs.map.borrow().len(), 1);
+}
+
+#[test]
+fn corrupt_manifest_is_refused_and_not_cached() {
+    let (reg, digest, _) = image();
+    let w = World::new(reg);
+    w.reg.corrupt.set(true);
+    for path in [
+        "/v2/team/app/manifests/v1".to_owned(),
+        format!("/v2/team/app/manifests/{digest}"),
+    ] {
+        let (r, o) = w.get(&path);
+        assert_eq!(r.status, 502, "{path}");
+        assert_eq!(error_code(&r), "UNAVAILABLE");
+        assert!(
+            o.notes.iter().any(|n| n.contains("does not match")),
+            "{:?}",
+            o.notes
+        );
+    }
+    assert!(w.kv.map.borrow().is_empty(), "nothing cached");
+}
+
+#[test]
+fn redirects_do_not_carry_authorization_to_another_host() {
+    let (mut reg, _, layer) = image();
+    reg.redirect_blobs = true;
+    let w = World::new(reg);
+    let (r, _) = w.get(&format!("/v2/team/app/blobs/{layer}"));
+    assert_eq!(r.status, 200);
+    assert_eq!(body(&r), b"layer bytes");
+    let log = w.reg.log.borrow();
+    let cdn: Vec<_> = log
+        .iter()
+        .filter(|(_, u, _)| u.starts_with("http://cdn.test/"))
+        .collect();
+    assert_eq!(cdn.len(), 1);
+    assert_eq!(cdn[0].2, None);
+}
+
+#[test]
+fn client_head_never_becomes_an_upstream_get() {
+    let (reg, digest, layer) = image();
+    let w = World::new(reg);
+    let (r, o) = w.request("HEAD", "/v2/team/app/manifests/v1", None);
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Miss)));
+    let digest_s = digest.to_string();
+    assert_eq!(
+        r.headers.get("docker-content-digest"),
+        Some(digest_s.as_str())
+    );
+    assert!(matches!(r.body, Body::Empty));
+    let (r, _) = w.request("HEAD", &format!("/v2/team/app/blobs/{layer}"), None);
+    assert_eq!(
+        (r.status, r.headers.get("content-length")),
+        (200, Some("11"))
+    );
+    assert_eq!(w.reg.count(HttpMethod::Get, "/v2/"), 0);
+    assert!(w.reg.count(HttpMethod::Head, "/v2/") >= 2);
+}
+
+#[test]
+fn upstream_errors_become_oci_errors() {
+    let (reg, _, _) = image();
+    let w = World::new(reg);
+    let (r, _) = w.get("/v2/team/app/manifests/nope");
+    assert_eq!((r.status, error_code(&r)), (404, "MANIFEST_UNKNOWN".into()));
+    let missing = Digest::of(Algorithm::Sha256, b"missing");
+    let (r, _) = w.get(&format!("/v2/team/app/blobs/{missing}"));
+    assert_eq!((r.status, error_code(&r)), (404, "BLOB_UNKNOWN".into()));
+
+    w.reg.status.set(Some(429));
+    let (r, _) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!((r.status, error_code(&r)), (429, "TOOMANYREQUESTS".into()));
+    assert_eq!(r.headers.get("retry-after"), Some("60"));
+    w.reg.status.set(Some(503));
+    let (r, _) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!((r.status, error_code(&r)), (502, "UNAVAILABLE".into()));
+    assert!(w.kv.map.borrow().is_empty(), "errors are not cached");
+}
+
+#[test]
+fn wrong_service_account_is_denied() {
+    let (mut reg, _, _) = image();
+    reg.password = "other".into();
+    let w = World::new(reg);
+    let (r, _) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!((r.status, error_code(&r)), (403, "DENIED".into()));
+    let text = String::from_utf8(body(&r)).unwrap();
+    assert!(!text.contains("pw"), "no secret in the body: {text}");
+}
+
+#[test]
+fn accept_is_honoured_and_a_narrow_client_does_not_repoint_the_tag() {
+    let mut reg = FakeRegistry::new();
+    let index = reg.add_manifest(
+        "team/app",
+        "multi",
+        INDEX,
+        b"{\"schemaVersion\":2,\"manifests\":[]}",
+    );
+    let w = World::new(reg);
+    let (r, _) = w.get("/v2/team/app/manifests/multi");
+    assert_eq!(r.headers.get("content-type"), Some(INDEX));
+    // A client that takes only Docker v2 must not be handed the cached index.
+    let (_, o) = w.request("GET", "/v2/team/app/manifests/multi", Some(DOCKER_V2));
+    assert_eq!(o.cache, Some(CacheOutcome::Miss));
+    // The tag still points at the index for everyone else.
+    let (r, o) = w.get("/v2/team/app/manifests/multi");
+    assert_eq!(o.cache, Some(CacheOutcome::Hit));
+    let index_s = index.to_string();
+    assert_eq!(
+        r.headers.get("docker-content-digest"),
+        Some(index_s.as_str())
+    );
+}
+
+#[test]
+fn a_failing_cache_still_answers() {
+    let (reg, _, _) = image();
+    let w = World::new(reg);
+    w.kv.fail_puts.set(true);
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(r.status, 200);
+    assert!(o.notes.iter().any(|n| n.contains("kv put")));
+}
+
+#[test]
+fn bad_requests_never_reach_upstream() {
+    let w = World::new(FakeRegistry::new());
+    for (method, path, status) in [
+        ("GET", "/v2/UPPER/manifests/v1", 400),
+        ("GET", "/v2/a/blobs/sha256:xyz", 400),
+        ("PUT", "/v2/a/manifests/v1", 405),
+        ("GET", "/v2/quay.io/a/manifests/v1", 404),
+        ("GET", "/favicon.ico", 404),
+    ] {
+        let (r, _) = w.request(method, path, None);
+        assert_eq!(r.status, status, "{method} {path}");
+        error_code(&r);
+    }
+    assert_eq!(w.reg.total(), 0);
+}
