@@ -166,7 +166,8 @@ impl Config {
 }
 
 fn parse_url(s: &str) -> Result<Url, String> {
-    let url = Url::parse(s.trim_end_matches('/')).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    let url =
+        Url::parse(s.trim_end_matches('/')).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(format!("{s:?} must be an http(s) URL with a host"));
     }
@@ -234,7 +235,10 @@ mod tests {
                 r#"UPSTREAMS["docker.io"].url"#,
             ),
             (
-                &[("UPSTREAMS", r#"{"docker.io": {"url": "https://x", "usr": "a"}}"#)],
+                &[(
+                    "UPSTREAMS",
+                    r#"{"docker.io": {"url": "https://x", "usr": "a"}}"#,
+                )],
                 "UPSTREAMS",
             ),
             (
@@ -245,7 +249,10 @@ mod tests {
                 r#"UPSTREAMS["docker.io"].password_secret"#,
             ),
             (
-                &[("UPSTREAMS", r#"{"docker.io": {"url": "https://x", "username": "a"}}"#)],
+                &[(
+                    "UPSTREAMS",
+                    r#"{"docker.io": {"url": "https://x", "username": "a"}}"#,
+                )],
                 r#"UPSTREAMS["docker.io"]"#,
             ),
             (&[("DEFAULT_REGISTRY", "ghcr.io")], "DEFAULT_REGISTRY"),

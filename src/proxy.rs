@@ -111,8 +111,10 @@ where
                 match routed.route {
                     Route::Base => {
                         outcome.kind = "base";
-                        Ok(reply(200, Headers::new(), Body::Bytes(b"{}".to_vec()), head)
-                            .with_type("application/json"))
+                        Ok(
+                            reply(200, Headers::new(), Body::Bytes(b"{}".to_vec()), head)
+                                .with_type("application/json"),
+                        )
                     }
                     Route::Manifest { target, reference } => {
                         outcome.kind = "manifest";
@@ -210,19 +212,27 @@ where
             .map_err(|e| net_error(registry, e))?;
 
         // 4. Verify before anything is stored.
-        let digest = verified_digest(reference, fetched.headers.get("docker-content-digest"), &bytes)
-            .map_err(|m| {
-                outcome.notes.push(m.clone());
-                RegistryError::new(ErrorCode::Unavailable, m)
-            })?;
+        let digest = verified_digest(
+            reference,
+            fetched.headers.get("docker-content-digest"),
+            &bytes,
+        )
+        .map_err(|m| {
+            outcome.notes.push(m.clone());
+            RegistryError::new(ErrorCode::Unavailable, m)
+        })?;
         let media_type = media_type_of(fetched.headers.get("content-type"), &bytes);
         let record = ManifestRecord { media_type, bytes };
 
         // 5. Store: the manifest by digest, and the tag pointer when the client accepted every
         //    manifest type (a pointer written for a client that could not take an index would
         //    point a multi-platform tag at one platform).
-        self.kv_put(&keys::manifest(registry, repo, &digest), record.encode(), outcome)
-            .await;
+        self.kv_put(
+            &keys::manifest(registry, repo, &digest),
+            record.encode(),
+            outcome,
+        )
+        .await;
         if let Reference::Tag(tag) = reference {
             if INDEX_TYPES.iter().all(|t| acceptable(t, accept)) {
                 let pointer = TagRecord {
@@ -309,9 +319,9 @@ where
             }
             None => {
                 // Storage needs the length up front; pass the bytes through uncached.
-                outcome
-                    .notes
-                    .push(format!("{digest}: upstream sent no Content-Length; not cached"));
+                outcome.notes.push(format!(
+                    "{digest}: upstream sent no Content-Length; not cached"
+                ));
                 let mut headers = blob_headers(0);
                 headers.remove("content-length");
                 Ok(reply(200, headers, Body::Stream(fetched.body), false))

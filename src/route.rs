@@ -56,7 +56,8 @@ pub fn route(
     ns: Option<&str>,
 ) -> Result<Routed, RegistryError> {
     let not_found = || {
-        RegistryError::new(ErrorCode::Unsupported, format!("no endpoint at {path}")).with_status(404)
+        RegistryError::new(ErrorCode::Unsupported, format!("no endpoint at {path}"))
+            .with_status(404)
     };
     let rest = match path {
         "/v2" | "/v2/" => "",
@@ -96,8 +97,8 @@ pub fn route(
         })?;
         Route::Manifest { target, reference }
     } else {
-        let digest =
-            Digest::parse(reference).map_err(|e| RegistryError::new(ErrorCode::DigestInvalid, e))?;
+        let digest = Digest::parse(reference)
+            .map_err(|e| RegistryError::new(ErrorCode::DigestInvalid, e))?;
         Route::Blob { target, digest }
     };
     Ok(Routed { method, route })
@@ -113,7 +114,9 @@ fn target(cfg: &Config, name: &[&str], ns: Option<&str>) -> Result<Target, Regis
     let (registry, repo_segments) = match ns {
         Some(ns) => (ns, name),
         None => match name {
-            [first, rest @ ..] if !rest.is_empty() && cfg.upstream(first).is_some() => (*first, rest),
+            [first, rest @ ..] if !rest.is_empty() && cfg.upstream(first).is_some() => {
+                (*first, rest)
+            }
             [first, rest @ ..] if !rest.is_empty() && looks_like_host(first) => {
                 return Err(unknown(first))
             }
@@ -179,15 +182,43 @@ mod tests {
     #[test]
     fn registry_selection_table() {
         let cases = [
-            ("/v2/alpine/manifests/3", None, ("docker.io", "library/alpine")),
-            ("/v2/library/alpine/manifests/3", None, ("docker.io", "library/alpine")),
-            ("/v2/grafana/loki/manifests/3", None, ("docker.io", "grafana/loki")),
-            ("/v2/docker.io/alpine/manifests/3", None, ("docker.io", "library/alpine")),
+            (
+                "/v2/alpine/manifests/3",
+                None,
+                ("docker.io", "library/alpine"),
+            ),
+            (
+                "/v2/library/alpine/manifests/3",
+                None,
+                ("docker.io", "library/alpine"),
+            ),
+            (
+                "/v2/grafana/loki/manifests/3",
+                None,
+                ("docker.io", "grafana/loki"),
+            ),
+            (
+                "/v2/docker.io/alpine/manifests/3",
+                None,
+                ("docker.io", "library/alpine"),
+            ),
             ("/v2/ghcr.io/o/app/manifests/3", None, ("ghcr.io", "o/app")),
             ("/v2/ghcr.io/app/manifests/3", None, ("ghcr.io", "app")),
-            ("/v2/127.0.0.1:5000/x/blobs/D", None, ("127.0.0.1:5000", "x")),
-            ("/v2/o/app/manifests/3", Some("ghcr.io"), ("ghcr.io", "o/app")),
-            ("/v2/alpine/manifests/3", Some("docker.io"), ("docker.io", "library/alpine")),
+            (
+                "/v2/127.0.0.1:5000/x/blobs/D",
+                None,
+                ("127.0.0.1:5000", "x"),
+            ),
+            (
+                "/v2/o/app/manifests/3",
+                Some("ghcr.io"),
+                ("ghcr.io", "o/app"),
+            ),
+            (
+                "/v2/alpine/manifests/3",
+                Some("docker.io"),
+                ("docker.io", "library/alpine"),
+            ),
         ];
         for (path, ns, want) in cases {
             let path = path.replace("/D", &format!("/{D}"));
@@ -217,22 +248,92 @@ mod tests {
             ("GET", "/v2/x", None, ErrorCode::Unsupported, 404),
             ("GET", "/v2/x/tags", None, ErrorCode::Unsupported, 404),
             ("GET", "/v2/x/other/y", None, ErrorCode::Unsupported, 404),
-            ("PUT", "/v2/x/manifests/1", None, ErrorCode::Unsupported, 405),
+            (
+                "PUT",
+                "/v2/x/manifests/1",
+                None,
+                ErrorCode::Unsupported,
+                405,
+            ),
             ("DELETE", "/v2/x/blobs/y", None, ErrorCode::Unsupported, 405),
-            ("GET", "/v2/Alpine/manifests/1", None, ErrorCode::NameInvalid, 400),
-            ("GET", "/v2/a/../b/manifests/1", None, ErrorCode::NameInvalid, 400),
-            ("GET", "/v2/a%2Fb/manifests/1", None, ErrorCode::NameInvalid, 400),
-            ("GET", "/v2/a/manifests/", None, ErrorCode::ManifestInvalid, 400),
-            ("GET", "/v2/a/manifests/-x", None, ErrorCode::ManifestInvalid, 400),
-            ("GET", "/v2/a/manifests/md5:00", None, ErrorCode::DigestInvalid, 400),
-            ("GET", "/v2/a/blobs/latest", None, ErrorCode::DigestInvalid, 400),
-            ("GET", "/v2/quay.io/a/manifests/1", None, ErrorCode::NameUnknown, 404),
-            ("GET", "/v2/localhost/a/manifests/1", None, ErrorCode::NameUnknown, 404),
-            ("GET", "/v2/a/manifests/1", Some("quay.io"), ErrorCode::NameUnknown, 404),
+            (
+                "GET",
+                "/v2/Alpine/manifests/1",
+                None,
+                ErrorCode::NameInvalid,
+                400,
+            ),
+            (
+                "GET",
+                "/v2/a/../b/manifests/1",
+                None,
+                ErrorCode::NameInvalid,
+                400,
+            ),
+            (
+                "GET",
+                "/v2/a%2Fb/manifests/1",
+                None,
+                ErrorCode::NameInvalid,
+                400,
+            ),
+            (
+                "GET",
+                "/v2/a/manifests/",
+                None,
+                ErrorCode::ManifestInvalid,
+                400,
+            ),
+            (
+                "GET",
+                "/v2/a/manifests/-x",
+                None,
+                ErrorCode::ManifestInvalid,
+                400,
+            ),
+            (
+                "GET",
+                "/v2/a/manifests/md5:00",
+                None,
+                ErrorCode::DigestInvalid,
+                400,
+            ),
+            (
+                "GET",
+                "/v2/a/blobs/latest",
+                None,
+                ErrorCode::DigestInvalid,
+                400,
+            ),
+            (
+                "GET",
+                "/v2/quay.io/a/manifests/1",
+                None,
+                ErrorCode::NameUnknown,
+                404,
+            ),
+            (
+                "GET",
+                "/v2/localhost/a/manifests/1",
+                None,
+                ErrorCode::NameUnknown,
+                404,
+            ),
+            (
+                "GET",
+                "/v2/a/manifests/1",
+                Some("quay.io"),
+                ErrorCode::NameUnknown,
+                404,
+            ),
         ];
         for (method, path, ns, code, status) in cases {
             let err = route(&cfg(), method, path, ns).expect_err(path);
-            assert_eq!((err.code, err.status), (code, status), "{method} {path}: {err}");
+            assert_eq!(
+                (err.code, err.status),
+                (code, status),
+                "{method} {path}: {err}"
+            );
         }
     }
 }

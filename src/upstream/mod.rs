@@ -271,18 +271,12 @@ pub fn upstream_status(
             format!("{registry} timed out (504)"),
         )
         .with_status(504),
-        s => RegistryError::new(
-            ErrorCode::Unavailable,
-            format!("{registry} answered {s}"),
-        ),
+        s => RegistryError::new(ErrorCode::Unavailable, format!("{registry} answered {s}")),
     }
 }
 
 pub fn net_error(registry: &str, e: NetError) -> RegistryError {
     let status = if e == NetError::Timeout { 504 } else { 502 };
-    RegistryError::new(
-        ErrorCode::Unavailable,
-        format!("upstream {registry} {e}"),
-    )
-    .with_status(status)
+    RegistryError::new(ErrorCode::Unavailable, format!("upstream {registry} {e}"))
+        .with_status(status)
 }

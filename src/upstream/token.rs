@@ -135,7 +135,11 @@ mod tests {
         assert_eq!(c.get("docker.io", &scope, 89), Some("t1"));
         assert_eq!(c.get("docker.io", &scope, 90), None, "inside the margin");
         assert_eq!(c.get("ghcr.io", &scope, 50), None, "per registry");
-        assert_eq!(c.get("docker.io", "repository:x:pull", 50), None, "per scope");
+        assert_eq!(
+            c.get("docker.io", "repository:x:pull", 50),
+            None,
+            "per scope"
+        );
         c.remove("docker.io", &scope);
         assert!(c.is_empty());
     }

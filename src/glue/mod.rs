@@ -1,0 +1,140 @@
+//! The Workers runtime glue: `#[event(fetch)]` and the Workers-backed ports. The only code that
+//! names `worker::`; it decides nothing, it only translates between JS objects and the core.
+
+mod ports;
+
+use crate::config::Config;
+use crate::error::{ErrorCode, RegistryError};
+use crate::proxy::{error_reply, Body, ClientRequest, Door, Outcome, Reply};
+use crate::upstream::token::TokenCache;
+use ports::{FetchUpstream, R2Blobs, WorkerKv};
+use std::cell::RefCell;
+use worker::{
+    console_error, console_log, event, Context, Date, Env, Request, Response, ResponseBody,
+};
+
+/// KV namespace binding holding manifests and tag pointers.
+const KV_BINDING: &str = "CACHE";
+/// R2 bucket binding holding blobs.
+const R2_BINDING: &str = "BLOBS";
+
+thread_local! {
+    /// Upstream tokens live as long as the isolate; an isolate is single-threaded.
+    static TOKENS: &'static RefCell<TokenCache> = Box::leak(Box::default());
+}
+
+#[event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let started = Date::now().as_millis();
+    let url = req.url()?;
+    let method = req.method().to_string();
+    let ns = url
+        .query_pairs()
+        .find(|(k, _)| k == "ns")
+        .map(|(_, v)| v.into_owned());
+    // `Headers.get` joins repeated headers with ", ", which is what the core expects.
+    let accept = req.headers().get("accept")?;
+    let client_req = ClientRequest {
+        method: &method,
+        path: url.path(),
+        ns: ns.as_deref(),
+        accept: accept.as_deref(),
+    };
+
+    let (reply, outcome) = match serve(&env, &ctx, client_req, started).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            let mut outcome = Outcome {
+                kind: "other",
+                ..Outcome::default()
+            };
+            outcome.notes.push(e.message.clone());
+            (error_reply(&e, method == "HEAD"), outcome)
+        }
+    };
+    log(&method, url.path(), &reply, &outcome, started);
+    into_response(reply)
+}
+
+async fn serve(
+    env: &Env,
+    ctx: &Context,
+    req: ClientRequest<'_>,
+    now_ms: u64,
+) -> Result<(Reply<ports::Stream>, Outcome), RegistryError> {
+    let config = Config::load(|name| lookup(env, name))
+        .map_err(|e| RegistryError::new(ErrorCode::Unknown, e.to_string()))?;
+    let binding = |what: &str, e: worker::Error| {
+        RegistryError::new(ErrorCode::Unknown, format!("binding {what}: {e}"))
+    };
+    let kv = WorkerKv(
+        env.kv(KV_BINDING)
+            .map_err(|e| binding(KV_BINDING, e))?,
+    );
+    let blobs = R2Blobs {
+        bucket: env.bucket(R2_BINDING).map_err(|e| binding(R2_BINDING, e))?,
+        ctx,
+    };
+    let tokens = TOKENS.with(|t| *t);
+    let door = Door {
+        config: &config,
+        kv: &kv,
+        blobs: &blobs,
+        upstream: &FetchUpstream,
+        tokens,
+        now: now_ms / 1000,
+    };
+    Ok(door.handle(req).await)
+}
+
+/// A setting: a plain var or secret, or a `[vars]` table (given back as JSON).
+fn lookup(env: &Env, name: &str) -> Option<String> {
+    if let Ok(v) = env.var(name) {
+        return Some(v.to_string());
+    }
+    env.object_var::<serde_json::Value>(name)
+        .ok()
+        .map(|v| v.to_string())
+}
+
+fn into_response(reply: Reply<ports::Stream>) -> worker::Result<Response> {
+    let headers = worker::Headers::new();
+    for (name, value) in reply.headers.iter() {
+        headers.set(name, value)?;
+    }
+    let body = match reply.body {
+        Body::Empty | Body::Stream(None) => ResponseBody::Empty,
+        Body::Bytes(b) => ResponseBody::Body(b),
+        Body::Stream(Some(s)) => ResponseBody::Stream(s),
+    };
+    Ok(Response::builder()
+        .with_status(reply.status)
+        .with_headers(headers)
+        .body(body))
+}
+
+/// One JSON line per request. Never headers: they carry credentials.
+fn log<S>(method: &str, path: &str, reply: &Reply<S>, outcome: &Outcome, started: u64) {
+    let line = serde_json::json!({
+        "method": method,
+        "path": path,
+        "status": reply.status,
+        "kind": outcome.kind,
+        "registry": outcome.registry,
+        "repository": outcome.repository,
+        "cache": outcome.cache.map(|c| c.as_str()),
+        "upstream_calls": outcome.upstream_calls,
+        "ms": Date::now().as_millis().saturating_sub(started),
+        "notes": outcome.notes,
+    });
+    if reply.status >= 500 {
+        console_error!("{line}");
+    } else {
+        console_log!("{line}");
+    }
+}

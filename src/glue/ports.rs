@@ -1,0 +1,170 @@
+//! Workers implementations of the core's ports: KV, R2 and `fetch`.
+
+use crate::oci::{Algorithm, Digest};
+use crate::ports::{
+    Blobs, Fetched, Headers, HttpMethod, Kv, NetError, OutboundRequest, StoreError, Upstream,
+};
+use futures::StreamExt;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use worker::worker_sys::FixedLengthStream;
+use worker::{
+    console_error, Bucket, ByteStream, Context, Data, Fetch, KvStore, Method, Request, RequestInit,
+    RequestRedirect, ResponseBody,
+};
+
+/// A body on its way through: `None` when upstream sent none.
+pub type Stream = Option<web_sys::ReadableStream>;
+
+pub struct WorkerKv(pub KvStore);
+
+impl Kv for WorkerKv {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0
+            .get(key)
+            .bytes()
+            .await
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.0
+            .put_bytes(key, &value)
+            .map_err(|e| StoreError(e.to_string()))?
+            .execute()
+            .await
+            .map_err(|e| StoreError(e.to_string()))
+    }
+}
+
+pub struct R2Blobs<'a> {
+    pub bucket: Bucket,
+    pub ctx: &'a Context,
+}
+
+impl Blobs for R2Blobs<'_> {
+    type Body = Stream;
+
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let object = self
+            .bucket
+            .head(key)
+            .await
+            .map_err(|e| StoreError(e.to_string()))?;
+        Ok(object.map(|o| o.size()))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<(u64, Stream)>, StoreError> {
+        let Some(object) = self
+            .bucket
+            .get(key)
+            .execute()
+            .await
+            .map_err(|e| StoreError(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let size = object.size();
+        let stream = match object.body().map(|b| b.response_body()) {
+            Some(Ok(ResponseBody::Stream(s))) => Some(s),
+            _ => None,
+        };
+        Ok(Some((size, stream)))
+    }
+
+    /// Tees the upstream stream: one branch goes to the client, the other through a
+    /// `FixedLengthStream` (R2 needs the length up front) into an R2 put that carries the
+    /// expected checksum, so R2 itself refuses bytes that do not match the digest.
+    fn fill(&self, key: &str, body: Stream, len: u64, digest: &Digest) -> Stream {
+        let bucket = self.bucket.clone();
+        let key = key.to_owned();
+        let raw = digest.raw();
+        let algorithm = digest.algorithm();
+        let put = move |data: Data| async move {
+            let builder = bucket.put(&key, data);
+            let builder = match algorithm {
+                Algorithm::Sha256 => builder.sha256(raw),
+                Algorithm::Sha512 => builder.sha512(raw),
+            };
+            if let Err(e) = builder.execute().await {
+                console_error!("{{\"fill\":\"{key}\",\"error\":{:?}}}", e.to_string());
+            }
+        };
+        let Some(stream) = body else {
+            if len == 0 {
+                self.ctx.wait_until(put(Data::Bytes(Vec::new())));
+            }
+            return None;
+        };
+        let branches = stream.tee();
+        let to_client: web_sys::ReadableStream = branches.get(0).unchecked_into();
+        let to_store: web_sys::ReadableStream = branches.get(1).unchecked_into();
+        let fixed = match u32::try_from(len) {
+            Ok(l) => FixedLengthStream::new(l),
+            Err(_) => FixedLengthStream::new_big_int(js_sys::BigInt::from(len)),
+        };
+        let Ok(fixed) = fixed else {
+            return Some(to_client);
+        };
+        let piping = JsFuture::from(to_store.pipe_to(&fixed.writable()));
+        let readable = fixed.readable();
+        self.ctx.wait_until(async move {
+            let (_, ()) = futures::join!(piping, put(Data::ReadableStream(readable)));
+        });
+        Some(to_client)
+    }
+}
+
+pub struct FetchUpstream;
+
+impl Upstream for FetchUpstream {
+    type Body = Stream;
+
+    async fn send(&self, req: OutboundRequest) -> Result<Fetched<Stream>, NetError> {
+        let failed = |e: worker::Error| NetError::Failed(e.to_string());
+        let headers = worker::Headers::new();
+        for (name, value) in req.headers.iter() {
+            headers.set(name, value).map_err(failed)?;
+        }
+        let mut init = RequestInit::new();
+        init.with_method(match req.method {
+            HttpMethod::Get => Method::Get,
+            HttpMethod::Head => Method::Head,
+        })
+        .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual);
+        let request = Request::new_with_init(req.url.as_str(), &init).map_err(failed)?;
+        let response = Fetch::Request(request).send().await.map_err(failed)?;
+        let mut out = Headers::new();
+        for (name, value) in response.headers().entries() {
+            out.append(&name, value);
+        }
+        let status = response.status_code();
+        let (_, body) = response.into_parts();
+        let body = match body {
+            ResponseBody::Stream(s) => Some(s),
+            _ => None,
+        };
+        Ok(Fetched {
+            status,
+            headers: out,
+            body,
+        })
+    }
+
+    async fn read(&self, body: Stream, limit: usize) -> Result<Vec<u8>, NetError> {
+        let Some(stream) = body else {
+            return Ok(Vec::new());
+        };
+        let mut chunks = ByteStream::from(stream);
+        let mut out = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| NetError::Failed(e.to_string()))?;
+            if out.len() + chunk.len() > limit {
+                return Err(NetError::TooLarge);
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+}
