@@ -72,10 +72,7 @@ async fn serve(
     let binding = |what: &str, e: worker::Error| {
         RegistryError::new(ErrorCode::Unknown, format!("binding {what}: {e}"))
     };
-    let kv = WorkerKv(
-        env.kv(KV_BINDING)
-            .map_err(|e| binding(KV_BINDING, e))?,
-    );
+    let kv = WorkerKv(env.kv(KV_BINDING).map_err(|e| binding(KV_BINDING, e))?);
     let blobs = R2Blobs {
         bucket: env.bucket(R2_BINDING).map_err(|e| binding(R2_BINDING, e))?,
         ctx,

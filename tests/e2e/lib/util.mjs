@@ -1,0 +1,70 @@
+// Small shared helpers for the end-to-end tests: ports, temp dirs, processes, HTTP.
+import { spawn, execFile } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+
+export const execFileP = promisify(execFile);
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export function tempDir(prefix) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), `frontdoor-${prefix}-`));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Starts a long-running process; its output is kept for failure messages. */
+export function startProcess(cmd, args, opts = {}) {
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], ...opts });
+  const output = [];
+  child.stdout.on("data", (d) => output.push(d.toString()));
+  child.stderr.on("data", (d) => output.push(d.toString()));
+  return {
+    child,
+    output: () => output.join(""),
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once("exit", resolve);
+        child.kill("SIGTERM");
+      }),
+  };
+}
+
+/** Polls `fn` until it returns a truthy value or `ms` pass. */
+export async function waitFor(fn, ms = 15000, what = "condition") {
+  const deadline = Date.now() + ms;
+  let lastErr;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      lastErr = e;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}${lastErr ? `: ${lastErr.message}` : ""}`);
+}
+
+/** Runs skopeo, returning stdout; throws with stderr on failure. */
+export async function skopeo(args) {
+  try {
+    const { stdout } = await execFileP("skopeo", args, { maxBuffer: 64 << 20 });
+    return stdout;
+  } catch (e) {
+    throw new Error(`skopeo ${args.join(" ")} failed: ${e.stderr || e.message}`);
+  }
+}
