@@ -6,6 +6,7 @@
 //! | `UPSTREAMS`        | JSON: registry name → `{"url", "username"?, "password_secret"?}`         |
 //! | `DEFAULT_REGISTRY` | registry for names with no registry prefix (default `docker.io`)         |
 //! | `TAG_TTL_SECONDS`  | how long a tag → digest answer is trusted without asking upstream (300)  |
+//! | `HOSTS`            | JSON: hostname the door is reached at → registry name (optional)         |
 //!
 //! `password_secret` names *another* binding (a wrangler secret) that holds the password or token, so
 //! the JSON itself never carries a secret. A bad setting is an error that names it; there is no
@@ -29,6 +30,8 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub default_registry: String,
     pub tag_ttl_seconds: u64,
+    /// Hostname (lowercase, no port) → registry name, for one-hostname-per-registry deployments.
+    pub hosts: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -153,15 +156,53 @@ impl Config {
             })?,
         };
 
+        let hosts = match lookup("HOSTS") {
+            None => BTreeMap::new(),
+            Some(raw) => {
+                let map: BTreeMap<String, String> = serde_json::from_str(&raw).map_err(|e| {
+                    bad(
+                        "HOSTS",
+                        format!("not a JSON object of hostname → registry: {e}"),
+                    )
+                })?;
+                let mut hosts = BTreeMap::new();
+                for (host, registry) in map {
+                    if !upstreams.contains_key(&registry) {
+                        return Err(bad(
+                            format!("HOSTS[{host:?}]"),
+                            format!("{registry:?} is not a key of UPSTREAMS"),
+                        ));
+                    }
+                    hosts.insert(host.to_ascii_lowercase(), registry);
+                }
+                hosts
+            }
+        };
+
         Ok(Config {
             upstreams,
             default_registry,
             tag_ttl_seconds,
+            hosts,
         })
     }
 
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.get(name)
+    }
+
+    /// The registry a `Host` header maps to in `HOSTS` (the port is ignored).
+    pub fn host_registry(&self, host: &str) -> Option<&str> {
+        if self.hosts.is_empty() {
+            return None;
+        }
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        self.hosts
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 }
 
@@ -225,6 +266,15 @@ mod tests {
     }
 
     #[test]
+    fn hosts_map_hostnames_to_registries() {
+        let c = load(&[("HOSTS", r#"{"Docker.Example.com": "docker.io"}"#)]).unwrap();
+        assert_eq!(c.host_registry("docker.example.com"), Some("docker.io"));
+        assert_eq!(c.host_registry("DOCKER.example.com:443"), Some("docker.io"));
+        assert_eq!(c.host_registry("other.example.com"), None);
+        assert_eq!(load(&[]).unwrap().host_registry("docker.example.com"), None);
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("UPSTREAMS", "{")], "UPSTREAMS"),
@@ -257,6 +307,11 @@ mod tests {
             ),
             (&[("DEFAULT_REGISTRY", "ghcr.io")], "DEFAULT_REGISTRY"),
             (&[("TAG_TTL_SECONDS", "5m")], "TAG_TTL_SECONDS"),
+            (&[("HOSTS", "[1]")], "HOSTS"),
+            (
+                &[("HOSTS", r#"{"ghcr.example.com": "ghcr.io"}"#)],
+                r#"HOSTS["ghcr.example.com"]"#,
+            ),
         ];
         for (pairs, setting) in cases {
             let err = load(pairs).expect_err(&format!("{pairs:?} should fail"));

@@ -7,8 +7,8 @@
 use serde::Serialize;
 
 /// Error codes from the OCI distribution spec ("Error Codes" table), plus the few that
-/// distribution itself uses for conditions the spec leaves open (`UNAVAILABLE`, `TOOMANYREQUESTS`,
-/// `UNKNOWN`).
+/// distribution itself uses for conditions the spec leaves open (`UNAVAILABLE`, `UNKNOWN`), and
+/// `RANGE_INVALID` for a `Range` the door cannot serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     BlobUnknown,
@@ -17,6 +17,8 @@ pub enum ErrorCode {
     ManifestUnknown,
     NameInvalid,
     NameUnknown,
+    /// A `Range` header that is malformed or cannot be satisfied.
+    RangeInvalid,
     Unauthorized,
     Denied,
     Unsupported,
@@ -37,6 +39,7 @@ impl ErrorCode {
             ErrorCode::ManifestUnknown => "MANIFEST_UNKNOWN",
             ErrorCode::NameInvalid => "NAME_INVALID",
             ErrorCode::NameUnknown => "NAME_UNKNOWN",
+            ErrorCode::RangeInvalid => "RANGE_INVALID",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
@@ -51,6 +54,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BlobUnknown | ErrorCode::ManifestUnknown | ErrorCode::NameUnknown => 404,
             ErrorCode::DigestInvalid | ErrorCode::ManifestInvalid | ErrorCode::NameInvalid => 400,
+            ErrorCode::RangeInvalid => 416,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Denied => 403,
             ErrorCode::Unsupported => 405,
@@ -69,6 +73,8 @@ pub struct RegistryError {
     pub message: String,
     /// `Retry-After` to pass on, as upstream sent it (only with `TOOMANYREQUESTS`).
     pub retry_after: Option<String>,
+    /// `Content-Range: bytes */<size>` for an unsatisfiable range.
+    pub content_range: Option<String>,
 }
 
 impl RegistryError {
@@ -78,6 +84,7 @@ impl RegistryError {
             status: code.status(),
             message: message.into(),
             retry_after: None,
+            content_range: None,
         }
     }
 

@@ -5,7 +5,8 @@
 //! - [`config`]: typed settings, validated once;
 //! - [`error`]: the one error type that reaches HTTP, as the OCI error body;
 //! - [`oci`]: digests, names, references, media types;
-//! - [`route`]: `(method, path, ns)` → what was asked for;
+//! - [`route`]: `(method, host, path, query)` → what was asked for;
+//! - [`range`]: HTTP `Range` parsing for blob reads;
 //! - [`cache`]: storage keys (one place), record encodings, freshness;
 //! - [`upstream`]: `WWW-Authenticate` parsing, tokens and their cache, the auth dance, redirects;
 //! - [`ports`]: the traits that are the only seam to the runtime;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod oci;
 pub mod ports;
 pub mod proxy;
+pub mod range;
 pub mod route;
 pub mod upstream;
 

@@ -143,7 +143,13 @@ pub trait Blobs {
     type Body;
     /// The stored size, if the blob is stored.
     async fn size(&self, key: &str) -> Result<Option<u64>, StoreError>;
-    async fn get(&self, key: &str) -> Result<Option<(u64, Self::Body)>, StoreError>;
+    /// The blob's total size and its bytes, or only `len` bytes from `offset` when `part` is
+    /// `Some((offset, len))` (the caller has checked the part lies inside the blob).
+    async fn get(
+        &self,
+        key: &str,
+        part: Option<(u64, u64)>,
+    ) -> Result<Option<(u64, Self::Body)>, StoreError>;
     /// Returns a body that yields `body`'s bytes to the client while the same bytes are stored under
     /// `key` in the background. Storage must refuse the object unless it is exactly `len` bytes that
     /// hash to `digest`, so a corrupt or truncated transfer is never cached.

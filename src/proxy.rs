@@ -8,13 +8,18 @@
 //! - Blobs are served from R2; on a miss they stream from upstream to the client while R2 stores
 //!   the same bytes, and R2 refuses the object unless its checksum matches the digest.
 //! - A client HEAD on a miss becomes an upstream HEAD, never a GET.
+//! - `Range` reads are served from R2 as `206`; on a miss a range from byte 0 fills the cache as a
+//!   whole read would, any other range is passed upstream and not cached.
+//! - Tag lists are passed through with their `Link` pointed back at the door; referrers come from
+//!   upstream's API, or from the referrers tag schema (`sha256-<hex>`) when upstream lacks it.
 
 use crate::cache::{keys, ManifestRecord, TagRecord};
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
 use crate::oci::{acceptable, Digest, Reference, DEFAULT_MANIFEST_ACCEPT};
 use crate::ports::{Blobs, Headers, HttpMethod, Kv, Upstream};
-use crate::route::{route, Method, Route, Target};
+use crate::range;
+use crate::route::{route, Method, RequestLine, Route, Target};
 use crate::upstream::token::TokenCache;
 use crate::upstream::{net_error, upstream_status, Client};
 use std::cell::RefCell;
@@ -22,20 +27,20 @@ use std::cell::RefCell;
 /// The spec's limit that registries apply to manifests (distribution: 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const INDEX_TYPES: [&str; 2] = [
-    "application/vnd.oci.image.index.v1+json",
+    OCI_INDEX,
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
 
 /// What the client sent that matters to the door.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ClientRequest<'r> {
-    pub method: &'r str,
-    pub path: &'r str,
-    /// containerd's `?ns=<registry>`.
-    pub ns: Option<&'r str>,
+    pub line: RequestLine<'r>,
     /// All `Accept` values, comma-joined.
     pub accept: Option<&'r str>,
+    /// The `Range` header.
+    pub range: Option<&'r str>,
 }
 
 pub enum Body<S> {
@@ -104,7 +109,7 @@ where
             kind: "other",
             ..Outcome::default()
         };
-        let result = match route(self.config, req.method, req.path, req.ns) {
+        let result = match route(self.config, req.line) {
             Err(e) => Err(e),
             Ok(routed) => {
                 let head = routed.method == Method::Head;
@@ -125,12 +130,42 @@ where
                     Route::Blob { target, digest } => {
                         outcome.kind = "blob";
                         outcome.note_target(&target);
-                        self.blob(&target, &digest, head, &mut outcome).await
+                        self.blob(&target, &digest, head, req.range, &mut outcome)
+                            .await
+                    }
+                    Route::Tags {
+                        target,
+                        n,
+                        last,
+                        link_path,
+                        link_ns,
+                    } => {
+                        outcome.kind = "tags";
+                        outcome.note_target(&target);
+                        let link = (link_path.as_str(), link_ns.as_deref());
+                        self.tags(&target, n, last.as_deref(), link, head, &mut outcome)
+                            .await
+                    }
+                    Route::Referrers {
+                        target,
+                        digest,
+                        artifact_type,
+                    } => {
+                        outcome.kind = "referrers";
+                        outcome.note_target(&target);
+                        self.referrers(
+                            &target,
+                            &digest,
+                            artifact_type.as_deref(),
+                            head,
+                            &mut outcome,
+                        )
+                        .await
                     }
                 }
             }
         };
-        let reply = result.unwrap_or_else(|e| error_reply(&e, req.method == "HEAD"));
+        let reply = result.unwrap_or_else(|e| error_reply(&e, req.line.method == "HEAD"));
         (reply, outcome)
     }
 
@@ -178,13 +213,15 @@ where
         // 3. Ask upstream.
         let client = self.client(target)?;
         let tail = format!("manifests/{reference}");
-        let wanted = Some(accept.unwrap_or(DEFAULT_MANIFEST_ACCEPT));
+
         let method = if head {
             HttpMethod::Head
         } else {
             HttpMethod::Get
         };
-        let fetched = client.fetch(method, repo, &tail, wanted).await;
+        let mut headers = Headers::new();
+        headers.set("accept", accept.unwrap_or(DEFAULT_MANIFEST_ACCEPT));
+        let fetched = client.fetch(method, repo, &tail, headers).await;
         outcome.upstream_calls += client.calls.get();
         let fetched = fetched?;
         if fetched.status != 200 {
@@ -251,37 +288,82 @@ where
         target: &Target,
         digest: &Digest,
         head: bool,
+        range_header: Option<&str>,
         outcome: &mut Outcome,
     ) -> Result<Reply<U::Body>, RegistryError> {
         let key = keys::blob(digest);
-        let blob_headers = |len: u64| {
+        let blob_headers = |len: Option<u64>| {
             let mut h = Headers::new();
             h.set("content-type", "application/octet-stream");
-            h.set("content-length", len.to_string());
+            if let Some(len) = len {
+                h.set("content-length", len.to_string());
+            }
             h.set("docker-content-digest", digest.to_string());
+            h.set("accept-ranges", "bytes");
             h
         };
-        if head {
-            match self.blobs.size(&key).await {
-                Ok(Some(len)) => {
-                    outcome.cache = Some(CacheOutcome::Hit);
-                    return Ok(reply(200, blob_headers(len), Body::Empty, true));
-                }
-                Ok(None) => {}
-                Err(e) => outcome.notes.push(format!("blob store: {e}")),
+        // HEAD ignores Range, as registries do.
+        let range = match range_header.filter(|_| !head) {
+            None => None,
+            Some(h) => {
+                range::parse(h).map_err(|e| RegistryError::new(ErrorCode::RangeInvalid, e))?
             }
-        } else {
-            match self.blobs.get(&key).await {
+        };
+
+        // 1. From R2.
+        let stored = match (head, range) {
+            (false, None) => match self.blobs.get(&key, None).await {
                 Ok(Some((len, body))) => {
                     outcome.cache = Some(CacheOutcome::Hit);
-                    return Ok(reply(200, blob_headers(len), Body::Stream(body), false));
+                    return Ok(reply(
+                        200,
+                        blob_headers(Some(len)),
+                        Body::Stream(body),
+                        false,
+                    ));
                 }
-                Ok(None) => {}
-                Err(e) => outcome.notes.push(format!("blob store: {e}")),
+                Ok(None) => None,
+                Err(e) => {
+                    outcome.notes.push(format!("blob store: {e}"));
+                    None
+                }
+            },
+            _ => match self.blobs.size(&key).await {
+                Ok(size) => size,
+                Err(e) => {
+                    outcome.notes.push(format!("blob store: {e}"));
+                    None
+                }
+            },
+        };
+        if let Some(size) = stored {
+            outcome.cache = Some(CacheOutcome::Hit);
+            let Some(range) = range else {
+                return Ok(reply(200, blob_headers(Some(size)), Body::Empty, true));
+            };
+            let Some((first, last)) = range.resolve(size) else {
+                let mut e = RegistryError::new(
+                    ErrorCode::RangeInvalid,
+                    format!("{} is outside the blob's {size} bytes", range.header()),
+                );
+                e.content_range = Some(format!("bytes */{size}"));
+                return Err(e);
+            };
+            let len = last - first + 1;
+            if let Ok(Some((_, body))) = self.blobs.get(&key, Some((first, len))).await {
+                let mut headers = blob_headers(Some(len));
+                headers.set("content-range", format!("bytes {first}-{last}/{size}"));
+                return Ok(reply(206, headers, Body::Stream(body), false));
             }
         }
         outcome.cache = Some(CacheOutcome::Miss);
 
+        // 2. From upstream. A range that does not start at 0 is only passed through.
+        let partial = range.filter(|r| !r.is_everything());
+        let mut headers = Headers::new();
+        if let Some(r) = partial {
+            headers.set("range", r.header());
+        }
         let client = self.client(target)?;
         let method = if head {
             HttpMethod::Head
@@ -289,7 +371,97 @@ where
             HttpMethod::Get
         };
         let fetched = client
-            .fetch(method, &target.repository, &format!("blobs/{digest}"), None)
+            .fetch(
+                method,
+                &target.repository,
+                &format!("blobs/{digest}"),
+                headers,
+            )
+            .await;
+        outcome.upstream_calls += client.calls.get();
+        let fetched = fetched?;
+        let len = fetched
+            .headers
+            .get("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match fetched.status {
+            200 => {}
+            206 if partial.is_some() => {
+                let mut headers = blob_headers(len);
+                if let Some(cr) = fetched.headers.get("content-range") {
+                    headers.set("content-range", cr);
+                }
+                return Ok(reply(206, headers, Body::Stream(fetched.body), false));
+            }
+            s => {
+                return Err(upstream_status(
+                    s,
+                    &fetched.headers,
+                    ErrorCode::BlobUnknown,
+                    &target.registry,
+                ))
+            }
+        }
+        if head {
+            return Ok(reply(200, blob_headers(len), Body::Empty, true));
+        }
+        // A whole blob (asked for, or upstream ignored the range): fill the cache as it streams.
+        match len {
+            Some(len) => {
+                let body = self.blobs.fill(&key, fetched.body, len, digest);
+                Ok(reply(
+                    200,
+                    blob_headers(Some(len)),
+                    Body::Stream(body),
+                    false,
+                ))
+            }
+            None => {
+                // Storage needs the length up front; pass the bytes through uncached.
+                outcome.notes.push(format!(
+                    "{digest}: upstream sent no Content-Length; not cached"
+                ));
+                Ok(reply(
+                    200,
+                    blob_headers(None),
+                    Body::Stream(fetched.body),
+                    false,
+                ))
+            }
+        }
+    }
+
+    /// `tags/list`, passed through (tags change; there is nothing to verify), with upstream's
+    /// `Link` to the next page rewritten to the door's own path for this repository.
+    async fn tags(
+        &self,
+        target: &Target,
+        n: Option<u32>,
+        last: Option<&str>,
+        (link_path, link_ns): (&str, Option<&str>),
+        head: bool,
+        outcome: &mut Outcome,
+    ) -> Result<Reply<U::Body>, RegistryError> {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(n) = n {
+            query.append_pair("n", &n.to_string());
+        }
+        if let Some(last) = last {
+            query.append_pair("last", last);
+        }
+        let query = query.finish();
+        let tail = match query.is_empty() {
+            true => "tags/list".to_owned(),
+            false => format!("tags/list?{query}"),
+        };
+        let client = self.client(target)?;
+        let method = if head {
+            HttpMethod::Head
+        } else {
+            HttpMethod::Get
+        };
+        let fetched = client
+            .fetch(method, &target.repository, &tail, Headers::new())
             .await;
         outcome.upstream_calls += client.calls.get();
         let fetched = fetched?;
@@ -297,36 +469,114 @@ where
             return Err(upstream_status(
                 fetched.status,
                 &fetched.headers,
-                ErrorCode::BlobUnknown,
+                ErrorCode::NameUnknown,
                 &target.registry,
             ));
         }
-        let len = fetched
+        let mut headers = Headers::new();
+        headers.set("content-type", "application/json");
+        if let Some(len) = fetched.headers.get("content-length") {
+            headers.set("content-length", len);
+        }
+        if let Some(link) = fetched
             .headers
-            .get("content-length")
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if head {
-            let mut headers = blob_headers(len.unwrap_or(0));
-            if len.is_none() {
-                headers.remove("content-length");
-            }
-            return Ok(reply(200, headers, Body::Empty, true));
+            .get("link")
+            .and_then(|l| next_link(l, link_path, link_ns))
+        {
+            headers.set("link", link);
         }
-        match len {
-            Some(len) => {
-                let body = self.blobs.fill(&key, fetched.body, len, digest);
-                Ok(reply(200, blob_headers(len), Body::Stream(body), false))
+        Ok(reply(200, headers, Body::Stream(fetched.body), head))
+    }
+
+    /// The referrers of `digest`: upstream's referrers API, or — when upstream answers 404, which
+    /// the spec forbids a registry that has the API to do — the referrers tag schema
+    /// (`<alg>-<hex>` tag holding an index), or an empty index when that tag does not exist either.
+    async fn referrers(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+        head: bool,
+        outcome: &mut Outcome,
+    ) -> Result<Reply<U::Body>, RegistryError> {
+        let mut tail = format!("referrers/{digest}");
+        if let Some(t) = artifact_type {
+            let q: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("artifactType", t)
+                .finish();
+            tail = format!("{tail}?{q}");
+        }
+        let client = self.client(target)?;
+        let mut headers = Headers::new();
+        headers.set("accept", OCI_INDEX);
+        let fetched = client
+            .fetch(HttpMethod::Get, &target.repository, &tail, headers)
+            .await;
+        outcome.upstream_calls += client.calls.get();
+        let fetched = fetched?;
+        let (index, filtered_upstream) = match fetched.status {
+            200 => {
+                let filtered = fetched
+                    .headers
+                    .get("oci-filters-applied")
+                    .is_some_and(|f| f.split(',').any(|x| x.trim() == "artifactType"));
+                let bytes = self
+                    .upstream
+                    .read(fetched.body, MAX_MANIFEST_BYTES)
+                    .await
+                    .map_err(|e| net_error(&target.registry, e))?;
+                (Some(bytes), filtered)
             }
+            404 => {
+                let tag =
+                    Reference::Tag(format!("{}-{}", digest.algorithm().as_str(), digest.hex()));
+                match self
+                    .manifest(target, &tag, false, Some(OCI_INDEX), outcome)
+                    .await
+                {
+                    Ok(r) => match r.body {
+                        Body::Bytes(b) => (Some(b), false),
+                        _ => (None, false),
+                    },
+                    Err(e) if e.code == ErrorCode::ManifestUnknown => (None, false),
+                    Err(e) => return Err(e),
+                }
+            }
+            s => {
+                return Err(upstream_status(
+                    s,
+                    &fetched.headers,
+                    ErrorCode::ManifestUnknown,
+                    &target.registry,
+                ))
+            }
+        };
+        let mut index: serde_json::Value = match index {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                RegistryError::new(
+                    ErrorCode::Unavailable,
+                    format!("upstream referrers index is not JSON: {e}"),
+                )
+            })?,
             None => {
-                // Storage needs the length up front; pass the bytes through uncached.
-                outcome.notes.push(format!(
-                    "{digest}: upstream sent no Content-Length; not cached"
-                ));
-                let mut headers = blob_headers(0);
-                headers.remove("content-length");
-                Ok(reply(200, headers, Body::Stream(fetched.body), false))
+                serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
             }
+        };
+        let mut headers = Headers::new();
+        headers.set("content-type", OCI_INDEX);
+        if let Some(wanted) = artifact_type {
+            if !filtered_upstream {
+                if let Some(list) = index
+                    .get_mut("manifests")
+                    .and_then(serde_json::Value::as_array_mut)
+                {
+                    list.retain(|m| m.get("artifactType").and_then(|t| t.as_str()) == Some(wanted));
+                }
+            }
+            headers.set("oci-filters-applied", "artifactType");
         }
+        let body = serde_json::to_vec(&index).expect("a JSON value serializes");
+        Ok(reply(200, headers, Body::Bytes(body), head))
     }
 
     /// A storage read that fails is logged and treated as a miss: upstream can still answer.
@@ -346,6 +596,26 @@ where
             outcome.notes.push(format!("kv put: {e}"));
         }
     }
+}
+
+/// Upstream's `Link: <…/tags/list?n=…&last=…>; rel="next"`, pointed at the door's `link_path` (the
+/// name as the client wrote it) with the same page query, plus `ns` if the client sent one.
+fn next_link(link: &str, link_path: &str, link_ns: Option<&str>) -> Option<String> {
+    let target = link.split('<').nth(1)?.split('>').next()?;
+    let url = url::Url::parse("http://upstream.invalid/")
+        .ok()?
+        .join(target)
+        .ok()?;
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in url.query_pairs() {
+        if k == "n" || k == "last" {
+            query.append_pair(&k, &v);
+        }
+    }
+    if let Some(ns) = link_ns {
+        query.append_pair("ns", ns);
+    }
+    Some(format!("<{link_path}?{}>; rel=\"next\"", query.finish()))
 }
 
 impl Outcome {
@@ -428,6 +698,9 @@ pub fn error_reply<S>(e: &RegistryError, head: bool) -> Reply<S> {
     let mut headers = Headers::new();
     if let Some(ra) = &e.retry_after {
         headers.set("retry-after", ra.clone());
+    }
+    if let Some(cr) = &e.content_range {
+        headers.set("content-range", cr.clone());
     }
     reply(e.status, headers, Body::Bytes(e.body()), head).with_type("application/json")
 }

@@ -1,13 +1,16 @@
-//! Request routing: `(method, path, ns)` → what the client asked for, or the OCI error to answer.
+//! Request routing: `(method, host, path, query)` → what the client asked for, or the OCI error to
+//! answer.
 //!
-//! The registry a request goes to is chosen, in order, by containerd's `ns` query parameter, then a
+//! The registry a request goes to is chosen, in order, by the `HOSTS` map (the `Host` the client
+//! used, for `docker.example.com`-style deployments), containerd's `ns` query parameter, a
 //! `/v2/<registry>/…` path prefix naming a configured registry, then `DEFAULT_REGISTRY`. A first path
 //! component that looks like a hostname (has a `.` or `:`, or is `localhost`, as Docker's reference
-//! grammar defines a domain) but is not configured is refused with `NAME_UNKNOWN`: the door never
-//! contacts a registry it was not configured for, and never sends such a name to the default one.
+//! grammar defines a domain) but is not configured is refused with `NAME_UNKNOWN`, and so is an `ns`
+//! naming an unconfigured registry: the door never contacts a registry it was not configured for,
+//! and never sends such a name to the default one.
 //!
 //! Names are matched by hand rather than with a router: repository names contain `/`, so the kind
-//! (`manifests`/`blobs`) is found from the end of the path.
+//! (`manifests`, `blobs`, `tags/list`, `referrers`) is found from the end of the path.
 
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
@@ -17,6 +20,18 @@ use crate::oci::{Digest, Reference, Repository};
 pub enum Method {
     Get,
     Head,
+}
+
+/// The parts of an HTTP request that routing looks at.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestLine<'r> {
+    pub method: &'r str,
+    /// The `Host` header (with any port).
+    pub host: Option<&'r str>,
+    /// The path, still percent-encoded, as sent.
+    pub path: &'r str,
+    /// The raw query string, without `?`.
+    pub query: Option<&'r str>,
 }
 
 /// Which upstream repository a request is about.
@@ -40,6 +55,22 @@ pub enum Route {
         target: Target,
         digest: Digest,
     },
+    /// `/v2/<name>/tags/list?n=&last=`.
+    Tags {
+        target: Target,
+        n: Option<u32>,
+        last: Option<String>,
+        /// How the client reached this list (`/v2/<name as written>/tags/list`, plus `ns`), so a
+        /// `Link` to the next page points back at the door the same way.
+        link_path: String,
+        link_ns: Option<String>,
+    },
+    /// `/v2/<name>/referrers/<digest>?artifactType=`.
+    Referrers {
+        target: Target,
+        digest: Digest,
+        artifact_type: Option<String>,
+    },
 }
 
 /// A routed request.
@@ -49,12 +80,8 @@ pub struct Routed {
     pub route: Route,
 }
 
-pub fn route(
-    cfg: &Config,
-    method: &str,
-    path: &str,
-    ns: Option<&str>,
-) -> Result<Routed, RegistryError> {
+pub fn route(cfg: &Config, req: RequestLine<'_>) -> Result<Routed, RegistryError> {
+    let path = req.path;
     let not_found = || {
         RegistryError::new(ErrorCode::Unsupported, format!("no endpoint at {path}"))
             .with_status(404)
@@ -63,7 +90,7 @@ pub fn route(
         "/v2" | "/v2/" => "",
         _ => path.strip_prefix("/v2/").ok_or_else(not_found)?,
     };
-    let method = match method {
+    let method = match req.method {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
         other => {
@@ -79,41 +106,117 @@ pub fn route(
             route: Route::Base,
         });
     }
+    if rest == "_catalog" {
+        return Err(RegistryError::new(
+            ErrorCode::Unsupported,
+            "the catalog is not served by this mirror",
+        )
+        .with_status(404));
+    }
 
+    let query = Query::parse(req.query);
     let segments: Vec<&str> = rest.split('/').collect();
     if segments.len() < 3 {
         return Err(not_found());
     }
     let (name, tail) = segments.split_at(segments.len() - 2);
-    let (kind, reference) = (tail[0], tail[1]);
-    if !matches!(kind, "manifests" | "blobs") {
-        return Err(not_found());
-    }
-    let target = target(cfg, name, ns)?;
-    let route = if kind == "manifests" {
-        let reference = Reference::parse(reference).map_err(|e| match reference.contains(':') {
-            true => RegistryError::new(ErrorCode::DigestInvalid, e),
-            false => RegistryError::new(ErrorCode::ManifestInvalid, e),
-        })?;
-        Route::Manifest { target, reference }
-    } else {
-        let digest = Digest::parse(reference)
-            .map_err(|e| RegistryError::new(ErrorCode::DigestInvalid, e))?;
-        Route::Blob { target, digest }
+    let route = match tail {
+        ["manifests", reference] => {
+            let target = target(cfg, name, req.host, query.ns.as_deref())?;
+            let reference =
+                Reference::parse(reference).map_err(|e| match reference.contains(':') {
+                    true => RegistryError::new(ErrorCode::DigestInvalid, e),
+                    false => RegistryError::new(ErrorCode::ManifestInvalid, e),
+                })?;
+            Route::Manifest { target, reference }
+        }
+        ["blobs", digest] => {
+            let target = target(cfg, name, req.host, query.ns.as_deref())?;
+            Route::Blob {
+                target,
+                digest: parse_digest(digest)?,
+            }
+        }
+        ["tags", "list"] => {
+            let target = target(cfg, name, req.host, query.ns.as_deref())?;
+            let n = match query.n.as_deref() {
+                None => None,
+                Some(n) => Some(n.parse::<u32>().map_err(|_| {
+                    RegistryError::new(
+                        ErrorCode::Unsupported,
+                        format!("n={n:?} is not a page size"),
+                    )
+                    .with_status(400)
+                })?),
+            };
+            Route::Tags {
+                target,
+                n,
+                last: query.last,
+                link_path: format!("/v2/{}/tags/list", name.join("/")),
+                link_ns: query.ns,
+            }
+        }
+        ["referrers", digest] => {
+            let target = target(cfg, name, req.host, query.ns.as_deref())?;
+            Route::Referrers {
+                target,
+                digest: parse_digest(digest)?,
+                artifact_type: query.artifact_type,
+            }
+        }
+        _ => return Err(not_found()),
     };
     Ok(Routed { method, route })
 }
 
-fn target(cfg: &Config, name: &[&str], ns: Option<&str>) -> Result<Target, RegistryError> {
+fn parse_digest(s: &str) -> Result<Digest, RegistryError> {
+    Digest::parse(s).map_err(|e| RegistryError::new(ErrorCode::DigestInvalid, e))
+}
+
+/// The query parameters the door understands; others are ignored.
+#[derive(Default)]
+struct Query {
+    ns: Option<String>,
+    n: Option<String>,
+    last: Option<String>,
+    artifact_type: Option<String>,
+}
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Query {
+        let mut q = Query::default();
+        for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            let slot = match k.as_ref() {
+                "ns" => &mut q.ns,
+                "n" => &mut q.n,
+                "last" => &mut q.last,
+                "artifactType" => &mut q.artifact_type,
+                _ => continue,
+            };
+            slot.get_or_insert_with(|| v.into_owned());
+        }
+        q
+    }
+}
+
+fn target(
+    cfg: &Config,
+    name: &[&str],
+    host: Option<&str>,
+    ns: Option<&str>,
+) -> Result<Target, RegistryError> {
     let unknown = |registry: &str| {
         RegistryError::new(
             ErrorCode::NameUnknown,
             format!("registry {registry:?} is not served by this mirror"),
         )
     };
-    let (registry, repo_segments) = match ns {
-        Some(ns) => (ns, name),
-        None => match name {
+    let by_host = host.and_then(|h| cfg.host_registry(h));
+    let (registry, repo_segments) = match (by_host, ns) {
+        (Some(registry), _) => (registry, name),
+        (None, Some(ns)) => (ns, name),
+        (None, None) => match name {
             [first, rest @ ..] if !rest.is_empty() && cfg.upstream(first).is_some() => {
                 (*first, rest)
             }
@@ -153,6 +256,7 @@ mod tests {
                     "127.0.0.1:5000": {"url": "http://127.0.0.1:5000"}}"#
                     .into(),
             ),
+            "HOSTS" => Some(r#"{"ghcr.example.com": "ghcr.io"}"#.into()),
             _ => None,
         })
         .unwrap()
@@ -160,15 +264,30 @@ mod tests {
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
+    fn line<'a>(method: &'a str, path: &'a str, query: Option<&'a str>) -> RequestLine<'a> {
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, query),
+        };
+        RequestLine {
+            method,
+            host: Some("door.example.com"),
+            path,
+            query,
+        }
+    }
+
     fn ok(method: &str, path: &str, ns: Option<&str>) -> Routed {
-        route(&cfg(), method, path, ns).unwrap_or_else(|e| panic!("{path}: {e}"))
+        let q = ns.map(|ns| format!("ns={ns}"));
+        route(&cfg(), line(method, path, q.as_deref())).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
     fn target_of(r: &Routed) -> (&str, &str) {
         match &r.route {
-            Route::Manifest { target, .. } | Route::Blob { target, .. } => {
-                (&target.registry, target.repository.as_str())
-            }
+            Route::Manifest { target, .. }
+            | Route::Blob { target, .. }
+            | Route::Tags { target, .. }
+            | Route::Referrers { target, .. } => (&target.registry, target.repository.as_str()),
             Route::Base => panic!("no target"),
         }
     }
@@ -223,6 +342,54 @@ mod tests {
         for (path, ns, want) in cases {
             let path = path.replace("/D", &format!("/{D}"));
             assert_eq!(target_of(&ok("GET", &path, ns)), want, "{path} ns={ns:?}");
+        }
+    }
+
+    #[test]
+    fn host_map_comes_first() {
+        let mut l = line("GET", "/v2/o/app/manifests/1", Some("ns=docker.io"));
+        l.host = Some("ghcr.example.com:8443");
+        let r = route(&cfg(), l).unwrap();
+        assert_eq!(target_of(&r), ("ghcr.io", "o/app"));
+    }
+
+    #[test]
+    fn tags_and_referrers() {
+        let r = ok("GET", "/v2/ghcr.io/o/app/tags/list?n=2&last=v%2B1", None);
+        assert_eq!(
+            r.route,
+            Route::Tags {
+                target: Target {
+                    registry: "ghcr.io".into(),
+                    repository: Repository::parse("o/app").unwrap()
+                },
+                n: Some(2),
+                last: Some("v+1".into()),
+                link_path: "/v2/ghcr.io/o/app/tags/list".into(),
+                link_ns: None,
+            }
+        );
+        let r = ok("GET", "/v2/alpine/tags/list", Some("docker.io"));
+        match r.route {
+            Route::Tags {
+                target, link_ns, ..
+            } => {
+                assert_eq!(target.repository.as_str(), "library/alpine");
+                assert_eq!(link_ns.as_deref(), Some("docker.io"));
+            }
+            r => panic!("{r:?}"),
+        }
+        let path = format!("/v2/a/referrers/{D}?artifactType=application%2Fvnd.example");
+        match ok("GET", &path, None).route {
+            Route::Referrers {
+                digest,
+                artifact_type,
+                ..
+            } => {
+                assert_eq!(digest.to_string(), D);
+                assert_eq!(artifact_type.as_deref(), Some("application/vnd.example"));
+            }
+            r => panic!("{r:?}"),
         }
     }
 
@@ -328,7 +495,8 @@ mod tests {
             ),
         ];
         for (method, path, ns, code, status) in cases {
-            let err = route(&cfg(), method, path, ns).expect_err(path);
+            let q = ns.map(|ns| format!("ns={ns}"));
+            let err = route(&cfg(), line(method, path, q.as_deref())).expect_err(path);
             assert_eq!(
                 (err.code, err.status),
                 (code, status),

@@ -10,6 +10,7 @@ use frontdoor::config::Config;
 use frontdoor::oci::{Algorithm, Digest};
 use frontdoor::ports::*;
 use frontdoor::proxy::{Body, CacheOutcome, ClientRequest, Door, Outcome, Reply};
+use frontdoor::route::RequestLine;
 use frontdoor::upstream::token::TokenCache;
 use futures::executor::block_on;
 use std::cell::{Cell, RefCell};
@@ -51,12 +52,18 @@ impl Blobs for MemBlobs {
     async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
         Ok(self.map.borrow().get(key).map(|b| b.len() as u64))
     }
-    async fn get(&self, key: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        Ok(self
-            .map
-            .borrow()
-            .get(key)
-            .map(|b| (b.len() as u64, b.clone())))
+    async fn get(
+        &self,
+        key: &str,
+        part: Option<(u64, u64)>,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self.map.borrow().get(key).map(|b| {
+            let bytes = match part {
+                Some((offset, len)) => b[offset as usize..(offset + len) as usize].to_vec(),
+                None => b.clone(),
+            };
+            (b.len() as u64, bytes)
+        }))
     }
     fn fill(&self, key: &str, body: Vec<u8>, len: u64, digest: &Digest) -> Vec<u8> {
         if body.len() as u64 == len && digest.verifies(&body) {
@@ -82,6 +89,8 @@ struct FakeRegistry {
     /// Every registry request answers this status.
     status: Cell<Option<u16>>,
     password: String,
+    /// Subject digest → referrers index, when the registry has the referrers API.
+    referrers_api: Option<HashMap<String, String>>,
 }
 
 impl FakeRegistry {
@@ -95,6 +104,7 @@ impl FakeRegistry {
             corrupt: Cell::new(false),
             status: Cell::new(None),
             password: "pw".into(),
+            referrers_api: None,
         }
     }
 
@@ -182,6 +192,7 @@ impl Upstream for FakeRegistry {
             .strip_prefix(UPSTREAM)
             .expect("only configured hosts are contacted");
         let path = path.strip_prefix("/v2/").expect("registry API");
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let (repo, kind, reference) = {
             let mut parts: Vec<&str> = path.split('/').collect();
             let reference = parts.pop().unwrap().to_owned();
@@ -199,7 +210,49 @@ impl Upstream for FakeRegistry {
             return Ok(answer(s, &[("retry-after", "60")], b"{}".to_vec()));
         }
         let head = req.method == HttpMethod::Head;
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .map(str::to_owned)
+        };
         match kind.as_str() {
+            "tags" => {
+                let mut tags: Vec<&str> = self
+                    .manifests
+                    .keys()
+                    .filter(|(r, t)| *r == repo && !t.contains(':'))
+                    .map(|(_, t)| t.as_str())
+                    .collect();
+                tags.sort();
+                if let Some(last) = param("last") {
+                    tags.retain(|t| *t > last.as_str());
+                }
+                let mut headers = vec![];
+                let link;
+                if let Some(n) = param("n").and_then(|n| n.parse::<usize>().ok()) {
+                    if tags.len() > n {
+                        tags.truncate(n);
+                        link = format!(
+                            "</v2/{repo}/tags/list?last={}&n={n}>; rel=\"next\"",
+                            tags[n - 1]
+                        );
+                        headers.push(("link", link.as_str()));
+                    }
+                }
+                let body = serde_json::json!({"name": repo, "tags": tags}).to_string();
+                Ok(answer(200, &headers, body.into_bytes()))
+            }
+            "referrers" => match &self.referrers_api {
+                Some(map) => {
+                    let body = map
+                        .get(&reference)
+                        .cloned()
+                        .unwrap_or_else(|| r#"{"schemaVersion":2,"manifests":[]}"#.to_owned());
+                    Ok(answer(200, &[("content-type", INDEX)], body.into_bytes()))
+                }
+                None => Ok(answer(404, &[], b"404 page not found".to_vec())),
+            },
             "manifests" => match self.manifests.get(&(repo, reference)) {
                 Some((ct, bytes)) => {
                     let d = Digest::of(Algorithm::Sha256, bytes).to_string();
@@ -223,6 +276,16 @@ impl Upstream for FakeRegistry {
                     &[("location", &format!("http://cdn.test/{reference}"))],
                     vec![],
                 )),
+                Some(b) if req.headers.get("range").is_some() => {
+                    let r = req.headers.get("range").unwrap();
+                    let (from, to) = r.strip_prefix("bytes=").unwrap().split_once('-').unwrap();
+                    let from: usize = from.parse().unwrap();
+                    let to: usize = to.parse().unwrap_or(b.len() - 1);
+                    let range = format!("bytes {from}-{to}/{}", b.len());
+                    let len = (to - from + 1).to_string();
+                    let headers = [("content-range", range.as_str()), ("content-length", &len)];
+                    Ok(answer(206, &headers, b[from..=to].to_vec()))
+                }
                 Some(b) => {
                     let mut body = b.clone();
                     if self.corrupt.get() {
@@ -256,6 +319,8 @@ struct World {
     reg: FakeRegistry,
     tokens: RefCell<TokenCache>,
     now: Cell<u64>,
+    /// `Range` header for the next requests.
+    range: RefCell<Option<String>>,
 }
 
 impl World {
@@ -277,6 +342,7 @@ impl World {
             reg,
             tokens: RefCell::new(TokenCache::default()),
             now: Cell::new(1_000_000),
+            range: RefCell::new(None),
         }
     }
 
@@ -289,11 +355,19 @@ impl World {
             tokens: &self.tokens,
             now: self.now.get(),
         };
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
         block_on(door.handle(ClientRequest {
-            method,
-            path,
-            ns: None,
+            line: RequestLine {
+                method,
+                host: Some("door.test"),
+                path,
+                query,
+            },
             accept,
+            range: self.range.borrow().as_deref(),
         }))
     }
 
@@ -594,4 +668,140 @@ fn bad_requests_never_reach_upstream() {
         error_code(&r);
     }
     assert_eq!(w.reg.total(), 0);
+}
+
+#[test]
+fn ranges_from_the_cache_and_on_a_miss() {
+    let (reg, _, layer) = image();
+    let w = World::new(reg);
+    let path = format!("/v2/team/app/blobs/{layer}");
+
+    // A miss with a range from the middle is passed through, not cached.
+    *w.range.borrow_mut() = Some("bytes=6-".into());
+    let (r, o) = w.get(&path);
+    assert_eq!((r.status, o.cache), (206, Some(CacheOutcome::Miss)));
+    assert_eq!(body(&r), b"bytes");
+    assert_eq!(r.headers.get("content-range"), Some("bytes 6-10/11"));
+    assert!(w.blobs.map.borrow().is_empty());
+
+    // `bytes=0-` is the whole blob: it fills the cache.
+    *w.range.borrow_mut() = Some("bytes=0-".into());
+    let (r, _) = w.get(&path);
+    assert_eq!(r.status, 200);
+    assert_eq!(body(&r), b"layer bytes");
+    assert_eq!(w.blobs.map.borrow().len(), 1);
+
+    let before = w.reg.total();
+    let cases: &[(&str, u16, &[u8], Option<&str>)] = &[
+        ("bytes=6-", 206, b"bytes", Some("bytes 6-10/11")),
+        ("bytes=0-4", 206, b"layer", Some("bytes 0-4/11")),
+        ("bytes=-5", 206, b"bytes", Some("bytes 6-10/11")),
+        ("bytes=3-100", 206, b"er bytes", Some("bytes 3-10/11")),
+        ("bytes=11-", 416, b"", Some("bytes */11")),
+        ("bytes=0-1,3-4", 200, b"layer bytes", None),
+    ];
+    for (range, status, want, content_range) in cases {
+        *w.range.borrow_mut() = Some(range.to_string());
+        let (r, o) = w.get(&path);
+        assert_eq!(
+            (r.status, o.cache),
+            (*status, Some(CacheOutcome::Hit)),
+            "{range}"
+        );
+        assert_eq!(r.headers.get("content-range"), *content_range, "{range}");
+        if *status == 416 {
+            assert_eq!(error_code(&r), "RANGE_INVALID");
+        } else {
+            assert_eq!(body(&r), *want, "{range}");
+            assert_eq!(
+                r.headers.get("content-length"),
+                Some(want.len().to_string().as_str())
+            );
+        }
+    }
+    assert_eq!(
+        w.reg.total(),
+        before,
+        "ranges of a cached blob never reach upstream"
+    );
+
+    *w.range.borrow_mut() = Some("bytes=x-".into());
+    let (r, _) = w.get(&path);
+    assert_eq!((r.status, error_code(&r)), (416, "RANGE_INVALID".into()));
+    // HEAD ignores Range.
+    let (r, _) = w.request("HEAD", &path, None);
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn tag_list_pages_point_back_at_the_door() {
+    let mut reg = FakeRegistry::new();
+    for t in ["a", "b", "c"] {
+        reg.add_manifest(
+            "team/app",
+            t,
+            MANIFEST,
+            format!("{{\"t\":\"{t}\"}}").as_bytes(),
+        );
+    }
+    let w = World::new(reg);
+    let (r, _) = w.get("/v2/reg.test/team/app/tags/list?n=2");
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["a", "b"]));
+    assert_eq!(
+        r.headers.get("link"),
+        Some("</v2/reg.test/team/app/tags/list?last=b&n=2>; rel=\"next\"")
+    );
+    let (r, _) = w.get("/v2/reg.test/team/app/tags/list?n=2&last=b");
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["c"]));
+    assert_eq!(r.headers.get("link"), None);
+}
+
+#[test]
+fn referrers_from_the_api_or_the_tag_schema() {
+    let subject = Digest::of(Algorithm::Sha256, b"subject");
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{INDEX}","manifests":[
+        {{"mediaType":"{MANIFEST}","digest":"sha256:{a}","size":1,"artifactType":"application/vnd.example.sbom"}},
+        {{"mediaType":"{MANIFEST}","digest":"sha256:{b}","size":1,"artifactType":"application/vnd.example.sig"}}]}}"#,
+        a = "a".repeat(64),
+        b = "b".repeat(64)
+    );
+    let count = |r: &Reply<Vec<u8>>| {
+        let v: serde_json::Value = serde_json::from_slice(&body(r)).unwrap();
+        v["manifests"].as_array().unwrap().len()
+    };
+    let path = format!("/v2/team/app/referrers/{subject}");
+    let filtered = format!("{path}?artifactType=application%2Fvnd.example.sig");
+
+    // Upstream without the API and without the fallback tag: an empty index, not an error.
+    let w = World::new(FakeRegistry::new());
+    let (r, _) = w.get(&path);
+    assert_eq!((r.status, count(&r)), (200, 0));
+    assert_eq!(r.headers.get("content-type"), Some(INDEX));
+
+    // The tag schema.
+    let mut reg = FakeRegistry::new();
+    reg.add_manifest(
+        "team/app",
+        &format!("sha256-{}", subject.hex()),
+        INDEX,
+        index.as_bytes(),
+    );
+    let w = World::new(reg);
+    let (r, _) = w.get(&path);
+    assert_eq!((r.status, count(&r)), (200, 2));
+    let (r, _) = w.get(&filtered);
+    assert_eq!((r.status, count(&r)), (200, 1));
+    assert_eq!(r.headers.get("oci-filters-applied"), Some("artifactType"));
+
+    // The API.
+    let mut reg = FakeRegistry::new();
+    reg.referrers_api = Some(HashMap::from([(subject.to_string(), index.clone())]));
+    let w = World::new(reg);
+    let (r, _) = w.get(&filtered);
+    assert_eq!((r.status, count(&r)), (200, 1));
+    assert_eq!(w.reg.count(HttpMethod::Get, "/manifests/"), 0);
 }

@@ -6,6 +6,7 @@ mod ports;
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
 use crate::proxy::{error_reply, Body, ClientRequest, Door, Outcome, Reply};
+use crate::route::RequestLine;
 use crate::upstream::token::TokenCache;
 use ports::{FetchUpstream, R2Blobs, WorkerKv};
 use std::cell::RefCell;
@@ -33,17 +34,19 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     let started = Date::now().as_millis();
     let url = req.url()?;
     let method = req.method().to_string();
-    let ns = url
-        .query_pairs()
-        .find(|(k, _)| k == "ns")
-        .map(|(_, v)| v.into_owned());
     // `Headers.get` joins repeated headers with ", ", which is what the core expects.
     let accept = req.headers().get("accept")?;
+    let range = req.headers().get("range")?;
+    let host = req.headers().get("host")?;
     let client_req = ClientRequest {
-        method: &method,
-        path: url.path(),
-        ns: ns.as_deref(),
+        line: RequestLine {
+            method: &method,
+            host: host.as_deref().or(url.host_str()),
+            path: url.path(),
+            query: url.query(),
+        },
         accept: accept.as_deref(),
+        range: range.as_deref(),
     };
 
     let (reply, outcome) = match serve(&env, &ctx, client_req, started).await {

@@ -9,8 +9,8 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::FixedLengthStream;
 use worker::{
-    console_error, Bucket, ByteStream, Context, Data, Fetch, KvStore, Method, Request, RequestInit,
-    RequestRedirect, ResponseBody,
+    console_error, Bucket, ByteStream, Context, Data, Fetch, KvStore, Method, Range as R2Range,
+    Request, RequestInit, RequestRedirect, ResponseBody,
 };
 
 /// A body on its way through: `None` when upstream sent none.
@@ -54,14 +54,16 @@ impl Blobs for R2Blobs<'_> {
         Ok(object.map(|o| o.size()))
     }
 
-    async fn get(&self, key: &str) -> Result<Option<(u64, Stream)>, StoreError> {
-        let Some(object) = self
-            .bucket
-            .get(key)
-            .execute()
-            .await
-            .map_err(|e| StoreError(e.to_string()))?
-        else {
+    async fn get(
+        &self,
+        key: &str,
+        part: Option<(u64, u64)>,
+    ) -> Result<Option<(u64, Stream)>, StoreError> {
+        let mut get = self.bucket.get(key);
+        if let Some((offset, length)) = part {
+            get = get.range(R2Range::OffsetWithLength { offset, length });
+        }
+        let Some(object) = get.execute().await.map_err(|e| StoreError(e.to_string()))? else {
             return Ok(None);
         };
         let size = object.size();

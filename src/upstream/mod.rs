@@ -47,23 +47,20 @@ impl<'a, U: Upstream> Client<'a, U> {
         }
     }
 
-    /// `METHOD <url>/v2/<repository>/<tail>` with pull rights on `repository`.
+    /// `METHOD <url>/v2/<repository>/<tail>` with pull rights on `repository`; `tail` may carry a
+    /// query. `headers` are sent as given (`Accept`, `Range`), plus `Authorization`.
     pub async fn fetch(
         &self,
         method: HttpMethod,
         repository: &Repository,
         tail: &str,
-        accept: Option<&str>,
+        headers: Headers,
     ) -> Result<Fetched<U::Body>, RegistryError> {
         let url = Url::parse(&format!(
             "{}/v2/{repository}/{tail}",
             self.upstream.url.as_str().trim_end_matches('/')
         ))
         .map_err(|e| RegistryError::new(ErrorCode::Unknown, format!("upstream URL: {e}")))?;
-        let mut headers = Headers::new();
-        if let Some(accept) = accept {
-            headers.set("accept", accept);
-        }
         let scope = pull_scope(repository.as_str());
         let registry = self.upstream.name.as_str();
 
