@@ -475,17 +475,59 @@ where
         }
         let mut headers = Headers::new();
         headers.set("content-type", "application/json");
-        if let Some(len) = fetched.headers.get("content-length") {
-            headers.set("content-length", len);
-        }
-        if let Some(link) = fetched
+        let upstream_link = fetched
             .headers
             .get("link")
-            .and_then(|l| next_link(l, link_path, link_ns))
-        {
+            .and_then(|l| next_link(l, link_path, link_ns));
+        if head || (n.is_none() && last.is_none()) {
+            if let Some(len) = fetched.headers.get("content-length") {
+                headers.set("content-length", len);
+            }
+            if let Some(link) = upstream_link {
+                headers.set("link", link);
+            }
+            return Ok(reply(200, headers, Body::Stream(fetched.body), head));
+        }
+        // Paged: some registries (distribution 2.8 on filesystem storage among them) ignore `n` and
+        // `last`. Apply them here — idempotent when upstream already did — so clients always get
+        // pages in lexical order with a `Link` to the next.
+        let bytes = self
+            .upstream
+            .read(fetched.body, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|e| net_error(&target.registry, e))?;
+        #[derive(serde::Deserialize, serde::Serialize)]
+        struct TagList {
+            name: String,
+            tags: Option<Vec<String>>,
+        }
+        let mut list: TagList = serde_json::from_slice(&bytes).map_err(|e| {
+            RegistryError::new(
+                ErrorCode::Unavailable,
+                format!("upstream tag list is not JSON: {e}"),
+            )
+        })?;
+        let mut tags = list.tags.take().unwrap_or_default();
+        tags.sort();
+        if let Some(last) = last {
+            tags.retain(|t| t.as_str() > last);
+        }
+        let mut link = upstream_link;
+        if let Some(n) = n.map(|n| n as usize) {
+            if tags.len() > n {
+                tags.truncate(n);
+                if let Some(last) = tags.last() {
+                    let page = format!("n={n}&last={last}");
+                    link = next_link(&format!("</?{page}>"), link_path, link_ns);
+                }
+            }
+        }
+        if let Some(link) = link {
             headers.set("link", link);
         }
-        Ok(reply(200, headers, Body::Stream(fetched.body), head))
+        list.tags = Some(tags);
+        let body = serde_json::to_vec(&list).expect("a tag list serializes");
+        Ok(reply(200, headers, Body::Bytes(body), false))
     }
 
     /// The referrers of `digest`: upstream's referrers API, or — when upstream answers 404, which

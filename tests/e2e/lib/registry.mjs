@@ -1,5 +1,6 @@
 // A real upstream: distribution's `docker-registry` (Debian) behind token auth, with a counting
 // proxy in front so tests can assert how many manifest and blob requests reached it.
+import crypto from "node:crypto";
 import { writeFileSync, mkdirSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
@@ -8,8 +9,12 @@ import { startTokenIssuer } from "./tokenissuer.mjs";
 
 export const SERVICE = "frontdoor-test-registry";
 
-/** Starts issuer + registry + counting proxy. `users`: name → password (full access). */
-export async function startUpstream({ dir, users }) {
+/**
+ * Starts issuer + registry + counting proxy. `users`: name → password (full access).
+ * `redirectBlobs`: blob GETs the registry answers 200 are turned into a 307 to a second host (a
+ * "CDN", as Docker Hub and Quay do) that refuses any request carrying `Authorization`.
+ */
+export async function startUpstream({ dir, users, redirectBlobs = false }) {
   const tokenPort = await freePort();
   const regPort = await freePort();
   const issuer = await startTokenIssuer({ dir, port: tokenPort, service: SERVICE, users });
@@ -41,7 +46,11 @@ auth:
   await waitFor(async () => (await fetch(`${registryUrl}/v2/`)).status === 401, 15000, "docker-registry")
     .catch((e) => { throw new Error(`${e.message}\n${registry.output()}`); });
 
-  const counter = await startCountingProxy(regPort);
+  const [svcUser] = Object.keys(users);
+  const cdn = redirectBlobs
+    ? await startCdn(registryUrl, (repo) => issuer.token(svcUser, `repository:${repo}:pull`))
+    : null;
+  const counter = await startCountingProxy(regPort, cdn?.url);
   return {
     issuer,
     registryUrl,
@@ -51,8 +60,10 @@ auth:
     host: `127.0.0.1:${regPort}`,
     counts: counter.counts,
     resetCounts: counter.reset,
+    cdn,
     async stop() {
       await counter.stop();
+      await cdn?.stop();
       await registry.stop();
       await issuer.stop();
     },
@@ -63,7 +74,7 @@ auth:
  * Forwards every request unchanged to the registry and counts it by method and kind
  * (`manifests`, `blobs`, `other`): counts[`GET blobs`], counts[`HEAD manifests`], ….
  */
-export async function startCountingProxy(targetPort) {
+export async function startCountingProxy(targetPort, redirectBlobsTo) {
   const counts = {};
   const server = http.createServer((req, res) => {
     const kind = /\/manifests\//.test(req.url) ? "manifests" : /\/blobs\//.test(req.url) ? "blobs" : "other";
@@ -72,6 +83,12 @@ export async function startCountingProxy(targetPort) {
     const upstream = http.request(
       { host: "127.0.0.1", port: targetPort, method: req.method, path: req.url, headers: req.headers },
       (up) => {
+        const m = redirectBlobsTo && req.method === "GET" && up.statusCode === 200 && req.url.match(/^\/v2\/(.+)\/blobs\/([^/?]+)/);
+        if (m) {
+          up.resume();
+          res.writeHead(307, { location: `${redirectBlobsTo}/cdn/${m[1]}/${m[2]}` });
+          return res.end();
+        }
         res.writeHead(up.statusCode, up.rawHeaders);
         up.pipe(res);
       },
@@ -87,4 +104,54 @@ export async function startCountingProxy(targetPort) {
     reset: () => { for (const k of Object.keys(counts)) delete counts[k]; },
     stop: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
   };
+}
+
+/** A second host serving blobs by URL alone; any request with `Authorization` is refused (403). */
+async function startCdn(registryUrl, tokenFor) {
+  const stats = { served: 0, refusedAuthorization: 0 };
+  const server = http.createServer(async (req, res) => {
+    if (req.headers.authorization) {
+      stats.refusedAuthorization++;
+      res.writeHead(403);
+      return res.end("Authorization is not accepted here");
+    }
+    const m = req.url.match(/^\/cdn\/(.+)\/(sha256:[0-9a-f]{64})$/);
+    if (!m) { res.writeHead(404); return res.end(); }
+    const headers = { authorization: `Bearer ${await tokenFor(m[1])}` };
+    if (req.headers.range) headers.range = req.headers.range;
+    const r = await fetch(`${registryUrl}/v2/${m[1]}/blobs/${m[2]}`, { headers });
+    stats.served++;
+    const out = { "content-length": r.headers.get("content-length") };
+    if (r.headers.get("content-range")) out["content-range"] = r.headers.get("content-range");
+    res.writeHead(r.status, out);
+    res.end(Buffer.from(await r.arrayBuffer()));
+  });
+  const port = await freePort();
+  await new Promise((r) => server.listen(port, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${port}`,
+    stats,
+    stop: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
+  };
+}
+
+/** Pushes raw content straight to the registry with a push token (monolithic blob uploads). */
+export async function pushRaw(upstream, user, repo, { blobs = [], manifests = [] }) {
+  const token = await upstream.issuer.token(user, `repository:${repo}:pull,push`);
+  const auth = { authorization: `Bearer ${token}` };
+  for (const bytes of blobs) {
+    const digest = `sha256:${crypto.createHash("sha256").update(bytes).digest("hex")}`;
+    const start = await fetch(`${upstream.registryUrl}/v2/${repo}/blobs/uploads/`, { method: "POST", headers: auth });
+    if (start.status !== 202) throw new Error(`upload start: ${start.status}`);
+    const loc = new URL(start.headers.get("location"), upstream.registryUrl);
+    loc.searchParams.set("digest", digest);
+    const put = await fetch(loc, { method: "PUT", headers: { ...auth, "content-type": "application/octet-stream" }, body: bytes });
+    if (put.status !== 201) throw new Error(`blob put: ${put.status} ${await put.text()}`);
+  }
+  for (const { reference, mediaType, bytes } of manifests) {
+    const put = await fetch(`${upstream.registryUrl}/v2/${repo}/manifests/${reference}`, {
+      method: "PUT", headers: { ...auth, "content-type": mediaType }, body: bytes,
+    });
+    if (put.status !== 201) throw new Error(`manifest put ${reference}: ${put.status} ${await put.text()}`);
+  }
 }
