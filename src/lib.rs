@@ -9,6 +9,7 @@
 //! - [`range`]: HTTP `Range` parsing for blob reads;
 //! - [`cache`]: storage keys (one place), record encodings, freshness;
 //! - [`upstream`]: `WWW-Authenticate` parsing, tokens and their cache, the auth dance, redirects;
+//! - [`signing`]: SigV4 presigned URLs for R2, and HMAC-signed URLs for the door's own blobs;
 //! - [`ports`]: the traits that are the only seam to the runtime;
 //! - [`proxy`]: pull-through orchestration, generic over the ports.
 //!
@@ -24,6 +25,7 @@ pub mod ports;
 pub mod proxy;
 pub mod range;
 pub mod route;
+pub mod signing;
 pub mod upstream;
 
 #[cfg(target_arch = "wasm32")]
