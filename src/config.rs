@@ -3,9 +3,10 @@
 //!
 //! | setting            | meaning                                                                  |
 //! |--------------------|--------------------------------------------------------------------------|
-//! | `UPSTREAMS`        | JSON: registry name → `{"url", "username"?, "password_secret"?}`         |
+//! | `UPSTREAMS`        | JSON: registry name → `{"url", "username"?, "password_secret"?, "fallback"?}` |
 //! | `DEFAULT_REGISTRY` | registry for names with no registry prefix (default `docker.io`)         |
 //! | `TAG_TTL_SECONDS`  | how long a tag → digest answer is trusted without asking upstream (300)  |
+//! | `NEGATIVE_TTL_SECONDS` | how long an upstream 404 for a manifest is remembered (60)           |
 //! | `HOSTS`            | JSON: hostname the door is reached at → registry name (optional)         |
 //!
 //! `password_secret` names *another* binding (a wrangler secret) that holds the password or token, so
@@ -20,6 +21,7 @@ use url::Url;
 /// What the door does when `UPSTREAMS` is not set at all: mirror Docker Hub anonymously.
 pub const DEFAULT_UPSTREAMS: &str = r#"{"docker.io": {"url": "https://registry-1.docker.io"}}"#;
 const DEFAULT_TAG_TTL: u64 = 300;
+const DEFAULT_NEGATIVE_TTL: u64 = 60;
 
 /// Docker Hub's name as clients write it; one-component names there live under `library/`.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -30,6 +32,8 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub default_registry: String,
     pub tag_ttl_seconds: u64,
+    /// How long an upstream 404 for a manifest is remembered.
+    pub negative_ttl_seconds: u64,
     /// Hostname (lowercase, no port) → registry name, for one-hostname-per-registry deployments.
     pub hosts: BTreeMap<String, String>,
 }
@@ -41,6 +45,9 @@ pub struct UpstreamConfig {
     /// Base URL without a trailing slash, e.g. `https://registry-1.docker.io`.
     pub url: Url,
     pub credentials: Option<Credentials>,
+    /// Tried in order when this upstream answers 429 or 5xx or cannot be reached; content from
+    /// them is verified exactly like the primary's.
+    pub fallbacks: Vec<UpstreamConfig>,
 }
 
 impl UpstreamConfig {
@@ -92,6 +99,53 @@ struct RawUpstream {
     url: String,
     username: Option<String>,
     password_secret: Option<String>,
+    /// Mirrors tried in order when this one answers 429 or 5xx (not allowed inside a fallback).
+    #[serde(default)]
+    fallback: Vec<RawUpstream>,
+}
+
+/// Builds one upstream (or fallback) from its raw form; `setting` names it in errors.
+fn upstream_from(
+    name: &str,
+    r: RawUpstream,
+    setting: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+    nested: bool,
+) -> Result<UpstreamConfig, ConfigError> {
+    let url = parse_url(&r.url).map_err(|p| bad(format!("{setting}.url"), p))?;
+    let credentials = match (r.username, r.password_secret) {
+        (None, None) => None,
+        (Some(username), Some(secret)) => {
+            let password = lookup(&secret).filter(|p| !p.is_empty()).ok_or_else(|| {
+                bad(
+                    format!("{setting}.password_secret"),
+                    format!("names the secret {secret}, which is not set"),
+                )
+            })?;
+            Some(Credentials { username, password })
+        }
+        (Some(_), None) => return Err(bad(setting, "username is set but password_secret is not")),
+        (None, Some(_)) => return Err(bad(setting, "password_secret is set but username is not")),
+    };
+    if nested && !r.fallback.is_empty() {
+        return Err(bad(setting, "a fallback cannot have fallbacks of its own"));
+    }
+    let mut fallbacks = Vec::new();
+    for (i, f) in r.fallback.into_iter().enumerate() {
+        fallbacks.push(upstream_from(
+            name,
+            f,
+            &format!("{setting}.fallback[{i}]"),
+            lookup,
+            true,
+        )?);
+    }
+    Ok(UpstreamConfig {
+        name: name.to_owned(),
+        url,
+        credentials,
+        fallbacks,
+    })
 }
 
 impl Config {
@@ -109,33 +163,8 @@ impl Config {
             if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
                 return Err(bad(setting, "registry name must be a host[:port]"));
             }
-            let url = parse_url(&r.url).map_err(|p| bad(format!("{setting}.url"), p))?;
-            let credentials = match (r.username, r.password_secret) {
-                (None, None) => None,
-                (Some(username), Some(secret)) => {
-                    let password = lookup(&secret).filter(|p| !p.is_empty()).ok_or_else(|| {
-                        bad(
-                            format!("{setting}.password_secret"),
-                            format!("names the secret {secret}, which is not set"),
-                        )
-                    })?;
-                    Some(Credentials { username, password })
-                }
-                (Some(_), None) => {
-                    return Err(bad(setting, "username is set but password_secret is not"))
-                }
-                (None, Some(_)) => {
-                    return Err(bad(setting, "password_secret is set but username is not"))
-                }
-            };
-            upstreams.insert(
-                name.clone(),
-                UpstreamConfig {
-                    name,
-                    url,
-                    credentials,
-                },
-            );
+            let upstream = upstream_from(&name, r, &setting, &lookup, false)?;
+            upstreams.insert(name, upstream);
         }
 
         let default_registry = lookup("DEFAULT_REGISTRY").unwrap_or_else(|| DOCKER_HUB.into());
@@ -146,15 +175,15 @@ impl Config {
             ));
         }
 
-        let tag_ttl_seconds = match lookup("TAG_TTL_SECONDS") {
-            None => DEFAULT_TAG_TTL,
-            Some(s) => s.trim().parse().map_err(|_| {
-                bad(
-                    "TAG_TTL_SECONDS",
-                    format!("{s:?} is not a whole number of seconds"),
-                )
-            })?,
+        let seconds = |setting: &str, default: u64| match lookup(setting) {
+            None => Ok(default),
+            Some(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| bad(setting, format!("{s:?} is not a whole number of seconds"))),
         };
+        let tag_ttl_seconds = seconds("TAG_TTL_SECONDS", DEFAULT_TAG_TTL)?;
+        let negative_ttl_seconds = seconds("NEGATIVE_TTL_SECONDS", DEFAULT_NEGATIVE_TTL)?;
 
         let hosts = match lookup("HOSTS") {
             None => BTreeMap::new(),
@@ -183,6 +212,7 @@ impl Config {
             upstreams,
             default_registry,
             tag_ttl_seconds,
+            negative_ttl_seconds,
             hosts,
         })
     }
@@ -266,6 +296,26 @@ mod tests {
     }
 
     #[test]
+    fn fallbacks_are_upstreams_of_the_same_registry() {
+        let c = load(&[
+            (
+                "UPSTREAMS",
+                r#"{"docker.io": {"url": "https://registry-1.docker.io",
+                    "fallback": [{"url": "https://mirror.gcr.io"},
+                                 {"url": "https://m2.example", "username": "u", "password_secret": "M2"}]}}"#,
+            ),
+            ("M2", "s"),
+        ])
+        .unwrap();
+        let hub = c.upstream("docker.io").unwrap();
+        let urls: Vec<&str> = hub.fallbacks.iter().map(|f| f.url.as_str()).collect();
+        assert_eq!(urls, ["https://mirror.gcr.io/", "https://m2.example/"]);
+        assert!(hub.fallbacks.iter().all(|f| f.name == "docker.io"));
+        assert!(hub.fallbacks[1].credentials.is_some());
+        assert_eq!(c.negative_ttl_seconds, 60);
+    }
+
+    #[test]
     fn hosts_map_hostnames_to_registries() {
         let c = load(&[("HOSTS", r#"{"Docker.Example.com": "docker.io"}"#)]).unwrap();
         assert_eq!(c.host_registry("docker.example.com"), Some("docker.io"));
@@ -308,6 +358,21 @@ mod tests {
             (&[("DEFAULT_REGISTRY", "ghcr.io")], "DEFAULT_REGISTRY"),
             (&[("TAG_TTL_SECONDS", "5m")], "TAG_TTL_SECONDS"),
             (&[("HOSTS", "[1]")], "HOSTS"),
+            (&[("NEGATIVE_TTL_SECONDS", "-1")], "NEGATIVE_TTL_SECONDS"),
+            (
+                &[(
+                    "UPSTREAMS",
+                    r#"{"docker.io": {"url": "https://x", "fallback": [{"url": "nope"}]}}"#,
+                )],
+                r#"UPSTREAMS["docker.io"].fallback[0].url"#,
+            ),
+            (
+                &[(
+                    "UPSTREAMS",
+                    r#"{"docker.io": {"url": "https://x", "fallback": [{"url": "https://y", "fallback": [{"url": "https://z"}]}]}}"#,
+                )],
+                r#"UPSTREAMS["docker.io"].fallback[0]"#,
+            ),
             (
                 &[("HOSTS", r#"{"ghcr.example.com": "ghcr.io"}"#)],
                 r#"HOSTS["ghcr.example.com"]"#,

@@ -13,11 +13,11 @@
 //! - Tag lists are passed through with their `Link` pointed back at the door; referrers come from
 //!   upstream's API, or from the referrers tag schema (`sha256-<hex>`) when upstream lacks it.
 
-use crate::cache::{keys, ManifestRecord, TagRecord};
+use crate::cache::{keys, AbsentRecord, ManifestRecord, TagRecord};
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
 use crate::oci::{acceptable, Digest, Reference, DEFAULT_MANIFEST_ACCEPT};
-use crate::ports::{Blobs, Headers, HttpMethod, Kv, Upstream};
+use crate::ports::{Blobs, Fetched, Headers, HttpMethod, Kv, Upstream};
 use crate::range;
 use crate::route::{route, Method, RequestLine, Route, Target};
 use crate::upstream::token::TokenCache;
@@ -56,21 +56,28 @@ pub struct Reply<S> {
     pub body: Body<S>,
 }
 
-/// Where an answer came from, for the request log.
+/// Where a manifest or blob answer came from; also sent to the client as `X-Frontdoor-Cache`.
+pub const CACHE_HEADER: &str = "x-frontdoor-cache";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
-    /// Not a cacheable request (or an error before the cache was consulted).
-    None,
+    /// Served from the cache without asking upstream.
     Hit,
+    /// Fetched from upstream.
     Miss,
+    /// A stale tag confirmed unchanged by an upstream HEAD.
+    Revalidated,
+    /// Served from the cache because upstream failed (429, 5xx, unreachable).
+    Stale,
 }
 
 impl CacheOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            CacheOutcome::None => "none",
             CacheOutcome::Hit => "hit",
             CacheOutcome::Miss => "miss",
+            CacheOutcome::Revalidated => "revalidated",
+            CacheOutcome::Stale => "stale",
         }
     }
 }
@@ -83,6 +90,8 @@ pub struct Outcome {
     pub kind: &'static str,
     pub cache: Option<CacheOutcome>,
     pub upstream_calls: u32,
+    /// Upstream's last `ratelimit-remaining` (Docker Hub: `N;w=21600`).
+    pub ratelimit_remaining: Option<String>,
     /// Things an operator should see (storage failures, refused upstream content).
     pub notes: Vec<String>,
 }
@@ -165,15 +174,11 @@ where
                 }
             }
         };
-        let reply = result.unwrap_or_else(|e| error_reply(&e, req.line.method == "HEAD"));
+        let mut reply = result.unwrap_or_else(|e| error_reply(&e, req.line.method == "HEAD"));
+        if let Some(cache) = outcome.cache {
+            reply.headers.set(CACHE_HEADER, cache.as_str());
+        }
         (reply, outcome)
-    }
-
-    fn client(&self, target: &Target) -> Result<Client<'_, U>, RegistryError> {
-        let upstream = self.config.upstream(&target.registry).ok_or_else(|| {
-            RegistryError::new(ErrorCode::NameUnknown, "registry is not configured")
-        })?;
-        Ok(Client::new(self.upstream, upstream, self.tokens, self.now))
     }
 
     async fn manifest(
@@ -185,55 +190,100 @@ where
         outcome: &mut Outcome,
     ) -> Result<Reply<U::Body>, RegistryError> {
         let (registry, repo) = (&target.registry, &target.repository);
-        // 1. Which digest does the cache say this is?
-        let known = match reference {
-            Reference::Digest(d) => Some(d.clone()),
+        // 1. What the cache knows: for a tag, the pointer (fresh or not); then the manifest.
+        let pointer = match reference {
+            Reference::Digest(_) => None,
             Reference::Tag(tag) => self
                 .kv_get(&keys::tag(registry, repo, tag), outcome)
                 .await
-                .and_then(|b| TagRecord::decode(&b))
-                .filter(|t| t.is_fresh(self.now, self.config.tag_ttl_seconds))
-                .and_then(|t| Digest::parse(&t.digest).ok()),
+                .and_then(|b| TagRecord::decode(&b)),
         };
-        // 2. Serve it from the cache if we have it and the client can take it.
-        if let Some(digest) = &known {
+        let known = match reference {
+            Reference::Digest(d) => Some(d.clone()),
+            Reference::Tag(_) => pointer.as_ref().and_then(|t| Digest::parse(&t.digest).ok()),
+        };
+        let mut cached = None;
+        if let Some(digest) = known {
             if let Some(record) = self
-                .kv_get(&keys::manifest(registry, repo, digest), outcome)
+                .kv_get(&keys::manifest(registry, repo, &digest), outcome)
                 .await
-                .and_then(|b| ManifestRecord::decode(&b, digest))
+                .and_then(|b| ManifestRecord::decode(&b, &digest))
+                .filter(|r| acceptable(&r.media_type, accept))
             {
-                if acceptable(&record.media_type, accept) {
-                    outcome.cache = Some(CacheOutcome::Hit);
-                    return Ok(manifest_reply(record, digest, head));
-                }
+                cached = Some((record, digest));
             }
+        }
+        // Digests are immutable; a tag is trusted for the TTL.
+        let fresh = pointer
+            .as_ref()
+            .map_or(true, |p| p.is_fresh(self.now, self.config.tag_ttl_seconds));
+        if let Some((record, digest)) = &cached {
+            if fresh {
+                outcome.cache = Some(CacheOutcome::Hit);
+                return Ok(manifest_reply(record.clone(), digest, head));
+            }
+        }
+        let absent_key = keys::absent(registry, repo, &reference.to_string());
+        if cached.is_none()
+            && self
+                .kv_get(&absent_key, outcome)
+                .await
+                .and_then(|b| AbsentRecord::decode(&b))
+                .is_some_and(|a| a.is_fresh(self.now, self.config.negative_ttl_seconds))
+        {
+            outcome.cache = Some(CacheOutcome::Hit);
+            return Err(RegistryError::new(
+                ErrorCode::ManifestUnknown,
+                format!("{registry} does not have {repo}:{reference}"),
+            ));
         }
         outcome.cache = Some(CacheOutcome::Miss);
 
-        // 3. Ask upstream.
-        let client = self.client(target)?;
         let tail = format!("manifests/{reference}");
-
-        let method = if head {
-            HttpMethod::Head
-        } else {
-            HttpMethod::Get
-        };
         let mut headers = Headers::new();
         headers.set("accept", accept.unwrap_or(DEFAULT_MANIFEST_ACCEPT));
-        let fetched = client.fetch(method, repo, &tail, headers).await;
-        outcome.upstream_calls += client.calls.get();
-        let fetched = fetched?;
-        if fetched.status != 200 {
-            return Err(upstream_status(
-                fetched.status,
-                &fetched.headers,
-                ErrorCode::ManifestUnknown,
-                registry,
-            ));
+
+        // 2. A stale tag: ask with a HEAD (free on Docker Hub) whether it still names the same
+        //    digest; GET only if it changed. When upstream fails, serve what we have.
+        let mut head_answer = None;
+        if let (Some((record, digest)), Reference::Tag(tag)) = (&cached, reference) {
+            let answer = self
+                .fetch_upstream(target, HttpMethod::Head, &tail, headers.clone(), outcome)
+                .await;
+            if is_transient(&answer) {
+                return Ok(self.stale(record.clone(), digest, head, &answer, outcome));
+            }
+            let answer = answer?;
+            let same = answer.status == 200
+                && answer
+                    .headers
+                    .get("docker-content-digest")
+                    .is_some_and(|d| d.trim() == digest.to_string());
+            if same {
+                outcome.cache = Some(CacheOutcome::Revalidated);
+                let pointer = TagRecord {
+                    digest: digest.to_string(),
+                    fetched_at: self.now,
+                };
+                self.kv_put(&keys::tag(registry, repo, tag), pointer.encode(), outcome)
+                    .await;
+                return Ok(manifest_reply(record.clone(), digest, head));
+            }
+            head_answer = Some(answer);
         }
+
+        // 3. A client HEAD is answered with an upstream HEAD: never a pull, nothing to cache.
         if head {
-            // A HEAD never costs a pull upstream, and there are no bytes to verify or cache.
+            let fetched = match head_answer {
+                Some(a) => a,
+                None => {
+                    self.fetch_upstream(target, HttpMethod::Head, &tail, headers, outcome)
+                        .await?
+                }
+            };
+            if fetched.status != 200 {
+                return Err(self.refused(target, reference, &fetched, outcome).await);
+            }
             let mut headers = Headers::new();
             for name in ["content-type", "content-length", "docker-content-digest"] {
                 if let Some(v) = fetched.headers.get(name) {
@@ -242,13 +292,27 @@ where
             }
             return Ok(reply(200, headers, Body::Empty, true));
         }
+
+        // 4. GET it.
+        let answer = self
+            .fetch_upstream(target, HttpMethod::Get, &tail, headers, outcome)
+            .await;
+        if let Some((record, digest)) = &cached {
+            if is_transient(&answer) {
+                return Ok(self.stale(record.clone(), digest, false, &answer, outcome));
+            }
+        }
+        let fetched = answer?;
+        if fetched.status != 200 {
+            return Err(self.refused(target, reference, &fetched, outcome).await);
+        }
         let bytes = self
             .upstream
             .read(fetched.body, MAX_MANIFEST_BYTES)
             .await
             .map_err(|e| net_error(registry, e))?;
 
-        // 4. Verify before anything is stored.
+        // 5. Verify before anything is stored.
         let digest = verified_digest(
             reference,
             fetched.headers.get("docker-content-digest"),
@@ -261,7 +325,7 @@ where
         let media_type = media_type_of(fetched.headers.get("content-type"), &bytes);
         let record = ManifestRecord { media_type, bytes };
 
-        // 5. Store: the manifest by digest, and the tag pointer when the client accepted every
+        // 6. Store: the manifest by digest, and the tag pointer when the client accepted every
         //    manifest type (a pointer written for a client that could not take an index would
         //    point a multi-platform tag at one platform).
         self.kv_put(
@@ -281,6 +345,89 @@ where
             }
         }
         Ok(manifest_reply(record, &digest, false))
+    }
+
+    /// A cached manifest served because upstream could not answer (429, 5xx, unreachable).
+    fn stale(
+        &self,
+        record: ManifestRecord,
+        digest: &Digest,
+        head: bool,
+        answer: &Result<Fetched<U::Body>, RegistryError>,
+        outcome: &mut Outcome,
+    ) -> Reply<U::Body> {
+        outcome.cache = Some(CacheOutcome::Stale);
+        let why = match answer {
+            Ok(f) => format!("upstream answered {}", f.status),
+            Err(e) => e.message.clone(),
+        };
+        outcome.notes.push(format!("served stale {digest}: {why}"));
+        manifest_reply(record, digest, head)
+    }
+
+    /// The error for a manifest answer that is not 200; a 404 is remembered for a short while.
+    async fn refused(
+        &self,
+        target: &Target,
+        reference: &Reference,
+        fetched: &Fetched<U::Body>,
+        outcome: &mut Outcome,
+    ) -> RegistryError {
+        if fetched.status == 404 {
+            let key = keys::absent(&target.registry, &target.repository, &reference.to_string());
+            let record = AbsentRecord {
+                fetched_at: self.now,
+            };
+            self.kv_put(&key, record.encode(), outcome).await;
+        }
+        upstream_status(
+            fetched.status,
+            &fetched.headers,
+            ErrorCode::ManifestUnknown,
+            &target.registry,
+        )
+    }
+
+    /// Sends one request upstream: to the registry, then to each configured fallback while the
+    /// answer is a transient failure (429, 5xx, unreachable). The last answer is returned.
+    async fn fetch_upstream(
+        &self,
+        target: &Target,
+        method: HttpMethod,
+        tail: &str,
+        headers: Headers,
+        outcome: &mut Outcome,
+    ) -> Result<Fetched<U::Body>, RegistryError> {
+        let primary = self.config.upstream(&target.registry).ok_or_else(|| {
+            RegistryError::new(ErrorCode::NameUnknown, "registry is not configured")
+        })?;
+        let mut answer = None;
+        for (i, upstream) in std::iter::once(primary)
+            .chain(primary.fallbacks.iter())
+            .enumerate()
+        {
+            let client = Client::new(self.upstream, upstream, self.tokens, self.now);
+            let result = client
+                .fetch(method, &target.repository, tail, headers.clone())
+                .await;
+            outcome.upstream_calls += client.calls.get();
+            if let Ok(f) = &result {
+                if let Some(r) = f.headers.get("ratelimit-remaining") {
+                    outcome.ratelimit_remaining = Some(r.to_owned());
+                }
+            }
+            if i > 0 {
+                outcome
+                    .notes
+                    .push(format!("used fallback {}", upstream.url));
+            }
+            let transient = is_transient(&result);
+            answer = Some(result);
+            if !transient {
+                break;
+            }
+        }
+        answer.expect("the primary is always tried")
     }
 
     async fn blob(
@@ -364,22 +511,14 @@ where
         if let Some(r) = partial {
             headers.set("range", r.header());
         }
-        let client = self.client(target)?;
         let method = if head {
             HttpMethod::Head
         } else {
             HttpMethod::Get
         };
-        let fetched = client
-            .fetch(
-                method,
-                &target.repository,
-                &format!("blobs/{digest}"),
-                headers,
-            )
-            .await;
-        outcome.upstream_calls += client.calls.get();
-        let fetched = fetched?;
+        let fetched = self
+            .fetch_upstream(target, method, &format!("blobs/{digest}"), headers, outcome)
+            .await?;
         let len = fetched
             .headers
             .get("content-length")
@@ -454,17 +593,14 @@ where
             true => "tags/list".to_owned(),
             false => format!("tags/list?{query}"),
         };
-        let client = self.client(target)?;
         let method = if head {
             HttpMethod::Head
         } else {
             HttpMethod::Get
         };
-        let fetched = client
-            .fetch(method, &target.repository, &tail, Headers::new())
-            .await;
-        outcome.upstream_calls += client.calls.get();
-        let fetched = fetched?;
+        let fetched = self
+            .fetch_upstream(target, method, &tail, Headers::new(), outcome)
+            .await?;
         if fetched.status != 200 {
             return Err(upstream_status(
                 fetched.status,
@@ -548,14 +684,11 @@ where
                 .finish();
             tail = format!("{tail}?{q}");
         }
-        let client = self.client(target)?;
         let mut headers = Headers::new();
         headers.set("accept", OCI_INDEX);
-        let fetched = client
-            .fetch(HttpMethod::Get, &target.repository, &tail, headers)
-            .await;
-        outcome.upstream_calls += client.calls.get();
-        let fetched = fetched?;
+        let fetched = self
+            .fetch_upstream(target, HttpMethod::Get, &tail, headers, outcome)
+            .await?;
         let (index, filtered_upstream) = match fetched.status {
             200 => {
                 let filtered = fetched
@@ -686,6 +819,14 @@ fn verified_digest(
         )),
         Some(c) => Ok(c),
         None => Ok(Digest::of(crate::oci::Algorithm::Sha256, bytes)),
+    }
+}
+
+/// Whether an upstream answer is a failure worth serving stale content or trying a fallback for.
+fn is_transient<B>(answer: &Result<Fetched<B>, RegistryError>) -> bool {
+    match answer {
+        Ok(f) => f.status == 429 || f.status >= 500,
+        Err(e) => matches!(e.code, ErrorCode::Unavailable | ErrorCode::TooManyRequests),
     }
 }
 

@@ -91,6 +91,12 @@ struct FakeRegistry {
     password: String,
     /// Subject digest → referrers index, when the registry has the referrers API.
     referrers_api: Option<HashMap<String, String>>,
+    /// Where this registry lives (the primary, or a fallback mirror).
+    base: &'static str,
+    /// Connections fail (the host is unreachable).
+    down: Cell<bool>,
+    /// The Docker Hub-style fallback mirror, when configured.
+    fallback: Option<Box<FakeRegistry>>,
 }
 
 impl FakeRegistry {
@@ -105,6 +111,9 @@ impl FakeRegistry {
             status: Cell::new(None),
             password: "pw".into(),
             referrers_api: None,
+            base: UPSTREAM,
+            down: Cell::new(false),
+            fallback: None,
         }
     }
 
@@ -128,7 +137,7 @@ impl FakeRegistry {
         self.log
             .borrow()
             .iter()
-            .filter(|(m, url, _)| *m == method && url.starts_with(UPSTREAM) && url.contains(what))
+            .filter(|(m, url, _)| *m == method && url.starts_with(self.base) && url.contains(what))
             .count()
     }
 
@@ -153,8 +162,17 @@ impl Upstream for FakeRegistry {
     type Body = Vec<u8>;
 
     async fn send(&self, req: OutboundRequest) -> Result<Fetched<Vec<u8>>, NetError> {
+        if let Some(f) = &self.fallback {
+            if req.url.as_str().starts_with(f.base) {
+                return Box::pin(f.send(req)).await;
+            }
+        }
         let auth = req.headers.get("authorization").map(str::to_owned);
         let url = req.url.to_string();
+        if url.starts_with(self.base) && self.down.get() {
+            self.log.borrow_mut().push((req.method, url, auth));
+            return Err(NetError::Failed("connection refused".into()));
+        }
         self.log
             .borrow_mut()
             .push((req.method, url.clone(), auth.clone()));
@@ -189,7 +207,7 @@ impl Upstream for FakeRegistry {
         }
 
         let path = url
-            .strip_prefix(UPSTREAM)
+            .strip_prefix(self.base)
             .expect("only configured hosts are contacted");
         let path = path.strip_prefix("/v2/").expect("registry API");
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
@@ -325,9 +343,16 @@ struct World {
 
 impl World {
     fn new(reg: FakeRegistry) -> World {
+        let fallback = match &reg.fallback {
+            Some(f) => format!(
+                r#", "fallback": [{{"url": "{}", "username": "svc", "password_secret": "PW"}}]"#,
+                f.base
+            ),
+            None => String::new(),
+        };
         let config = Config::load(|k| match k {
             "UPSTREAMS" => Some(format!(
-                r#"{{"reg.test": {{"url": "{UPSTREAM}", "username": "svc", "password_secret": "PW"}}}}"#
+                r#"{{"reg.test": {{"url": "{UPSTREAM}", "username": "svc", "password_secret": "PW"{fallback}}}}}"#
             )),
             "PW" => Some("pw".into()),
             "DEFAULT_REGISTRY" => Some("reg.test".into()),
@@ -448,10 +473,11 @@ fn manifest_by_tag_is_fetched_once_within_the_ttl() {
     assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
     assert_eq!(w.reg.total(), 3);
 
-    // After the TTL the tag is asked again (and the 300 s token has expired too: 401, token, GET).
+    // After the TTL the tag is revalidated with a HEAD (after a 401: the 300 s token expired too).
     let (r, o) = w.get("/v2/team/app/manifests/v1");
-    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Miss)));
-    assert_eq!(w.reg.count(HttpMethod::Get, "/manifests/v1"), 4);
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Revalidated)));
+    assert_eq!(w.reg.count(HttpMethod::Get, "/manifests/v1"), 2);
+    assert_eq!(w.reg.count(HttpMethod::Head, "/manifests/v1"), 2);
     assert_eq!(w.reg.tokens_issued.get(), 2);
 }
 
@@ -604,7 +630,12 @@ fn upstream_errors_become_oci_errors() {
     w.reg.status.set(Some(503));
     let (r, _) = w.get("/v2/team/app/manifests/v1");
     assert_eq!((r.status, error_code(&r)), (502, "UNAVAILABLE".into()));
-    assert!(w.kv.map.borrow().is_empty(), "errors are not cached");
+    let kv = w.kv.map.borrow();
+    assert!(
+        kv.keys().all(|k| k.starts_with("v1/absent/")),
+        "only the 404s are remembered: {:?}",
+        kv.keys()
+    );
 }
 
 #[test]
@@ -804,4 +835,123 @@ fn referrers_from_the_api_or_the_tag_schema() {
     let (r, _) = w.get(&filtered);
     assert_eq!((r.status, count(&r)), (200, 1));
     assert_eq!(w.reg.count(HttpMethod::Get, "/manifests/"), 0);
+}
+
+const TTL: u64 = 300;
+
+#[test]
+fn a_stale_tag_is_revalidated_with_a_head_and_fetched_only_when_it_changed() {
+    let (reg, digest, _) = image();
+    let mut w = World::new(reg);
+    w.get("/v2/team/app/manifests/v1");
+    let gets = w.reg.count(HttpMethod::Get, "/manifests/");
+
+    // Past the TTL, unchanged upstream: one HEAD, no GET, the tag is fresh again afterwards.
+    w.now.set(w.now.get() + TTL + 1);
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Revalidated)));
+    assert_eq!(r.headers.get("x-frontdoor-cache"), Some("revalidated"));
+    assert_eq!(w.reg.count(HttpMethod::Get, "/manifests/"), gets);
+    // 401 and the authorized HEAD: the 300 s token expired with the tag.
+    assert_eq!(w.reg.count(HttpMethod::Head, "/manifests/v1"), 2);
+    let (_, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(o.cache, Some(CacheOutcome::Hit));
+
+    // Past the TTL again, and the tag moved upstream: HEAD, then GET of the new manifest.
+    let moved = b"{\"schemaVersion\":2,\"moved\":true}";
+    let new_digest = w.reg.add_manifest("team/app", "v1", MANIFEST, moved);
+    assert_ne!(new_digest, digest);
+    w.now.set(w.now.get() + TTL + 1);
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Miss)));
+    assert_eq!(body(&r), moved);
+    assert_eq!(w.reg.count(HttpMethod::Get, "/manifests/v1"), gets + 1);
+
+    // A client HEAD on a stale tag costs one upstream HEAD and never a GET.
+    w.now.set(w.now.get() + TTL + 1);
+    let before = w.reg.count(HttpMethod::Get, "/manifests/");
+    let (r, o) = w.request("HEAD", "/v2/team/app/manifests/v1", None);
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Revalidated)));
+    assert_eq!(w.reg.count(HttpMethod::Get, "/manifests/"), before);
+}
+
+#[test]
+fn upstream_failures_serve_the_stale_copy() {
+    let (reg, digest, _) = image();
+    let w = World::new(reg);
+    let (fresh, _) = w.get("/v2/team/app/manifests/v1");
+    for (status, down) in [(Some(429), false), (Some(503), false), (None, true)] {
+        w.now.set(w.now.get() + TTL + 1);
+        w.reg.status.set(status);
+        w.reg.down.set(down);
+        let (r, o) = w.get("/v2/team/app/manifests/v1");
+        assert_eq!(
+            (r.status, o.cache),
+            (200, Some(CacheOutcome::Stale)),
+            "{status:?} {down}"
+        );
+        assert_eq!(r.headers.get("x-frontdoor-cache"), Some("stale"));
+        assert_eq!(body(&r), body(&fresh));
+        assert!(
+            o.notes.iter().any(|n| n.contains("served stale")),
+            "{:?}",
+            o.notes
+        );
+        // By digest is immutable: served whatever upstream does.
+        let (r, o) = w.get(&format!("/v2/team/app/manifests/{digest}"));
+        assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
+    }
+    // Nothing cached and upstream down: a clean 502, not a hang or a panic.
+    let (r, _) = w.get("/v2/team/other/manifests/v1");
+    assert_eq!((r.status, error_code(&r)), (502, "UNAVAILABLE".into()));
+}
+
+#[test]
+fn a_missing_manifest_is_remembered_briefly() {
+    let (reg, _, _) = image();
+    let w = World::new(reg);
+    for _ in 0..3 {
+        let (r, _) = w.get("/v2/team/app/manifests/nope");
+        assert_eq!((r.status, error_code(&r)), (404, "MANIFEST_UNKNOWN".into()));
+    }
+    assert_eq!(
+        w.reg.count(HttpMethod::Get, "/manifests/nope"),
+        2,
+        "401 + one GET"
+    );
+    w.now.set(w.now.get() + 61);
+    w.get("/v2/team/app/manifests/nope");
+    assert_eq!(w.reg.count(HttpMethod::Get, "/manifests/nope"), 3);
+}
+
+#[test]
+fn the_fallback_answers_when_the_primary_is_rate_limited_and_is_verified_too() {
+    let (mut reg, digest, layer) = image();
+    reg.add_manifest("team/app", "v2", MANIFEST, b"{\"schemaVersion\":2,\"v\":2}");
+    let (mut mirror, _, _) = image();
+    mirror.base = "http://fallback.test";
+    mirror.manifests = reg.manifests.clone();
+    mirror.blobs = reg.blobs.clone();
+    reg.fallback = Some(Box::new(mirror));
+    let w = World::new(reg);
+    w.reg.status.set(Some(429));
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Miss)));
+    let digest_s = digest.to_string();
+    assert_eq!(
+        r.headers.get("docker-content-digest"),
+        Some(digest_s.as_str())
+    );
+    assert!(o.notes.iter().any(|n| n.contains("fallback")));
+    let (r, _) = w.get(&format!("/v2/team/app/blobs/{layer}"));
+    assert_eq!(body(&r), b"layer bytes");
+
+    // A fallback serving bytes that do not match is refused like the primary would be.
+    w.reg.fallback.as_ref().unwrap().corrupt.set(true);
+    let (r, _) = w.get("/v2/team/app/manifests/v2");
+    assert_eq!((r.status, error_code(&r)), (502, "UNAVAILABLE".into()));
+    assert!(
+        !w.kv.map.borrow().keys().any(|k| k.contains("/v2")),
+        "nothing cached"
+    );
 }

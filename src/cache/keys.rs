@@ -4,7 +4,8 @@
 //! KV (binding CACHE)
 //! └── v1/
 //!     ├── manifests/<registry>/<repository>/<algorithm>/<hex>   ManifestRecord, immutable
-//!     └── tags/<registry>/<repository>/<tag>                    TagRecord: digest + when fetched
+//!     ├── tags/<registry>/<repository>/<tag>                    TagRecord: digest + when fetched
+//!     └── absent/<registry>/<repository>/<reference>            AbsentRecord: upstream said 404
 //! R2 (binding BLOBS)
 //! └── blobs/<algorithm>/<hex>                                   blob bytes, checksum-verified on put
 //! ```
@@ -29,6 +30,11 @@ pub fn tag(registry: &str, repository: &Repository, tag: &str) -> String {
     format!("v1/tags/{registry}/{repository}/{tag}")
 }
 
+/// A manifest upstream answered 404 for (`reference` is a tag or a digest).
+pub fn absent(registry: &str, repository: &Repository, reference: &str) -> String {
+    format!("v1/absent/{registry}/{repository}/{reference}")
+}
+
 pub fn blob(digest: &Digest) -> String {
     format!("blobs/{}/{}", digest.algorithm().as_str(), digest.hex())
 }
@@ -50,5 +56,9 @@ mod tests {
             "v1/tags/docker.io/library/alpine/3.20"
         );
         assert_eq!(blob(&d), format!("blobs/sha256/{}", d.hex()));
+        assert_eq!(
+            absent("docker.io", &repo, "nope"),
+            "v1/absent/docker.io/library/alpine/nope"
+        );
     }
 }

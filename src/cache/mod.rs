@@ -4,4 +4,4 @@
 pub mod keys;
 mod record;
 
-pub use record::{ManifestRecord, TagRecord};
+pub use record::{AbsentRecord, ManifestRecord, TagRecord};

@@ -63,6 +63,27 @@ impl TagRecord {
     }
 }
 
+/// An upstream 404, remembered for `NEGATIVE_TTL_SECONDS` so a missing tag does not cost an
+/// upstream request every time a node asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbsentRecord {
+    pub fetched_at: u64,
+}
+
+impl AbsentRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("serializing a record cannot fail")
+    }
+
+    pub fn decode(stored: &[u8]) -> Option<AbsentRecord> {
+        serde_json::from_slice(stored).ok()
+    }
+
+    pub fn is_fresh(&self, now: u64, ttl: u64) -> bool {
+        now < self.fetched_at.saturating_add(ttl)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,6 +129,7 @@ fn log<S>(method: &str, path: &str, reply: &Reply<S>, outcome: &Outcome, started
         "repository": outcome.repository,
         "cache": outcome.cache.map(|c| c.as_str()),
         "upstream_calls": outcome.upstream_calls,
+        "ratelimit_remaining": outcome.ratelimit_remaining,
         "ms": Date::now().as_millis().saturating_sub(started),
         "notes": outcome.notes,
     });

@@ -63,11 +63,13 @@ impl<'a, U: Upstream> Client<'a, U> {
         .map_err(|e| RegistryError::new(ErrorCode::Unknown, format!("upstream URL: {e}")))?;
         let scope = pull_scope(repository.as_str());
         let registry = self.upstream.name.as_str();
+        // Tokens belong to the upstream that issued them: a fallback mirror has its own.
+        let token_key = self.upstream.url.as_str();
 
         let cached = self
             .tokens
             .borrow()
-            .get(registry, &scope, self.now)
+            .get(token_key, &scope, self.now)
             .map(str::to_owned);
         let mut req = OutboundRequest {
             method,
@@ -83,7 +85,7 @@ impl<'a, U: Upstream> Client<'a, U> {
         }
         if cached.is_some() {
             // Upstream refused a token it issued (revoked, or clocks disagree): get a fresh one.
-            self.tokens.borrow_mut().remove(registry, &scope);
+            self.tokens.borrow_mut().remove(token_key, &scope);
         }
 
         let challenges = first
@@ -111,7 +113,7 @@ impl<'a, U: Upstream> Client<'a, U> {
         req.headers.set("authorization", authorization);
         let second = self.send(req).await?;
         if second.status == 401 {
-            self.tokens.borrow_mut().remove(registry, &scope);
+            self.tokens.borrow_mut().remove(token_key, &scope);
             return Err(RegistryError::new(
                 ErrorCode::Denied,
                 format!("{registry} refused the mirror's credentials for {repository}"),
@@ -190,7 +192,7 @@ impl<'a, U: Upstream> Client<'a, U> {
         let value = token.value.clone();
         self.tokens
             .borrow_mut()
-            .insert(registry, scope, token, self.now);
+            .insert(self.upstream.url.as_str(), scope, token, self.now);
         Ok(value)
     }
 

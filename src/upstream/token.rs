@@ -1,4 +1,5 @@
-//! Upstream bearer tokens: the token endpoint's answer, and a cache keyed by (registry, scope).
+//! Upstream bearer tokens: the token endpoint's answer, and a cache keyed by (upstream, scope); the
+//! upstream is named by its URL, so a fallback mirror of the same registry keeps its own tokens.
 //!
 //! Follows the Docker token spec: the answer carries `token` (or OAuth2's `access_token`) and an
 //! optional `expires_in`, which defaults to 60 seconds. Time is a parameter (`now`, Unix seconds);
