@@ -9,6 +9,7 @@
 //! and its JS-backed futures are not `Send`.
 #![allow(async_fn_in_trait)]
 
+use crate::error::RegistryError;
 use crate::oci::Digest;
 use std::fmt;
 use url::Url;
@@ -154,4 +155,42 @@ pub trait Blobs {
     /// `key` in the background. Storage must refuse the object unless it is exactly `len` bytes that
     /// hash to `digest`, so a corrupt or truncated transfer is never cached.
     fn fill(&self, key: &str, body: Self::Body, len: u64, digest: &Digest) -> Self::Body;
+}
+
+/// A body for the client.
+pub enum Body<S> {
+    Empty,
+    Bytes(Vec<u8>),
+    Stream(S),
+}
+
+/// The answer for the client.
+pub struct Reply<S> {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: Body<S>,
+}
+
+/// Request coalescing: every cache miss for one object is handed to a single owner (in the
+/// worker, a Durable Object named by the object's storage key), which runs the same pull-through
+/// logic one request at a time. The first request fetches and fills the cache; the ones that
+/// queued behind it find the object cached. So 50 nodes asking at once cost one upstream fetch,
+/// across isolates and machines — an in-memory map per isolate could not promise that.
+pub trait Coalesce {
+    type Body;
+    /// Re-sends the client's request to the owner of `key` and returns its answer.
+    async fn forward(&self, key: &str) -> Result<Reply<Self::Body>, RegistryError>;
+}
+
+/// No owner to hand misses to: each request fetches for itself (host tests, or the owner itself).
+pub struct NoCoalescing<S>(std::marker::PhantomData<S>);
+
+impl<S> Coalesce for NoCoalescing<S> {
+    type Body = S;
+    async fn forward(&self, key: &str) -> Result<Reply<S>, RegistryError> {
+        Err(RegistryError::new(
+            crate::error::ErrorCode::Unknown,
+            format!("no owner to forward {key} to"),
+        ))
+    }
 }

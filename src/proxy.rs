@@ -17,7 +17,7 @@ use crate::cache::{keys, AbsentRecord, ManifestRecord, TagRecord};
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
 use crate::oci::{acceptable, Digest, Reference, DEFAULT_MANIFEST_ACCEPT};
-use crate::ports::{Blobs, Fetched, Headers, HttpMethod, Kv, Upstream};
+use crate::ports::{Blobs, Coalesce, Fetched, Headers, HttpMethod, Kv, Upstream};
 use crate::range;
 use crate::route::{route, Method, RequestLine, Route, Target};
 use crate::upstream::token::TokenCache;
@@ -43,18 +43,7 @@ pub struct ClientRequest<'r> {
     pub range: Option<&'r str>,
 }
 
-pub enum Body<S> {
-    Empty,
-    Bytes(Vec<u8>),
-    Stream(S),
-}
-
-/// The answer for the client.
-pub struct Reply<S> {
-    pub status: u16,
-    pub headers: Headers,
-    pub body: Body<S>,
-}
+pub use crate::ports::{Body, Reply};
 
 /// Where a manifest or blob answer came from; also sent to the client as `X-Frontdoor-Cache`.
 pub const CACHE_HEADER: &str = "x-frontdoor-cache";
@@ -90,6 +79,8 @@ pub struct Outcome {
     pub kind: &'static str,
     pub cache: Option<CacheOutcome>,
     pub upstream_calls: u32,
+    /// The miss was handed to the object's owner (see [`Coalesce`]).
+    pub coalesced: bool,
     /// Upstream's last `ratelimit-remaining` (Docker Hub: `N;w=21600`).
     pub ratelimit_remaining: Option<String>,
     /// Things an operator should see (storage failures, refused upstream content).
@@ -97,21 +88,25 @@ pub struct Outcome {
 }
 
 /// One request's view of the door.
-pub struct Door<'a, K, B, U> {
+pub struct Door<'a, K, B, U, C> {
     pub config: &'a Config,
     pub kv: &'a K,
     pub blobs: &'a B,
     pub upstream: &'a U,
     pub tokens: &'a RefCell<TokenCache>,
+    /// Where cache misses go so that only one place fetches each object from upstream. `None`
+    /// inside that place (or where there is no such place): fetch directly.
+    pub coalesce: Option<&'a C>,
     /// Unix seconds.
     pub now: u64,
 }
 
-impl<K, B, U> Door<'_, K, B, U>
+impl<K, B, U, C> Door<'_, K, B, U, C>
 where
     K: Kv,
     U: Upstream,
     B: Blobs<Body = U::Body>,
+    C: Coalesce<Body = U::Body>,
 {
     pub async fn handle(&self, req: ClientRequest<'_>) -> (Reply<U::Body>, Outcome) {
         let mut outcome = Outcome {
@@ -238,6 +233,13 @@ where
             ));
         }
         outcome.cache = Some(CacheOutcome::Miss);
+        if let Some(owner) = self.coalesce {
+            let key = match reference {
+                Reference::Tag(tag) => keys::tag(registry, repo, tag),
+                Reference::Digest(d) => keys::manifest(registry, repo, d),
+            };
+            return self.forward(owner, &key, outcome).await;
+        }
 
         let tail = format!("manifests/{reference}");
         let mut headers = Headers::new();
@@ -345,6 +347,26 @@ where
             }
         }
         Ok(manifest_reply(record, &digest, false))
+    }
+
+    /// Hands a miss to the owner of `key`; the owner's answer says what happened there.
+    async fn forward(
+        &self,
+        owner: &C,
+        key: &str,
+        outcome: &mut Outcome,
+    ) -> Result<Reply<U::Body>, RegistryError> {
+        outcome.coalesced = true;
+        let reply = owner.forward(key).await?;
+        if let Some(cache) = reply.headers.get(CACHE_HEADER) {
+            outcome.cache = match cache {
+                "hit" => Some(CacheOutcome::Hit),
+                "revalidated" => Some(CacheOutcome::Revalidated),
+                "stale" => Some(CacheOutcome::Stale),
+                _ => Some(CacheOutcome::Miss),
+            };
+        }
+        Ok(reply)
     }
 
     /// A cached manifest served because upstream could not answer (429, 5xx, unreachable).
@@ -505,8 +527,12 @@ where
         }
         outcome.cache = Some(CacheOutcome::Miss);
 
-        // 2. From upstream. A range that does not start at 0 is only passed through.
+        // 2. From upstream. A range that does not start at 0 is only passed through; a whole read
+        //    goes to the object's single owner, which fetches and fills once for everyone.
         let partial = range.filter(|r| !r.is_everything());
+        if let (Some(owner), false, None) = (self.coalesce, head, partial) {
+            return self.forward(owner, &key, outcome).await;
+        }
         let mut headers = Headers::new();
         if let Some(r) = partial {
             headers.set("range", r.header());
@@ -705,7 +731,13 @@ where
             404 => {
                 let tag =
                     Reference::Tag(format!("{}-{}", digest.algorithm().as_str(), digest.hex()));
-                match self
+                // Read here, not through an owner: the owner would answer the client's request
+                // (this referrers call), not the tag's manifest.
+                let direct = Door {
+                    coalesce: None,
+                    ..*self
+                };
+                match direct
                     .manifest(target, &tag, false, Some(OCI_INDEX), outcome)
                     .await
                 {

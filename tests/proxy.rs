@@ -372,19 +372,41 @@ impl World {
     }
 
     fn request(&self, method: &str, path: &str, accept: Option<&str>) -> (Reply<Vec<u8>>, Outcome) {
+        self.request_via(None::<&NoCoalescing<Vec<u8>>>, method, path, accept)
+    }
+
+    fn request_via<C: Coalesce<Body = Vec<u8>>>(
+        &self,
+        coalesce: Option<&C>,
+        method: &str,
+        path: &str,
+        accept: Option<&str>,
+    ) -> (Reply<Vec<u8>>, Outcome) {
+        block_on(self.run(coalesce, method, path, accept))
+    }
+
+    async fn run<C: Coalesce<Body = Vec<u8>>>(
+        &self,
+        coalesce: Option<&C>,
+        method: &str,
+        path: &str,
+        accept: Option<&str>,
+    ) -> (Reply<Vec<u8>>, Outcome) {
         let door = Door {
             config: &self.config,
             kv: &self.kv,
             blobs: &self.blobs,
             upstream: &self.reg,
             tokens: &self.tokens,
+            coalesce,
             now: self.now.get(),
         };
         let (path, query) = match path.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (path, None),
         };
-        block_on(door.handle(ClientRequest {
+        let range = self.range.borrow().clone();
+        door.handle(ClientRequest {
             line: RequestLine {
                 method,
                 host: Some("door.test"),
@@ -392,8 +414,9 @@ impl World {
                 query,
             },
             accept,
-            range: self.range.borrow().as_deref(),
-        }))
+            range: range.as_deref(),
+        })
+        .await
     }
 
     fn get(&self, path: &str) -> (Reply<Vec<u8>>, Outcome) {
@@ -954,4 +977,68 @@ fn the_fallback_answers_when_the_primary_is_rate_limited_and_is_verified_too() {
         !w.kv.map.borrow().keys().any(|k| k.contains("/v2")),
         "nothing cached"
     );
+}
+
+/// Plays the Durable Object: records which keys misses were handed to, and answers by running the
+/// door without coalescing, as the owner does.
+struct Owner<'w> {
+    world: &'w World,
+    request: (String, String),
+    keys: RefCell<Vec<String>>,
+}
+
+impl Coalesce for Owner<'_> {
+    type Body = Vec<u8>;
+    async fn forward(&self, key: &str) -> Result<Reply<Vec<u8>>, frontdoor::error::RegistryError> {
+        self.keys.borrow_mut().push(key.to_owned());
+        let (method, path) = (&self.request.0, &self.request.1);
+        let none = None::<&NoCoalescing<Vec<u8>>>;
+        Ok(self.world.run(none, method, path, None).await.0)
+    }
+}
+
+#[test]
+fn misses_go_to_the_object_owner_and_hits_do_not() {
+    let (reg, digest, layer) = image();
+    let w = World::new(reg);
+    let via_owner = |method: &str, path: &str| {
+        let owner = Owner {
+            world: &w,
+            request: (method.to_owned(), path.to_owned()),
+            keys: RefCell::new(Vec::new()),
+        };
+        let (r, o) = w.request_via(Some(&owner), method, path, None);
+        (r, o, owner.keys.into_inner())
+    };
+    let blob = format!("/v2/team/app/blobs/{layer}");
+    let (r, o, keys) = via_owner("GET", "/v2/team/app/manifests/v1");
+    assert_eq!((r.status, o.coalesced), (200, true));
+    assert_eq!(keys, ["v1/tags/reg.test/team/app/v1"]);
+    assert_eq!(
+        o.cache,
+        Some(CacheOutcome::Miss),
+        "the owner's answer says what happened"
+    );
+    let (r, o, keys) = via_owner("GET", &blob);
+    assert_eq!((r.status, body(&r)), (200, b"layer bytes".to_vec()));
+    assert_eq!(keys, [format!("blobs/sha256/{}", layer.hex())]);
+    assert!(o.coalesced);
+
+    // Cached now: nothing is forwarded.
+    for path in [
+        "/v2/team/app/manifests/v1".to_owned(),
+        format!("/v2/team/app/manifests/{digest}"),
+        blob.clone(),
+    ] {
+        let (r, o, keys) = via_owner("GET", &path);
+        assert_eq!(
+            (r.status, o.cache, o.coalesced),
+            (200, Some(CacheOutcome::Hit), false)
+        );
+        assert!(keys.is_empty(), "{path}");
+    }
+    // HEADs and partial ranges of missing blobs go straight upstream (free, and not cacheable).
+    let missing = Digest::of(Algorithm::Sha256, b"missing");
+    let (_, o, keys) = via_owner("HEAD", &format!("/v2/team/app/blobs/{missing}"));
+    assert!(keys.is_empty() && !o.coalesced);
 }

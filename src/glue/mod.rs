@@ -1,6 +1,7 @@
 //! The Workers runtime glue: `#[event(fetch)]` and the Workers-backed ports. The only code that
 //! names `worker::`; it decides nothing, it only translates between JS objects and the core.
 
+mod coalescer;
 mod ports;
 
 use crate::config::Config;
@@ -8,7 +9,9 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::proxy::{error_reply, Body, ClientRequest, Door, Outcome, Reply};
 use crate::route::RequestLine;
 use crate::upstream::token::TokenCache;
-use ports::{FetchUpstream, R2Blobs, WorkerKv};
+use coalescer::{DurableCoalescer, Recent};
+use futures::future::LocalBoxFuture;
+use ports::{FetchUpstream, R2Blobs, Stream, WorkerKv};
 use std::cell::RefCell;
 use worker::{
     console_error, console_log, event, Context, Date, Env, Request, Response, ResponseBody,
@@ -18,6 +21,9 @@ use worker::{
 const KV_BINDING: &str = "CACHE";
 /// R2 bucket binding holding blobs.
 const R2_BINDING: &str = "BLOBS";
+/// Durable Object namespace that owns cache misses (see `coalescer`). Without the binding the
+/// door still works, each isolate fetching its own misses.
+const COALESCER_BINDING: &str = "COALESCER";
 
 thread_local! {
     /// Upstream tokens live as long as the isolate; an isolate is single-threaded.
@@ -31,6 +37,41 @@ fn start() {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let coalescer = env
+        .durable_object(COALESCER_BINDING)
+        .ok()
+        .map(|namespace| DurableCoalescer {
+            namespace,
+            request: &req,
+        });
+    let spawn = |f: LocalBoxFuture<'static, ()>| ctx.wait_until(f);
+    let ports = Ports {
+        spawn: &spawn,
+        recent: None,
+        coalesce: coalescer.as_ref(),
+        role: "worker",
+    };
+    serve_request(&req, &env, ports).await
+}
+
+/// What differs between the worker and the coalescing Durable Object.
+pub(crate) struct Ports<'a> {
+    /// Runs a background future (an R2 fill) past the response.
+    pub spawn: &'a dyn Fn(LocalBoxFuture<'static, ()>),
+    /// The Durable Object's memory of recent KV writes (KV reads may lag writes for a while).
+    pub recent: Option<&'a Recent>,
+    /// Where misses go; `None` inside the owner itself.
+    pub coalesce: Option<&'a DurableCoalescer<'a>>,
+    /// For the log: `worker` or `owner`.
+    pub role: &'static str,
+}
+
+/// Reads the request, runs the door, logs one line, answers.
+pub(crate) async fn serve_request(
+    req: &Request,
+    env: &Env,
+    ports: Ports<'_>,
+) -> worker::Result<Response> {
     let started = Date::now().as_millis();
     let url = req.url()?;
     let method = req.method().to_string();
@@ -49,7 +90,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         range: range.as_deref(),
     };
 
-    let (reply, outcome) = match serve(&env, &ctx, client_req, started).await {
+    let (reply, outcome) = match serve(env, &ports, client_req, started).await {
         Ok(answer) => answer,
         Err(e) => {
             let mut outcome = Outcome {
@@ -60,25 +101,28 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             (error_reply(&e, method == "HEAD"), outcome)
         }
     };
-    log(&method, url.path(), &reply, &outcome, started);
+    log(ports.role, &method, url.path(), &reply, &outcome, started);
     into_response(reply)
 }
 
 async fn serve(
     env: &Env,
-    ctx: &Context,
+    ports: &Ports<'_>,
     req: ClientRequest<'_>,
     now_ms: u64,
-) -> Result<(Reply<ports::Stream>, Outcome), RegistryError> {
+) -> Result<(Reply<Stream>, Outcome), RegistryError> {
     let config = Config::load(|name| lookup(env, name))
         .map_err(|e| RegistryError::new(ErrorCode::Unknown, e.to_string()))?;
     let binding = |what: &str, e: worker::Error| {
         RegistryError::new(ErrorCode::Unknown, format!("binding {what}: {e}"))
     };
-    let kv = WorkerKv(env.kv(KV_BINDING).map_err(|e| binding(KV_BINDING, e))?);
+    let kv = WorkerKv {
+        store: env.kv(KV_BINDING).map_err(|e| binding(KV_BINDING, e))?,
+        recent: ports.recent,
+    };
     let blobs = R2Blobs {
         bucket: env.bucket(R2_BINDING).map_err(|e| binding(R2_BINDING, e))?,
-        ctx,
+        spawn: ports.spawn,
     };
     let tokens = TOKENS.with(|t| *t);
     let door = Door {
@@ -87,6 +131,7 @@ async fn serve(
         blobs: &blobs,
         upstream: &FetchUpstream,
         tokens,
+        coalesce: ports.coalesce,
         now: now_ms / 1000,
     };
     Ok(door.handle(req).await)
@@ -102,7 +147,7 @@ fn lookup(env: &Env, name: &str) -> Option<String> {
         .map(|v| v.to_string())
 }
 
-fn into_response(reply: Reply<ports::Stream>) -> worker::Result<Response> {
+fn into_response(reply: Reply<Stream>) -> worker::Result<Response> {
     let headers = worker::Headers::new();
     for (name, value) in reply.headers.iter() {
         headers.set(name, value)?;
@@ -119,8 +164,9 @@ fn into_response(reply: Reply<ports::Stream>) -> worker::Result<Response> {
 }
 
 /// One JSON line per request. Never headers: they carry credentials.
-fn log<S>(method: &str, path: &str, reply: &Reply<S>, outcome: &Outcome, started: u64) {
+fn log<S>(role: &str, method: &str, path: &str, reply: &Reply<S>, outcome: &Outcome, started: u64) {
     let line = serde_json::json!({
+        "role": role,
         "method": method,
         "path": path,
         "status": reply.status,
@@ -128,6 +174,7 @@ fn log<S>(method: &str, path: &str, reply: &Reply<S>, outcome: &Outcome, started
         "registry": outcome.registry,
         "repository": outcome.repository,
         "cache": outcome.cache.map(|c| c.as_str()),
+        "coalesced": outcome.coalesced,
         "upstream_calls": outcome.upstream_calls,
         "ratelimit_remaining": outcome.ratelimit_remaining,
         "ms": Date::now().as_millis().saturating_sub(started),

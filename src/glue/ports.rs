@@ -1,26 +1,36 @@
 //! Workers implementations of the core's ports: KV, R2 and `fetch`.
 
+use super::coalescer::Recent;
 use crate::oci::{Algorithm, Digest};
 use crate::ports::{
     Blobs, Fetched, Headers, HttpMethod, Kv, NetError, OutboundRequest, StoreError, Upstream,
 };
+use futures::future::LocalBoxFuture;
 use futures::StreamExt;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::FixedLengthStream;
 use worker::{
-    console_error, Bucket, ByteStream, Context, Data, Fetch, KvStore, Method, Range as R2Range,
-    Request, RequestInit, RequestRedirect, ResponseBody,
+    console_error, Bucket, ByteStream, Data, Fetch, KvStore, Method, Range as R2Range, Request,
+    RequestInit, RequestRedirect, ResponseBody,
 };
 
 /// A body on its way through: `None` when upstream sent none.
 pub type Stream = Option<web_sys::ReadableStream>;
 
-pub struct WorkerKv(pub KvStore);
+pub struct WorkerKv<'a> {
+    pub store: KvStore,
+    /// Writes this Durable Object made recently: KV is eventually consistent, and the requests
+    /// queued behind a fill must see what it wrote.
+    pub recent: Option<&'a Recent>,
+}
 
-impl Kv for WorkerKv {
+impl Kv for WorkerKv<'_> {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0
+        if let Some(v) = self.recent.and_then(|r| r.get(key)) {
+            return Ok(Some(v));
+        }
+        self.store
             .get(key)
             .bytes()
             .await
@@ -28,7 +38,10 @@ impl Kv for WorkerKv {
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        self.0
+        if let Some(recent) = self.recent {
+            recent.put(key, value.clone());
+        }
+        self.store
             .put_bytes(key, &value)
             .map_err(|e| StoreError(e.to_string()))?
             .execute()
@@ -39,7 +52,8 @@ impl Kv for WorkerKv {
 
 pub struct R2Blobs<'a> {
     pub bucket: Bucket,
-    pub ctx: &'a Context,
+    /// Runs the R2 put past the response.
+    pub spawn: &'a dyn Fn(LocalBoxFuture<'static, ()>),
 }
 
 impl Blobs for R2Blobs<'_> {
@@ -94,7 +108,7 @@ impl Blobs for R2Blobs<'_> {
         };
         let Some(stream) = body else {
             if len == 0 {
-                self.ctx.wait_until(put(Data::Bytes(Vec::new())));
+                (self.spawn)(Box::pin(put(Data::Bytes(Vec::new()))));
             }
             return None;
         };
@@ -110,9 +124,9 @@ impl Blobs for R2Blobs<'_> {
         };
         let piping = JsFuture::from(to_store.pipe_to(&fixed.writable()));
         let readable = fixed.readable();
-        self.ctx.wait_until(async move {
+        (self.spawn)(Box::pin(async move {
             let (_, ()) = futures::join!(piping, put(Data::ReadableStream(readable)));
-        });
+        }));
         Some(to_client)
     }
 }

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 
 /** `bindings`: vars and secrets, as wrangler would pass them. Console output is collected. */
-export async function startDoor({ bindings, persistDir }) {
+export async function startDoor({ bindings, persistDir, coalesce = true }) {
   const logs = [];
   const mf = new Miniflare({
     modules: true,
@@ -18,6 +18,7 @@ export async function startDoor({ bindings, persistDir }) {
     compatibilityDate: "2026-08-01",
     kvNamespaces: ["CACHE"],
     r2Buckets: ["BLOBS"],
+    durableObjects: coalesce ? { COALESCER: "Coalescer" } : {},
     kvPersist: persistDir ? path.join(persistDir, "kv") : false,
     r2Persist: persistDir ? path.join(persistDir, "r2") : false,
     bindings,
