@@ -14,7 +14,7 @@ use crate::oci::Repository;
 use crate::ports::{Fetched, Headers, HttpMethod, NetError, OutboundRequest, Upstream};
 use base64::Engine as _;
 use std::cell::{Cell, RefCell};
-use token::{parse_token_response, pull_scope, TokenCache};
+use token::{parse_token_response, pull_scope, BearerRealm, TokenCache};
 use url::Url;
 
 const MAX_REDIRECTS: usize = 5;
@@ -66,11 +66,18 @@ impl<'a, U: Upstream> Client<'a, U> {
         // Tokens belong to the upstream that issued them: a fallback mirror has its own.
         let token_key = self.upstream.url.as_str();
 
-        let cached = self
+        let mut cached = self
             .tokens
             .borrow()
             .get(token_key, &scope, self.now)
             .map(str::to_owned);
+        if cached.is_none() {
+            // This upstream challenged before: get the token first instead of collecting a 401.
+            let known = self.tokens.borrow().realm(token_key).cloned();
+            if let Some(realm) = known {
+                cached = self.token(&realm, None, &scope).await.ok();
+            }
+        }
         let mut req = OutboundRequest {
             method,
             url,
@@ -94,7 +101,12 @@ impl<'a, U: Upstream> Client<'a, U> {
             .map(challenge::parse)
             .unwrap_or_default();
         let authorization = if let Some(bearer) = challenges.iter().find(|c| c.scheme == "bearer") {
-            let token = self.token(bearer, &scope).await?;
+            let realm = BearerRealm {
+                realm: bearer.param("realm").unwrap_or_default().to_owned(),
+                service: bearer.param("service").map(str::to_owned),
+            };
+            let token = self.token(&realm, bearer.param("scope"), &scope).await?;
+            self.tokens.borrow_mut().remember_realm(token_key, realm);
             format!("Bearer {token}")
         } else if challenges.iter().any(|c| c.scheme == "basic") {
             let creds = self.basic().ok_or_else(|| {
@@ -122,20 +134,22 @@ impl<'a, U: Upstream> Client<'a, U> {
         Ok(second)
     }
 
-    /// Gets (and caches) a bearer token from the challenge's realm.
+    /// Gets (and caches under `scope`) a token from `realm`, asking for `asked_scope` if the
+    /// challenge named one (registries may spell the scope their own way), else `scope`.
     async fn token(
         &self,
-        bearer: &challenge::Challenge,
+        realm: &BearerRealm,
+        asked_scope: Option<&str>,
         scope: &str,
     ) -> Result<String, RegistryError> {
         let registry = self.upstream.name.as_str();
-        let realm = bearer.param("realm").ok_or_else(|| {
-            RegistryError::new(
+        if realm.realm.is_empty() {
+            return Err(RegistryError::new(
                 ErrorCode::Unavailable,
                 format!("{registry} sent a bearer challenge without a realm"),
-            )
-        })?;
-        let mut url = Url::parse(realm).map_err(|_| {
+            ));
+        }
+        let mut url = Url::parse(&realm.realm).map_err(|_| {
             RegistryError::new(
                 ErrorCode::Unavailable,
                 format!("{registry} sent an unusable token realm"),
@@ -149,10 +163,10 @@ impl<'a, U: Upstream> Client<'a, U> {
         }
         {
             let mut q = url.query_pairs_mut();
-            if let Some(service) = bearer.param("service") {
+            if let Some(service) = &realm.service {
                 q.append_pair("service", service);
             }
-            q.append_pair("scope", bearer.param("scope").unwrap_or(scope));
+            q.append_pair("scope", asked_scope.unwrap_or(scope));
         }
         let mut headers = Headers::new();
         if let Some(basic) = self.basic() {

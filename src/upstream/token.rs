@@ -61,10 +61,20 @@ pub fn pull_scope(repository: &str) -> String {
     format!("repository:{repository}:pull")
 }
 
-/// Tokens per (registry, scope), each until shortly before it expires.
+/// Where an upstream's tokens come from, as its last bearer challenge said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BearerRealm {
+    pub realm: String,
+    pub service: Option<String>,
+}
+
+/// Tokens per (upstream, scope), each until shortly before it expires, and each upstream's token
+/// realm, so a request for a new repository can get its token before asking (saving a 401
+/// round trip per repository).
 #[derive(Debug, Default)]
 pub struct TokenCache {
     tokens: HashMap<(String, String), Token>,
+    realms: HashMap<String, BearerRealm>,
 }
 
 impl TokenCache {
@@ -90,6 +100,17 @@ impl TokenCache {
     /// Forgets a token upstream refused (revoked early, or a clock disagreement).
     pub fn remove(&mut self, registry: &str, scope: &str) {
         self.tokens.remove(&(registry.to_owned(), scope.to_owned()));
+    }
+
+    pub fn realm(&self, upstream: &str) -> Option<&BearerRealm> {
+        self.realms.get(upstream)
+    }
+
+    pub fn remember_realm(&mut self, upstream: &str, realm: BearerRealm) {
+        if self.realms.len() >= MAX_ENTRIES {
+            self.realms.clear();
+        }
+        self.realms.insert(upstream.to_owned(), realm);
     }
 
     pub fn len(&self) -> usize {

@@ -72,7 +72,8 @@ auth:
 
 /**
  * Forwards every request unchanged to the registry and counts it by method and kind
- * (`manifests`, `blobs`, `other`): counts[`GET blobs`], counts[`HEAD manifests`], ….
+ * (`manifests`, `blobs`, `other`): counts[`GET blobs`], counts[`HEAD manifests`], …, and by the
+ * registry's status too: counts[`GET manifests 200`], counts[`GET blobs 401`], ….
  */
 export async function startCountingProxy(targetPort, redirectBlobsTo) {
   const counts = {};
@@ -83,6 +84,8 @@ export async function startCountingProxy(targetPort, redirectBlobsTo) {
     const upstream = http.request(
       { host: "127.0.0.1", port: targetPort, method: req.method, path: req.url, headers: req.headers },
       (up) => {
+        const answered = `${key} ${up.statusCode}`;
+        counts[answered] = (counts[answered] || 0) + 1;
         const m = redirectBlobsTo && req.method === "GET" && up.statusCode === 200 && req.url.match(/^\/v2\/(.+)\/blobs\/([^/?]+)/);
         if (m) {
           up.resume();
