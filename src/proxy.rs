@@ -81,8 +81,9 @@ pub struct Outcome {
     pub upstream_calls: u32,
     /// The miss was handed to the object's owner (see [`Coalesce`]).
     pub coalesced: bool,
-    /// Upstream's last `ratelimit-remaining` (Docker Hub: `N;w=21600`).
+    /// Upstream's last `ratelimit-remaining` and `ratelimit-limit` (Docker Hub: `N;w=21600`).
     pub ratelimit_remaining: Option<String>,
+    pub ratelimit_limit: Option<String>,
     /// Things an operator should see (storage failures, refused upstream content).
     pub notes: Vec<String>,
 }
@@ -436,6 +437,7 @@ where
             if let Ok(f) = &result {
                 if let Some(r) = f.headers.get("ratelimit-remaining") {
                     outcome.ratelimit_remaining = Some(r.to_owned());
+                    outcome.ratelimit_limit = f.headers.get("ratelimit-limit").map(str::to_owned);
                 }
             }
             if i > 0 {

@@ -3,6 +3,7 @@
 
 mod coalescer;
 mod ports;
+mod stats;
 
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
@@ -44,6 +45,9 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             namespace,
             request: &req,
         });
+    if req.path() == "/_frontdoor/status" && req.method() == worker::Method::Get {
+        return stats::status(&env, Date::now().as_millis()).await;
+    }
     let spawn = |f: LocalBoxFuture<'static, ()>| ctx.wait_until(f);
     let ports = Ports {
         spawn: &spawn,
@@ -102,6 +106,13 @@ pub(crate) async fn serve_request(
         }
     };
     log(ports.role, &method, url.path(), &reply, &outcome, started);
+    let owner = ports.role == "owner";
+    stats::record(&outcome, reply.status, started, owner);
+    // The owner handles only misses: send its upstream counts at once.
+    if let Some(due) = stats::take_due(started, owner) {
+        let env = env.clone();
+        (ports.spawn)(Box::pin(async move { stats::send(&env, due).await }));
+    }
     into_response(reply)
 }
 

@@ -74,6 +74,18 @@ test("50 concurrent cold pulls of one image: one upstream GET per object, every 
   assert.equal(c["GET blobs"], objects.length, "and no blob GET was wasted on a 401");
   const owners = door.requests().filter((l) => l.role === "owner" && l.kind === "blob");
   assert.ok(owners.some((l) => l.cache === "hit"), "queued requests were served from the fill");
+
+  const status = await fetch(`${door.url}/_frontdoor/status`);
+  assert.equal(status.status, 200);
+  const text = await status.text();
+  assert.ok(!text.includes(PW), "no secret in the status");
+  const reg = JSON.parse(text).registries["registry.test"];
+  const answered = reg.hits + reg.misses + reg.revalidated;
+  assert.equal(answered, 50 * (1 + objects.length), JSON.stringify(reg));
+  // A miss is an answer that needed upstream: once per object; the rest were served from the fill.
+  assert.equal(reg.misses, 1 + objects.length, JSON.stringify(reg));
+  assert.ok(reg.coalesced >= reg.misses, JSON.stringify(reg));
+  assert.ok(reg.upstream_calls.blob >= objects.length, JSON.stringify(reg));
 });
 
 test("after warm-up, pulls survive upstream going away (stale tags are served)", async () => {

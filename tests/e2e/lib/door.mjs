@@ -18,7 +18,7 @@ export async function startDoor({ bindings, persistDir, coalesce = true }) {
     compatibilityDate: "2026-08-01",
     kvNamespaces: ["CACHE"],
     r2Buckets: ["BLOBS"],
-    durableObjects: coalesce ? { COALESCER: "Coalescer" } : {},
+    durableObjects: coalesce ? { COALESCER: "Coalescer", STATS: "StatsHub" } : { STATS: "StatsHub" },
     kvPersist: persistDir ? path.join(persistDir, "kv") : false,
     r2Persist: persistDir ? path.join(persistDir, "r2") : false,
     bindings,

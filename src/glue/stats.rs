@@ -1,0 +1,133 @@
+//! `GET /_frontdoor/status`: door-wide counters. Each isolate accumulates its requests' outcomes
+//! and merges them into one `StatsHub` Durable Object at most every couple of seconds (and before
+//! answering a status request); the hub keeps the sum in memory and in its storage.
+
+use crate::proxy::Outcome;
+use crate::stats::Stats;
+use std::cell::{Cell, RefCell};
+use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, State};
+
+pub const STATS_BINDING: &str = "STATS";
+/// The one hub's name.
+const HUB: &str = "door";
+const STORAGE_KEY: &str = "stats";
+/// An isolate sends its counters at most this often (ms).
+const FLUSH_EVERY_MS: u64 = 2000;
+
+thread_local! {
+    static PENDING: RefCell<Stats> = RefCell::default();
+    static LAST_FLUSH: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts one request. `owner`: the request was run by an object's owner on behalf of a worker,
+/// which counts the cache outcome itself; the owner adds only what it did upstream.
+pub fn record(outcome: &Outcome, status: u16, now_ms: u64, owner: bool) {
+    let mut outcome = outcome.clone();
+    if owner {
+        outcome.cache = None;
+        outcome.coalesced = false;
+    }
+    PENDING.with(|p| p.borrow_mut().record(&outcome, status, now_ms / 1000));
+}
+
+/// The counters to send now, if it is time (or `force`).
+pub fn take_due(now_ms: u64, force: bool) -> Option<Stats> {
+    let due = force || now_ms.saturating_sub(LAST_FLUSH.with(Cell::get)) >= FLUSH_EVERY_MS;
+    if !due {
+        return None;
+    }
+    LAST_FLUSH.with(|l| l.set(now_ms));
+    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    (!pending.is_empty()).then_some(pending)
+}
+
+/// Sends counters to the hub (errors are logged, never the client's problem).
+pub async fn send(env: &Env, stats: Stats) {
+    let result = async {
+        let stub = env
+            .durable_object(STATS_BINDING)?
+            .id_from_name(HUB)?
+            .get_stub()?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_body(Some(serde_json::to_string(&stats)?.into()));
+        let req = Request::new_with_init("https://stats/merge", &init)?;
+        stub.fetch_with_request(req).await?;
+        Ok::<_, worker::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        worker::console_error!("{{\"stats\":\"not sent\",\"error\":{:?}}}", e.to_string());
+    }
+}
+
+/// The status document.
+pub async fn status(env: &Env, now_ms: u64) -> worker::Result<Response> {
+    if let Some(pending) = take_due(now_ms, true) {
+        send(env, pending).await;
+    }
+    let stub = env
+        .durable_object(STATS_BINDING)?
+        .id_from_name(HUB)?
+        .get_stub()?;
+    let mut hub = stub.fetch_with_str("https://stats/").await?;
+    let stats: Stats = hub.json().await?;
+    let mut response = Response::from_json(&serde_json::json!({
+        "generated_at": now_ms / 1000,
+        "registries": stats.registries,
+    }))?;
+    response.headers_mut().set("cache-control", "no-store")?;
+    Ok(response)
+}
+
+/// The hub: the sum of every isolate's counters.
+#[durable_object]
+pub struct StatsHub {
+    state: State,
+    stats: RefCell<Option<Stats>>,
+}
+
+impl StatsHub {
+    /// Makes sure the stored sum is in memory. Merges then happen in memory with no `await`
+    /// between reading and writing it, so concurrent merges cannot lose each other's counts.
+    async fn load(&self) {
+        if self.stats.borrow().is_some() {
+            return;
+        }
+        let stored: Option<Stats> = self.state.storage().get(STORAGE_KEY).await.ok().flatten();
+        let mut slot = self.stats.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(stored.unwrap_or_default());
+        }
+    }
+}
+
+impl DurableObject for StatsHub {
+    fn new(state: State, _env: Env) -> Self {
+        StatsHub {
+            state,
+            stats: RefCell::new(None),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let delta: Option<Stats> = match req.method() {
+            Method::Post => Some(req.json().await?),
+            _ => None,
+        };
+        self.load().await;
+        let snapshot = {
+            let mut slot = self.stats.borrow_mut();
+            let stats = slot.get_or_insert_with(Stats::default);
+            if let Some(delta) = delta.clone() {
+                stats.merge(delta);
+            }
+            stats.clone()
+        };
+        if delta.is_some() {
+            self.state.storage().put(STORAGE_KEY, &snapshot).await?;
+            return Response::empty();
+        }
+        Response::from_json(&snapshot)
+    }
+}
