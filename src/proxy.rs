@@ -287,6 +287,15 @@ where
             if fetched.status != 200 {
                 return Err(self.refused(target, reference, &fetched, outcome).await);
             }
+            // containerd resolves a tag with a HEAD and then GETs by digest, never by tag: record
+            // the tag → digest answer so its next resolve is a cache hit (and can be served stale).
+            let claimed = fetched
+                .headers
+                .get("docker-content-digest")
+                .and_then(|d| Digest::parse(d.trim()).ok());
+            if let (Reference::Tag(tag), Some(digest)) = (reference, claimed) {
+                self.point(target, tag, &digest, accept, outcome).await;
+            }
             let mut headers = Headers::new();
             for name in ["content-type", "content-length", "docker-content-digest"] {
                 if let Some(v) = fetched.headers.get(name) {
@@ -328,9 +337,7 @@ where
         let media_type = media_type_of(fetched.headers.get("content-type"), &bytes);
         let record = ManifestRecord { media_type, bytes };
 
-        // 6. Store: the manifest by digest, and the tag pointer when the client accepted every
-        //    manifest type (a pointer written for a client that could not take an index would
-        //    point a multi-platform tag at one platform).
+        // 6. Store: the manifest by digest, and the tag pointer.
         self.kv_put(
             &keys::manifest(registry, repo, &digest),
             record.encode(),
@@ -338,16 +345,29 @@ where
         )
         .await;
         if let Reference::Tag(tag) = reference {
-            if INDEX_TYPES.iter().all(|t| acceptable(t, accept)) {
-                let pointer = TagRecord {
-                    digest: digest.to_string(),
-                    fetched_at: self.now,
-                };
-                self.kv_put(&keys::tag(registry, repo, tag), pointer.encode(), outcome)
-                    .await;
-            }
+            self.point(target, tag, &digest, accept, outcome).await;
         }
         Ok(manifest_reply(record, &digest, false))
+    }
+
+    /// Records what `tag` names now — only for a client that accepts every manifest type: a pointer
+    /// written for one that cannot take an index would point a multi-platform tag at one platform.
+    async fn point(
+        &self,
+        target: &Target,
+        tag: &str,
+        digest: &Digest,
+        accept: Option<&str>,
+        outcome: &mut Outcome,
+    ) {
+        if INDEX_TYPES.iter().all(|t| acceptable(t, accept)) {
+            let pointer = TagRecord {
+                digest: digest.to_string(),
+                fetched_at: self.now,
+            };
+            let key = keys::tag(&target.registry, &target.repository, tag);
+            self.kv_put(&key, pointer.encode(), outcome).await;
+        }
     }
 
     /// Hands a miss to the owner of `key`; the owner's answer says what happened there.

@@ -1046,3 +1046,18 @@ fn misses_go_to_the_object_owner_and_hits_do_not() {
     let (_, o, keys) = via_owner("HEAD", &format!("/v2/team/app/blobs/{missing}"));
     assert!(keys.is_empty() && !o.coalesced);
 }
+
+#[test]
+fn containerd_style_resolve_by_head_then_get_by_digest_is_cached() {
+    let (reg, digest, _) = image();
+    let w = World::new(reg);
+    let (r, _) = w.request("HEAD", "/v2/team/app/manifests/v1", None);
+    assert_eq!(r.status, 200);
+    let (r, _) = w.get(&format!("/v2/team/app/manifests/{digest}"));
+    assert_eq!(r.status, 200);
+    // The next resolve costs nothing upstream.
+    let before = w.reg.total();
+    let (r, o) = w.request("HEAD", "/v2/team/app/manifests/v1", None);
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
+    assert_eq!(w.reg.total(), before);
+}
