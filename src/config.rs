@@ -7,6 +7,7 @@
 //! | `DEFAULT_REGISTRY` | registry for names with no registry prefix (default `docker.io`)         |
 //! | `TAG_TTL_SECONDS`  | how long a tag → digest answer is trusted without asking upstream (300)  |
 //! | `NEGATIVE_TTL_SECONDS` | how long an upstream 404 for a manifest is remembered (60)           |
+//! | `UPSTREAM_TIMEOUT_SECONDS` | how long to wait for an upstream's answer (15)                   |
 //! | `HOSTS`            | JSON: hostname the door is reached at → registry name (optional)         |
 //!
 //! `password_secret` names *another* binding (a wrangler secret) that holds the password or token, so
@@ -22,6 +23,7 @@ use url::Url;
 pub const DEFAULT_UPSTREAMS: &str = r#"{"docker.io": {"url": "https://registry-1.docker.io"}}"#;
 const DEFAULT_TAG_TTL: u64 = 300;
 const DEFAULT_NEGATIVE_TTL: u64 = 60;
+const DEFAULT_UPSTREAM_TIMEOUT: u64 = 15;
 
 /// Docker Hub's name as clients write it; one-component names there live under `library/`.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -34,6 +36,8 @@ pub struct Config {
     pub tag_ttl_seconds: u64,
     /// How long an upstream 404 for a manifest is remembered.
     pub negative_ttl_seconds: u64,
+    /// How long to wait for an upstream's answer (its headers) before giving up on it.
+    pub upstream_timeout_seconds: u64,
     /// Hostname (lowercase, no port) → registry name, for one-hostname-per-registry deployments.
     pub hosts: BTreeMap<String, String>,
 }
@@ -184,6 +188,11 @@ impl Config {
         };
         let tag_ttl_seconds = seconds("TAG_TTL_SECONDS", DEFAULT_TAG_TTL)?;
         let negative_ttl_seconds = seconds("NEGATIVE_TTL_SECONDS", DEFAULT_NEGATIVE_TTL)?;
+        let upstream_timeout_seconds =
+            seconds("UPSTREAM_TIMEOUT_SECONDS", DEFAULT_UPSTREAM_TIMEOUT)?;
+        if upstream_timeout_seconds == 0 {
+            return Err(bad("UPSTREAM_TIMEOUT_SECONDS", "must be at least 1"));
+        }
 
         let hosts = match lookup("HOSTS") {
             None => BTreeMap::new(),
@@ -213,6 +222,7 @@ impl Config {
             default_registry,
             tag_ttl_seconds,
             negative_ttl_seconds,
+            upstream_timeout_seconds,
             hosts,
         })
     }
@@ -359,6 +369,10 @@ mod tests {
             (&[("TAG_TTL_SECONDS", "5m")], "TAG_TTL_SECONDS"),
             (&[("HOSTS", "[1]")], "HOSTS"),
             (&[("NEGATIVE_TTL_SECONDS", "-1")], "NEGATIVE_TTL_SECONDS"),
+            (
+                &[("UPSTREAM_TIMEOUT_SECONDS", "0")],
+                "UPSTREAM_TIMEOUT_SECONDS",
+            ),
             (
                 &[(
                     "UPSTREAMS",

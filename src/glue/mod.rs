@@ -140,7 +140,9 @@ async fn serve(
         config: &config,
         kv: &kv,
         blobs: &blobs,
-        upstream: &FetchUpstream,
+        upstream: &FetchUpstream {
+            timeout: std::time::Duration::from_secs(config.upstream_timeout_seconds),
+        },
         tokens,
         coalesce: ports.coalesce,
         now: now_ms / 1000,

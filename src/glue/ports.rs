@@ -5,14 +5,14 @@ use crate::oci::{Algorithm, Digest};
 use crate::ports::{
     Blobs, Fetched, Headers, HttpMethod, Kv, NetError, OutboundRequest, StoreError, Upstream,
 };
-use futures::future::LocalBoxFuture;
+use futures::future::{Either, LocalBoxFuture};
 use futures::StreamExt;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::FixedLengthStream;
 use worker::{
-    console_error, Bucket, ByteStream, Data, Fetch, KvStore, Method, Range as R2Range, Request,
-    RequestInit, RequestRedirect, ResponseBody,
+    console_error, AbortController, Bucket, ByteStream, Data, Delay, Fetch, KvStore, Method,
+    Range as R2Range, Request, RequestInit, RequestRedirect, ResponseBody,
 };
 
 /// A body on its way through: `None` when upstream sent none.
@@ -131,7 +131,11 @@ impl Blobs for R2Blobs<'_> {
     }
 }
 
-pub struct FetchUpstream;
+/// `fetch`, bounded by a time limit for the answer's headers (a hung upstream must not hang the
+/// client: the door answers 504, or serves its stale copy).
+pub struct FetchUpstream {
+    pub timeout: std::time::Duration,
+}
 
 impl Upstream for FetchUpstream {
     type Body = Stream;
@@ -150,7 +154,18 @@ impl Upstream for FetchUpstream {
         .with_headers(headers)
         .with_redirect(RequestRedirect::Manual);
         let request = Request::new_with_init(req.url.as_str(), &init).map_err(failed)?;
-        let response = Fetch::Request(request).send().await.map_err(failed)?;
+        let controller = AbortController::default();
+        let signal = controller.signal();
+        let fetch = Fetch::Request(request);
+        let sending = std::pin::pin!(fetch.send_with_signal(&signal));
+        let timer = std::pin::pin!(Delay::from(self.timeout));
+        let response = match futures::future::select(sending, timer).await {
+            Either::Left((answer, _)) => answer.map_err(failed)?,
+            Either::Right(((), _)) => {
+                controller.abort();
+                return Err(NetError::Timeout);
+            }
+        };
         let mut out = Headers::new();
         for (name, value) in response.headers().entries() {
             out.append(&name, value);
