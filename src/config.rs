@@ -8,9 +8,13 @@
 //! | `TAG_TTL_SECONDS`  | how long a tag → digest answer is trusted without asking upstream (300)  |
 //! | `NEGATIVE_TTL_SECONDS` | how long an upstream 404 for a manifest is remembered (60)           |
 //! | `UPSTREAM_TIMEOUT_SECONDS` | how long to wait for an upstream's answer (15)                   |
+//! | `BLOB_REDIRECT`    | `off` \| `s3` \| `self`: how blob reads that R2 holds are answered (off)   |
+//! | `REDIRECT_TTL_SECONDS` | how long a redirect URL is valid, 1 s to 7 days (300)              |
+//! | `R2_S3_ENDPOINT`, `R2_BUCKET`, `R2_ACCESS_KEY_ID`*, `R2_SECRET_ACCESS_KEY`* | for `s3` |
+//! | `URL_SIGNING_KEY`* | for `self`: HMAC key of the door's own `/_blob/` URLs, ≥ 32 bytes      |
 //! | `HOSTS`            | JSON: hostname the door is reached at → registry name (optional)         |
 //!
-//! `password_secret` names *another* binding (a wrangler secret) that holds the password or token, so
+//! (* a secret.) `password_secret` names *another* binding (a wrangler secret) that holds the password or token, so
 //! the JSON itself never carries a secret. A bad setting is an error that names it; there is no
 //! silent fallback.
 
@@ -24,6 +28,7 @@ pub const DEFAULT_UPSTREAMS: &str = r#"{"docker.io": {"url": "https://registry-1
 const DEFAULT_TAG_TTL: u64 = 300;
 const DEFAULT_NEGATIVE_TTL: u64 = 60;
 const DEFAULT_UPSTREAM_TIMEOUT: u64 = 15;
+const DEFAULT_REDIRECT_TTL: u64 = 300;
 
 /// Docker Hub's name as clients write it; one-component names there live under `library/`.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -40,6 +45,50 @@ pub struct Config {
     pub upstream_timeout_seconds: u64,
     /// Hostname (lowercase, no port) → registry name, for one-hostname-per-registry deployments.
     pub hosts: BTreeMap<String, String>,
+    /// How blob reads that R2 already holds are answered.
+    pub blob_redirect: BlobRedirect,
+    pub redirect_ttl_seconds: u64,
+}
+
+/// `BLOB_REDIRECT`: stream blobs through the worker, or send the client to storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobRedirect {
+    /// Stream from R2 through the worker.
+    Off,
+    /// 307 to a SigV4-presigned GET on R2's S3 endpoint.
+    S3(S3Access),
+    /// 307 to the door's own `/_blob/…` URL, HMAC-signed with an expiry.
+    SelfSigned(SigningKey),
+}
+
+/// R2's S3 API: where the bucket is and the access key to presign with. `Debug` redacts the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Access {
+    pub endpoint: Url,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl fmt::Debug for S3Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Access")
+            .field("endpoint", &self.endpoint.as_str())
+            .field("bucket", &self.bucket)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The key of the door's self-signed blob URLs. `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey(pub Vec<u8>);
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKey(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +266,15 @@ impl Config {
             }
         };
 
+        let redirect_ttl_seconds = seconds("REDIRECT_TTL_SECONDS", DEFAULT_REDIRECT_TTL)?;
+        if !(1..=crate::signing::sigv4::MAX_EXPIRES_IN).contains(&redirect_ttl_seconds) {
+            return Err(bad(
+                "REDIRECT_TTL_SECONDS",
+                "must be between 1 second and 7 days (604800)",
+            ));
+        }
+        let blob_redirect = blob_redirect(&lookup)?;
+
         Ok(Config {
             upstreams,
             default_registry,
@@ -224,6 +282,8 @@ impl Config {
             negative_ttl_seconds,
             upstream_timeout_seconds,
             hosts,
+            blob_redirect,
+            redirect_ttl_seconds,
         })
     }
 
@@ -243,6 +303,47 @@ impl Config {
         self.hosts
             .get(&name.to_ascii_lowercase())
             .map(String::as_str)
+    }
+}
+
+fn blob_redirect(lookup: &impl Fn(&str) -> Option<String>) -> Result<BlobRedirect, ConfigError> {
+    let required = |name: &str| {
+        lookup(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| bad(name, "must be set for this BLOB_REDIRECT mode"))
+    };
+    match lookup("BLOB_REDIRECT").as_deref().map(str::trim) {
+        None | Some("") | Some("off") => Ok(BlobRedirect::Off),
+        Some("s3") => {
+            let endpoint =
+                parse_url(&required("R2_S3_ENDPOINT")?).map_err(|p| bad("R2_S3_ENDPOINT", p))?;
+            if endpoint.path() != "/" {
+                return Err(bad("R2_S3_ENDPOINT", "must be an origin, without a path"));
+            }
+            Ok(BlobRedirect::S3(S3Access {
+                endpoint,
+                bucket: required("R2_BUCKET")?,
+                access_key_id: required("R2_ACCESS_KEY_ID")?,
+                secret_access_key: required("R2_SECRET_ACCESS_KEY")?,
+            }))
+        }
+        Some("self") => {
+            let key = required("URL_SIGNING_KEY")?.into_bytes();
+            if key.len() < crate::signing::url_token::MIN_KEY_BYTES {
+                return Err(bad(
+                    "URL_SIGNING_KEY",
+                    format!(
+                        "must be at least {} bytes",
+                        crate::signing::url_token::MIN_KEY_BYTES
+                    ),
+                ));
+            }
+            Ok(BlobRedirect::SelfSigned(SigningKey(key)))
+        }
+        Some(other) => Err(bad(
+            "BLOB_REDIRECT",
+            format!("{other:?} is not one of off, s3, self"),
+        )),
     }
 }
 
@@ -323,6 +424,27 @@ mod tests {
         assert!(hub.fallbacks.iter().all(|f| f.name == "docker.io"));
         assert!(hub.fallbacks[1].credentials.is_some());
         assert_eq!(c.negative_ttl_seconds, 60);
+    }
+
+    #[test]
+    fn blob_redirect_modes() {
+        assert_eq!(load(&[]).unwrap().blob_redirect, BlobRedirect::Off);
+        let c = load(&[
+            ("BLOB_REDIRECT", "s3"),
+            ("R2_S3_ENDPOINT", "https://acct.r2.cloudflarestorage.com"),
+            ("R2_BUCKET", "blobs"),
+            ("R2_ACCESS_KEY_ID", "AK"),
+            ("R2_SECRET_ACCESS_KEY", "very-secret"),
+            ("REDIRECT_TTL_SECONDS", "60"),
+        ])
+        .unwrap();
+        assert!(matches!(&c.blob_redirect, BlobRedirect::S3(s) if s.bucket == "blobs"));
+        assert_eq!(c.redirect_ttl_seconds, 60);
+        assert!(!format!("{c:?}").contains("very-secret"));
+        let key = "k".repeat(32);
+        let c = load(&[("BLOB_REDIRECT", "self"), ("URL_SIGNING_KEY", &key)]).unwrap();
+        assert!(matches!(c.blob_redirect, BlobRedirect::SelfSigned(_)));
+        assert!(!format!("{c:?}").contains(&key));
     }
 
     #[test]

@@ -14,12 +14,15 @@
 //!   upstream's API, or from the referrers tag schema (`sha256-<hex>`) when upstream lacks it.
 
 use crate::cache::{keys, AbsentRecord, ManifestRecord, TagRecord};
+use crate::config::BlobRedirect;
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
 use crate::oci::{acceptable, Digest, Reference, DEFAULT_MANIFEST_ACCEPT};
 use crate::ports::{Blobs, Coalesce, Fetched, Headers, HttpMethod, Kv, Upstream};
-use crate::range;
+use crate::range::{self, ByteRange};
 use crate::route::{route, Method, RequestLine, Route, Target};
+use crate::signing::sigv4::{PresignRequest, R2_REGION, S3_SERVICE};
+use crate::signing::url_token;
 use crate::upstream::token::TokenCache;
 use crate::upstream::{net_error, upstream_status, Client};
 use std::cell::RefCell;
@@ -136,6 +139,11 @@ where
                         outcome.kind = "blob";
                         outcome.note_target(&target);
                         self.blob(&target, &digest, head, req.range, &mut outcome)
+                            .await
+                    }
+                    Route::SignedBlob { digest, query } => {
+                        outcome.kind = "signed-blob";
+                        self.signed_blob(&digest, &query, head, req.range, &mut outcome)
                             .await
                     }
                     Route::Tags {
@@ -483,69 +491,22 @@ where
         outcome: &mut Outcome,
     ) -> Result<Reply<U::Body>, RegistryError> {
         let key = keys::blob(digest);
-        let blob_headers = |len: Option<u64>| {
-            let mut h = Headers::new();
-            h.set("content-type", "application/octet-stream");
-            if let Some(len) = len {
-                h.set("content-length", len.to_string());
-            }
-            h.set("docker-content-digest", digest.to_string());
-            h.set("accept-ranges", "bytes");
-            h
-        };
         // HEAD ignores Range, as registries do.
-        let range = match range_header.filter(|_| !head) {
-            None => None,
-            Some(h) => {
-                range::parse(h).map_err(|e| RegistryError::new(ErrorCode::RangeInvalid, e))?
-            }
-        };
+        let range = parse_range(range_header, head)?;
 
-        // 1. From R2.
-        let stored = match (head, range) {
-            (false, None) => match self.blobs.get(&key, None).await {
-                Ok(Some((len, body))) => {
+        // 1. From R2: a redirect to storage when configured, else the bytes.
+        if !head && self.config.blob_redirect != BlobRedirect::Off {
+            match self.blobs.size(&key).await {
+                Ok(Some(_)) => {
                     outcome.cache = Some(CacheOutcome::Hit);
-                    return Ok(reply(
-                        200,
-                        blob_headers(Some(len)),
-                        Body::Stream(body),
-                        false,
-                    ));
+                    return self.redirect(digest);
                 }
-                Ok(None) => None,
-                Err(e) => {
-                    outcome.notes.push(format!("blob store: {e}"));
-                    None
-                }
-            },
-            _ => match self.blobs.size(&key).await {
-                Ok(size) => size,
-                Err(e) => {
-                    outcome.notes.push(format!("blob store: {e}"));
-                    None
-                }
-            },
-        };
-        if let Some(size) = stored {
-            outcome.cache = Some(CacheOutcome::Hit);
-            let Some(range) = range else {
-                return Ok(reply(200, blob_headers(Some(size)), Body::Empty, true));
-            };
-            let Some((first, last)) = range.resolve(size) else {
-                let mut e = RegistryError::new(
-                    ErrorCode::RangeInvalid,
-                    format!("{} is outside the blob's {size} bytes", range.header()),
-                );
-                e.content_range = Some(format!("bytes */{size}"));
-                return Err(e);
-            };
-            let len = last - first + 1;
-            if let Ok(Some((_, body))) = self.blobs.get(&key, Some((first, len))).await {
-                let mut headers = blob_headers(Some(len));
-                headers.set("content-range", format!("bytes {first}-{last}/{size}"));
-                return Ok(reply(206, headers, Body::Stream(body), false));
+                Ok(None) => {}
+                Err(e) => outcome.notes.push(format!("blob store: {e}")),
             }
+        }
+        if let Some(reply) = self.stored_blob(digest, head, range, outcome).await? {
+            return Ok(reply);
         }
         outcome.cache = Some(CacheOutcome::Miss);
 
@@ -574,7 +535,7 @@ where
         match fetched.status {
             200 => {}
             206 if partial.is_some() => {
-                let mut headers = blob_headers(len);
+                let mut headers = blob_headers(digest, len);
                 if let Some(cr) = fetched.headers.get("content-range") {
                     headers.set("content-range", cr);
                 }
@@ -590,7 +551,7 @@ where
             }
         }
         if head {
-            return Ok(reply(200, blob_headers(len), Body::Empty, true));
+            return Ok(reply(200, blob_headers(digest, len), Body::Empty, true));
         }
         // A whole blob (asked for, or upstream ignored the range): fill the cache as it streams.
         match len {
@@ -598,7 +559,7 @@ where
                 let body = self.blobs.fill(&key, fetched.body, len, digest);
                 Ok(reply(
                     200,
-                    blob_headers(Some(len)),
+                    blob_headers(digest, Some(len)),
                     Body::Stream(body),
                     false,
                 ))
@@ -610,11 +571,145 @@ where
                 ));
                 Ok(reply(
                     200,
-                    blob_headers(None),
+                    blob_headers(digest, None),
                     Body::Stream(fetched.body),
                     false,
                 ))
             }
+        }
+    }
+
+    /// A blob as R2 holds it (`None` when it does not): whole, a range (206), or headers only;
+    /// a stored blob counts as a hit even when the range asked for is outside it.
+    async fn stored_blob(
+        &self,
+        digest: &Digest,
+        head: bool,
+        range: Option<ByteRange>,
+        outcome: &mut Outcome,
+    ) -> Result<Option<Reply<U::Body>>, RegistryError> {
+        let key = keys::blob(digest);
+        let size = match (head, range) {
+            (false, None) => match self.blobs.get(&key, None).await {
+                Ok(Some((len, body))) => {
+                    outcome.cache = Some(CacheOutcome::Hit);
+                    let headers = blob_headers(digest, Some(len));
+                    return Ok(Some(reply(200, headers, Body::Stream(body), false)));
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    outcome.notes.push(format!("blob store: {e}"));
+                    return Ok(None);
+                }
+            },
+            _ => match self.blobs.size(&key).await {
+                Ok(Some(size)) => {
+                    outcome.cache = Some(CacheOutcome::Hit);
+                    size
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    outcome.notes.push(format!("blob store: {e}"));
+                    return Ok(None);
+                }
+            },
+        };
+        let Some(range) = range else {
+            return Ok(Some(reply(
+                200,
+                blob_headers(digest, Some(size)),
+                Body::Empty,
+                true,
+            )));
+        };
+        let Some((first, last)) = range.resolve(size) else {
+            let mut e = RegistryError::new(
+                ErrorCode::RangeInvalid,
+                format!("{} is outside the blob's {size} bytes", range.header()),
+            );
+            e.content_range = Some(format!("bytes */{size}"));
+            return Err(e);
+        };
+        let len = last - first + 1;
+        match self.blobs.get(&key, Some((first, len))).await {
+            Ok(Some((_, body))) => {
+                let mut headers = blob_headers(digest, Some(len));
+                headers.set("content-range", format!("bytes {first}-{last}/{size}"));
+                Ok(Some(reply(206, headers, Body::Stream(body), false)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// 307 to where storage serves the blob: a presigned R2 URL, or the door's own signed URL.
+    fn redirect(&self, digest: &Digest) -> Result<Reply<U::Body>, RegistryError> {
+        let ttl = self.config.redirect_ttl_seconds;
+        let location = match &self.config.blob_redirect {
+            BlobRedirect::Off => {
+                return Err(RegistryError::new(
+                    ErrorCode::Unknown,
+                    "redirect asked for with BLOB_REDIRECT=off",
+                ))
+            }
+            BlobRedirect::S3(s3) => PresignRequest {
+                endpoint: s3.endpoint.clone(),
+                bucket: s3.bucket.clone(),
+                key: keys::blob(digest),
+                region: R2_REGION.to_owned(),
+                service: S3_SERVICE.to_owned(),
+                access_key_id: s3.access_key_id.clone(),
+                secret_access_key: s3.secret_access_key.clone(),
+                now: self.now,
+                expires_in: ttl,
+            }
+            .presign()
+            .map_err(|e| RegistryError::new(ErrorCode::Unknown, format!("presigning: {e}")))?,
+            BlobRedirect::SelfSigned(key) => format!(
+                "/_blob/{}/{}?{}",
+                digest.algorithm().as_str(),
+                digest.hex(),
+                url_token::sign(&key.0, &digest.to_string(), self.now + ttl)
+            ),
+        };
+        let mut headers = Headers::new();
+        headers.set("location", location);
+        headers.set("docker-content-digest", digest.to_string());
+        headers.set("cache-control", "no-store");
+        Ok(reply(307, headers, Body::Empty, false))
+    }
+
+    /// `/_blob/<alg>/<hex>?expires=…&sig=…`: the door's own signed blob URL, served straight from
+    /// R2 (with `Range`) and cacheable forever — the bytes under a digest never change. A bad or
+    /// expired signature gets 403 and no bytes.
+    async fn signed_blob(
+        &self,
+        digest: &Digest,
+        query: &str,
+        head: bool,
+        range_header: Option<&str>,
+        outcome: &mut Outcome,
+    ) -> Result<Reply<U::Body>, RegistryError> {
+        let BlobRedirect::SelfSigned(key) = &self.config.blob_redirect else {
+            return Err(RegistryError::new(
+                ErrorCode::Unsupported,
+                "self-signed blob URLs are not enabled",
+            )
+            .with_status(404));
+        };
+        url_token::verify_query(&key.0, &digest.to_string(), query, self.now)
+            .map_err(|e| RegistryError::new(ErrorCode::Denied, format!("blob URL refused: {e}")))?;
+        let range = parse_range(range_header, head)?;
+        match self.stored_blob(digest, head, range, outcome).await? {
+            Some(mut reply) => {
+                reply
+                    .headers
+                    .set("cache-control", "public, max-age=31536000, immutable");
+                Ok(reply)
+            }
+            None => Err(RegistryError::new(
+                ErrorCode::BlobUnknown,
+                format!("{digest} is not stored"),
+            )),
         }
     }
 
@@ -873,6 +968,25 @@ fn verified_digest(
         )),
         Some(c) => Ok(c),
         None => Ok(Digest::of(crate::oci::Algorithm::Sha256, bytes)),
+    }
+}
+
+fn blob_headers(digest: &Digest, len: Option<u64>) -> Headers {
+    let mut h = Headers::new();
+    h.set("content-type", "application/octet-stream");
+    if let Some(len) = len {
+        h.set("content-length", len.to_string());
+    }
+    h.set("docker-content-digest", digest.to_string());
+    h.set("accept-ranges", "bytes");
+    h
+}
+
+/// The client's `Range`, if it sent one that applies (HEAD ignores it, as registries do).
+fn parse_range(header: Option<&str>, head: bool) -> Result<Option<ByteRange>, RegistryError> {
+    match header.filter(|_| !head) {
+        None => Ok(None),
+        Some(h) => range::parse(h).map_err(|e| RegistryError::new(ErrorCode::RangeInvalid, e)),
     }
 }
 

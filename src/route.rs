@@ -65,6 +65,11 @@ pub enum Route {
         link_path: String,
         link_ns: Option<String>,
     },
+    /// `/_blob/<alg>/<hex>?expires=…&sig=…`: the door's own signed blob URL (`BLOB_REDIRECT=self`).
+    SignedBlob {
+        digest: Digest,
+        query: String,
+    },
     /// `/v2/<name>/referrers/<digest>?artifactType=`.
     Referrers {
         target: Target,
@@ -86,10 +91,6 @@ pub fn route(cfg: &Config, req: RequestLine<'_>) -> Result<Routed, RegistryError
         RegistryError::new(ErrorCode::Unsupported, format!("no endpoint at {path}"))
             .with_status(404)
     };
-    let rest = match path {
-        "/v2" | "/v2/" => "",
-        _ => path.strip_prefix("/v2/").ok_or_else(not_found)?,
-    };
     let method = match req.method {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
@@ -99,6 +100,21 @@ pub fn route(cfg: &Config, req: RequestLine<'_>) -> Result<Routed, RegistryError
                 format!("{other} is not supported: this registry mirror is read-only"),
             ))
         }
+    };
+    if let Some(blob) = path.strip_prefix("/_blob/") {
+        let digest = match blob.split_once('/') {
+            Some((alg, hex)) => parse_digest(&format!("{alg}:{hex}"))?,
+            None => return Err(not_found()),
+        };
+        let route = Route::SignedBlob {
+            digest,
+            query: req.query.unwrap_or("").to_owned(),
+        };
+        return Ok(Routed { method, route });
+    }
+    let rest = match path {
+        "/v2" | "/v2/" => "",
+        _ => path.strip_prefix("/v2/").ok_or_else(not_found)?,
     };
     if rest.is_empty() {
         return Ok(Routed {
@@ -288,7 +304,7 @@ mod tests {
             | Route::Blob { target, .. }
             | Route::Tags { target, .. }
             | Route::Referrers { target, .. } => (&target.registry, target.repository.as_str()),
-            Route::Base => panic!("no target"),
+            Route::Base | Route::SignedBlob { .. } => panic!("no target"),
         }
     }
 

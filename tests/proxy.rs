@@ -343,6 +343,11 @@ struct World {
 
 impl World {
     fn new(reg: FakeRegistry) -> World {
+        World::with(reg, &[])
+    }
+
+    /// A world whose door also has the settings `extra`.
+    fn with(reg: FakeRegistry, extra: &[(&str, &str)]) -> World {
         let fallback = match &reg.fallback {
             Some(f) => format!(
                 r#", "fallback": [{{"url": "{}", "username": "svc", "password_secret": "PW"}}]"#,
@@ -357,7 +362,7 @@ impl World {
             "PW" => Some("pw".into()),
             "DEFAULT_REGISTRY" => Some("reg.test".into()),
             "TAG_TTL_SECONDS" => Some("300".into()),
-            _ => None,
+            k => extra.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()),
         })
         .unwrap();
         World {
@@ -1060,4 +1065,90 @@ fn containerd_style_resolve_by_head_then_get_by_digest_is_cached() {
     let (r, o) = w.request("HEAD", "/v2/team/app/manifests/v1", None);
     assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
     assert_eq!(w.reg.total(), before);
+}
+
+const SIGNING_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+#[test]
+fn self_signed_redirects_serve_from_storage_and_refuse_tampering() {
+    let (reg, _, layer) = image();
+    let w = World::with(
+        reg,
+        &[("BLOB_REDIRECT", "self"), ("URL_SIGNING_KEY", SIGNING_KEY)],
+    );
+    let path = format!("/v2/team/app/blobs/{layer}");
+    // A miss streams through and fills storage; only a stored blob is redirected.
+    let (r, _) = w.get(&path);
+    assert_eq!((r.status, body(&r)), (200, b"layer bytes".to_vec()));
+    let (r, o) = w.get(&path);
+    assert_eq!((r.status, o.cache), (307, Some(CacheOutcome::Hit)));
+    assert!(body(&r).is_empty(), "no bytes through the worker");
+    let location = r.headers.get("location").unwrap().to_owned();
+    assert!(
+        location.starts_with(&format!("/_blob/sha256/{}?expires=", layer.hex())),
+        "{location}"
+    );
+    let (r, _) = w.request("HEAD", &path, None);
+    assert_eq!(r.status, 200, "HEAD is answered directly");
+
+    let (r, _) = w.get(&location);
+    assert_eq!((r.status, body(&r)), (200, b"layer bytes".to_vec()));
+    assert_eq!(
+        r.headers.get("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    *w.range.borrow_mut() = Some("bytes=0-4".into());
+    let (r, _) = w.get(&location);
+    assert_eq!((r.status, body(&r)), (206, b"layer".to_vec()));
+    *w.range.borrow_mut() = None;
+
+    let other = Digest::of(Algorithm::Sha256, b"other");
+    let tampered = [
+        location.replace("sig=", "sig=A"),
+        location.replace(layer.hex(), other.hex()),
+        location.replace("expires=", "expires=9"),
+        format!("/_blob/sha256/{}", layer.hex()),
+    ];
+    for bad in tampered {
+        let (r, _) = w.get(&bad);
+        assert_eq!((r.status, error_code(&r)), (403, "DENIED".into()), "{bad}");
+    }
+    w.now.set(w.now.get() + 301);
+    let (r, _) = w.get(&location);
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (403, "DENIED".into()),
+        "expired"
+    );
+}
+
+#[test]
+fn s3_redirects_are_presigned_for_the_bucket() {
+    let (reg, _, layer) = image();
+    let w = World::with(
+        reg,
+        &[
+            ("BLOB_REDIRECT", "s3"),
+            ("R2_S3_ENDPOINT", "https://acct.r2.cloudflarestorage.com"),
+            ("R2_BUCKET", "door-blobs"),
+            ("R2_ACCESS_KEY_ID", "AKID"),
+            ("R2_SECRET_ACCESS_KEY", "SECRET-never-shown"),
+            ("REDIRECT_TTL_SECONDS", "120"),
+        ],
+    );
+    let path = format!("/v2/team/app/blobs/{layer}");
+    w.get(&path);
+    let (r, _) = w.get(&path);
+    assert_eq!(r.status, 307);
+    let location = r.headers.get("location").unwrap();
+    let want = format!(
+        "https://acct.r2.cloudflarestorage.com/door-blobs/blobs/sha256/{}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F",
+        layer.hex()
+    );
+    assert!(location.starts_with(&want), "{location}");
+    assert!(location.contains("X-Amz-Expires=120&"), "{location}");
+    assert!(location.contains("X-Amz-Signature="), "{location}");
+    assert!(!location.contains("SECRET"), "the secret never leaves");
+    let (r, _) = w.get("/_blob/sha256/00");
+    assert_eq!(r.status, 400);
 }
