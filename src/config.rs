@@ -12,12 +12,14 @@
 //! | `REDIRECT_TTL_SECONDS` | how long a redirect URL is valid, 1 s to 7 days (300)              |
 //! | `R2_S3_ENDPOINT`, `R2_BUCKET`, `R2_ACCESS_KEY_ID`*, `R2_SECRET_ACCESS_KEY`* | for `s3` |
 //! | `URL_SIGNING_KEY`* | for `self`: HMAC key of the door's own `/_blob/` URLs, ≥ 32 bytes      |
+//! | `MULTIPART_THRESHOLD_BYTES`, `MULTIPART_PART_BYTES` | blobs above the threshold (R2's single-put limit) are filled in parts of this size (32 MiB) |
 //! | `HOSTS`            | JSON: hostname the door is reached at → registry name (optional)         |
 //!
 //! (* a secret.) `password_secret` names *another* binding (a wrangler secret) that holds the password or token, so
 //! the JSON itself never carries a secret. A bad setting is an error that names it; there is no
 //! silent fallback.
 
+use crate::cache::multipart;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -48,6 +50,9 @@ pub struct Config {
     /// How blob reads that R2 already holds are answered.
     pub blob_redirect: BlobRedirect,
     pub redirect_ttl_seconds: u64,
+    /// Blobs larger than this are filled with a multipart upload of `multipart_part_bytes` parts.
+    pub multipart_threshold_bytes: u64,
+    pub multipart_part_bytes: u64,
 }
 
 /// `BLOB_REDIRECT`: stream blobs through the worker, or send the client to storage.
@@ -274,6 +279,30 @@ impl Config {
             ));
         }
         let blob_redirect = blob_redirect(&lookup)?;
+        let bytes = |setting: &str, default: u64| match lookup(setting) {
+            None => Ok(default),
+            Some(s) => s
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| bad(setting, format!("{s:?} is not a positive number of bytes"))),
+        };
+        let multipart_threshold_bytes =
+            bytes("MULTIPART_THRESHOLD_BYTES", multipart::SINGLE_PUT_LIMIT)?;
+        let multipart_part_bytes = bytes("MULTIPART_PART_BYTES", multipart::DEFAULT_PART_BYTES)?;
+        if multipart_threshold_bytes > multipart::SINGLE_PUT_LIMIT {
+            return Err(bad(
+                "MULTIPART_THRESHOLD_BYTES",
+                "cannot exceed R2's single-put limit",
+            ));
+        }
+        if !(multipart::MIN_PART_BYTES..=512 * 1024 * 1024).contains(&multipart_part_bytes) {
+            return Err(bad(
+                "MULTIPART_PART_BYTES",
+                "must be from R2's smallest part (5 MiB) to 512 MiB (a part is buffered in memory)",
+            ));
+        }
 
         Ok(Config {
             upstreams,
@@ -284,6 +313,8 @@ impl Config {
             hosts,
             blob_redirect,
             redirect_ttl_seconds,
+            multipart_threshold_bytes,
+            multipart_part_bytes,
         })
     }
 

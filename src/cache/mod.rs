@@ -2,6 +2,7 @@
 //! Pure: no storage is touched here.
 
 pub mod keys;
+pub mod multipart;
 mod record;
 
 pub use record::{AbsentRecord, ManifestRecord, TagRecord};

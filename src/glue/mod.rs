@@ -134,6 +134,8 @@ async fn serve(
     let blobs = R2Blobs {
         bucket: env.bucket(R2_BINDING).map_err(|e| binding(R2_BINDING, e))?,
         spawn: ports.spawn,
+        multipart_threshold: config.multipart_threshold_bytes,
+        part_bytes: config.multipart_part_bytes,
     };
     let tokens = TOKENS.with(|t| *t);
     let door = Door {

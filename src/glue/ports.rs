@@ -1,7 +1,8 @@
 //! Workers implementations of the core's ports: KV, R2 and `fetch`.
 
 use super::coalescer::Recent;
-use crate::oci::{Algorithm, Digest};
+use crate::cache::multipart::PartSplitter;
+use crate::oci::{Algorithm, Digest, Hasher};
 use crate::ports::{
     Blobs, Fetched, Headers, HttpMethod, Kv, NetError, OutboundRequest, StoreError, Upstream,
 };
@@ -54,6 +55,9 @@ pub struct R2Blobs<'a> {
     pub bucket: Bucket,
     /// Runs the R2 put past the response.
     pub spawn: &'a dyn Fn(LocalBoxFuture<'static, ()>),
+    /// Blobs longer than this are stored with a multipart upload of `part_bytes` parts.
+    pub multipart_threshold: u64,
+    pub part_bytes: u64,
 }
 
 impl Blobs for R2Blobs<'_> {
@@ -90,13 +94,15 @@ impl Blobs for R2Blobs<'_> {
 
     /// Tees the upstream stream: one branch goes to the client, the other through a
     /// `FixedLengthStream` (R2 needs the length up front) into an R2 put that carries the
-    /// expected checksum, so R2 itself refuses bytes that do not match the digest.
+    /// expected checksum, so R2 itself refuses bytes that do not match the digest. A blob above
+    /// the single-put limit goes up as a multipart upload instead (see `multipart_fill`).
     fn fill(&self, key: &str, body: Stream, len: u64, digest: &Digest) -> Stream {
         let bucket = self.bucket.clone();
-        let key = key.to_owned();
+        let owned_key = key.to_owned();
         let raw = digest.raw();
         let algorithm = digest.algorithm();
         let put = move |data: Data| async move {
+            let key = owned_key;
             let builder = bucket.put(&key, data);
             let builder = match algorithm {
                 Algorithm::Sha256 => builder.sha256(raw),
@@ -115,6 +121,18 @@ impl Blobs for R2Blobs<'_> {
         let branches = stream.tee();
         let to_client: web_sys::ReadableStream = branches.get(0).unchecked_into();
         let to_store: web_sys::ReadableStream = branches.get(1).unchecked_into();
+        if len > self.multipart_threshold {
+            let fill = multipart_fill(
+                self.bucket.clone(),
+                key.to_owned(),
+                to_store,
+                len,
+                digest.clone(),
+                self.part_bytes,
+            );
+            (self.spawn)(Box::pin(fill));
+            return Some(to_client);
+        }
         let fixed = match u32::try_from(len) {
             Ok(l) => FixedLengthStream::new(l),
             Err(_) => FixedLengthStream::new_big_int(js_sys::BigInt::from(len)),
@@ -133,6 +151,66 @@ impl Blobs for R2Blobs<'_> {
 
 /// `fetch`, bounded by a time limit for the answer's headers (a hung upstream must not hang the
 /// client: the door answers 504, or serves its stale copy).
+/// Stores a blob too large for one put as a multipart upload. R2 checks no checksum of a
+/// multipart object, so the digest is computed here while the parts go up; on a mismatch (or a
+/// short stream) the upload is aborted and nothing is stored.
+async fn multipart_fill(
+    bucket: Bucket,
+    key: String,
+    stream: web_sys::ReadableStream,
+    len: u64,
+    digest: Digest,
+    part_bytes: u64,
+) {
+    let result = async {
+        let upload = bucket.create_multipart_upload(&key).execute().await?;
+        let mut hasher = Hasher::new(digest.algorithm());
+        let mut splitter = PartSplitter::new(part_bytes as usize);
+        let mut parts = Vec::new();
+        let mut seen = 0u64;
+        let mut chunks = ByteStream::from(stream);
+        let mut failure = None;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    failure = Some(format!("stream: {e}"));
+                    break;
+                }
+            };
+            seen += chunk.len() as u64;
+            hasher.update(&chunk);
+            for part in splitter.push(&chunk) {
+                let number = parts.len() as u16 + 1;
+                parts.push(upload.upload_part(number, part).await?);
+            }
+        }
+        if failure.is_none() {
+            if let Some(last) = splitter.finish() {
+                let number = parts.len() as u16 + 1;
+                parts.push(upload.upload_part(number, last).await?);
+            }
+            let got = hasher.finish();
+            if seen != len || got != digest {
+                failure = Some(format!("got {seen} bytes hashing to {got}"));
+            }
+        }
+        if let Some(why) = failure {
+            upload.abort().await?;
+            return Err(worker::Error::from(format!("refused: {why}")));
+        }
+        upload.complete(parts).await?;
+        Ok::<_, worker::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        console_error!(
+            "{{\"fill\":\"{key}\",\"multipart\":true,\"error\":{:?}}}",
+            e.to_string()
+        );
+    }
+}
+
 pub struct FetchUpstream {
     pub timeout: std::time::Duration,
 }

@@ -94,6 +94,42 @@ impl Digest {
     }
 }
 
+/// A digest computed over bytes that arrive in pieces (a streamed blob).
+#[derive(Clone)]
+pub enum Hasher {
+    Sha256(Sha256),
+    Sha512(Sha512),
+}
+
+impl Hasher {
+    pub fn new(algorithm: Algorithm) -> Hasher {
+        match algorithm {
+            Algorithm::Sha256 => Hasher::Sha256(Sha256::new()),
+            Algorithm::Sha512 => Hasher::Sha512(Sha512::new()),
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    pub fn finish(self) -> Digest {
+        match self {
+            Hasher::Sha256(h) => Digest {
+                algorithm: Algorithm::Sha256,
+                hex: hex::encode(h.finalize()),
+            },
+            Hasher::Sha512(h) => Digest {
+                algorithm: Algorithm::Sha512,
+                hex: hex::encode(h.finalize()),
+            },
+        }
+    }
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.algorithm.as_str(), self.hex)
@@ -124,6 +160,17 @@ mod tests {
         let d512 = Digest::of(Algorithm::Sha512, b"abc");
         assert_eq!(d512.hex().len(), 128);
         assert!(Digest::parse(&d512.to_string()).unwrap().verifies(b"abc"));
+    }
+
+    #[test]
+    fn hashing_in_pieces_equals_hashing_at_once() {
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let mut h = Hasher::new(alg);
+            for piece in [&b"hello "[..], b"", b"wor", b"ld"] {
+                h.update(piece);
+            }
+            assert_eq!(h.finish(), Digest::of(alg, b"hello world"));
+        }
     }
 
     #[test]

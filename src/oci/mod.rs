@@ -6,6 +6,6 @@ mod digest;
 mod media;
 mod name;
 
-pub use digest::{Algorithm, Digest};
+pub use digest::{Algorithm, Digest, Hasher};
 pub use media::{acceptable, DEFAULT_MANIFEST_ACCEPT};
 pub use name::{Reference, Repository};

@@ -1,6 +1,7 @@
 // Signed blob redirects with real clients: the door in BLOB_REDIRECT=self mode answers blob reads
 // that R2 holds with a 307 to its own signed /_blob/ URL; skopeo and containerd follow it and
-// verify every digest. Tampered and expired URLs get 403 and no bytes.
+// verify every digest. Tampered and expired URLs get 403 and no bytes. The largest layer is over
+// the (lowered) multipart threshold, so it reaches R2 through the multipart fill.
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -20,7 +21,7 @@ let tmp, upstream, door, image;
 before(async () => {
   tmp = tempDir("redirect");
   upstream = await startUpstream({ dir: tmp.dir, users: { [SVC]: PW } });
-  image = buildImage(path.join(tmp.dir, "img"), { layers: 3, bigLayerBytes: 512 << 10 });
+  image = buildImage(path.join(tmp.dir, "img"), { layers: 3, bigLayerBytes: 11 << 20 });
   await skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
     `oci:${path.join(tmp.dir, "img")}:v1`, `docker://${upstream.host}/private/app:v1`]);
   door = await startDoor({
@@ -31,6 +32,9 @@ before(async () => {
       BLOB_REDIRECT: "self",
       URL_SIGNING_KEY: KEY,
       REDIRECT_TTL_SECONDS: "2",
+      // The 11 MiB layer is filled as a multipart upload of 5 MiB parts (R2's smallest).
+      MULTIPART_THRESHOLD_BYTES: String(6 << 20),
+      MULTIPART_PART_BYTES: String(5 << 20),
     },
   });
 });
@@ -57,6 +61,7 @@ test("skopeo: a cold pull streams, a warm pull follows 307s to signed URLs, dige
   const served = lines.filter((l) => l.kind === "signed-blob" && l.status === 200);
   assert.equal(redirected.length, blobs().length, JSON.stringify(lines));
   assert.equal(served.length, blobs().length);
+  assert.ok(!door.logs().includes('"fill"'), `no fill failed: ${door.logs()}`);
 });
 
 test("containerd follows the redirects and unpacks", async () => {
