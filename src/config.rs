@@ -13,12 +13,14 @@
 //! | `R2_S3_ENDPOINT`, `R2_BUCKET`, `R2_ACCESS_KEY_ID`*, `R2_SECRET_ACCESS_KEY`* | for `s3` |
 //! | `URL_SIGNING_KEY`* | for `self`: HMAC key of the door's own `/_blob/` URLs, ≥ 32 bytes      |
 //! | `MULTIPART_THRESHOLD_BYTES`, `MULTIPART_PART_BYTES` | blobs above the threshold (R2's single-put limit) are filled in parts of this size (32 MiB) |
+//! | `ACCESS`, `ACCESS_TOKEN_KEY`* | who may pull what; see [`crate::access`] (default: everyone)   |
 //! | `HOSTS`            | JSON: hostname the door is reached at → registry name (optional)         |
 //!
 //! (* a secret.) `password_secret` names *another* binding (a wrangler secret) that holds the password or token, so
 //! the JSON itself never carries a secret. A bad setting is an error that names it; there is no
 //! silent fallback.
 
+use crate::access::Access;
 use crate::cache::multipart;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -53,6 +55,8 @@ pub struct Config {
     /// Blobs larger than this are filled with a multipart upload of `multipart_part_bytes` parts.
     pub multipart_threshold_bytes: u64,
     pub multipart_part_bytes: u64,
+    /// Who may pull what (`ACCESS`, default: everyone everything).
+    pub access: Access,
 }
 
 /// `BLOB_REDIRECT`: stream blobs through the worker, or send the client to storage.
@@ -315,6 +319,7 @@ impl Config {
             redirect_ttl_seconds,
             multipart_threshold_bytes,
             multipart_part_bytes,
+            access: Access::load(&lookup)?,
         })
     }
 

@@ -75,6 +75,8 @@ pub struct RegistryError {
     pub retry_after: Option<String>,
     /// `Content-Range: bytes */<size>` for an unsatisfiable range.
     pub content_range: Option<String>,
+    /// The challenge of a 401.
+    pub www_authenticate: Option<String>,
 }
 
 impl RegistryError {
@@ -85,6 +87,7 @@ impl RegistryError {
             message: message.into(),
             retry_after: None,
             content_range: None,
+            www_authenticate: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! Cloudflare Worker, caching manifests in KV and blobs in R2.
 //!
 //! Pure logic, unit-tested on the host with plain `cargo test`:
+//! - [`access`]: who may pull what (`ACCESS`), client credentials, the door's own tokens;
 //! - [`config`]: typed settings, validated once;
 //! - [`error`]: the one error type that reaches HTTP, as the OCI error body;
 //! - [`oci`]: digests, names, references, media types;
@@ -18,6 +19,7 @@
 //! and is the only code that names `worker::`. Because `worker` is a wasm-only dependency, a host
 //! build proves the core never touches the runtime.
 
+pub mod access;
 pub mod cache;
 pub mod config;
 pub mod error;

@@ -13,6 +13,7 @@
 //! - Tag lists are passed through with their `Link` pointed back at the door; referrers come from
 //!   upstream's API, or from the referrers tag schema (`sha256-<hex>`) when upstream lacks it.
 
+use crate::access::{AuthError, Principal};
 use crate::cache::{keys, AbsentRecord, ManifestRecord, TagRecord};
 use crate::config::BlobRedirect;
 use crate::config::Config;
@@ -20,7 +21,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::oci::{acceptable, Digest, Reference, DEFAULT_MANIFEST_ACCEPT};
 use crate::ports::{Blobs, Coalesce, Fetched, Headers, HttpMethod, Kv, Upstream};
 use crate::range::{self, ByteRange};
-use crate::route::{route, Method, RequestLine, Route, Target};
+use crate::route::{resolve_name, route, Method, RequestLine, Route, Routed, Target};
 use crate::signing::sigv4::{PresignRequest, R2_REGION, S3_SERVICE};
 use crate::signing::url_token;
 use crate::upstream::token::TokenCache;
@@ -44,6 +45,12 @@ pub struct ClientRequest<'r> {
     pub accept: Option<&'r str>,
     /// The `Range` header.
     pub range: Option<&'r str>,
+    /// The `Authorization` header.
+    pub authorization: Option<&'r str>,
+    /// How the client reached the door (`https://door.example.com`), for the token realm.
+    pub origin: Option<&'r str>,
+    /// The request body, read only for `POST /token`.
+    pub body: Option<&'r [u8]>,
 }
 
 pub use crate::ports::{Body, Reply};
@@ -119,70 +126,212 @@ where
         };
         let result = match route(self.config, req.line) {
             Err(e) => Err(e),
-            Ok(routed) => {
-                let head = routed.method == Method::Head;
-                match routed.route {
-                    Route::Base => {
-                        outcome.kind = "base";
-                        Ok(
-                            reply(200, Headers::new(), Body::Bytes(b"{}".to_vec()), head)
-                                .with_type("application/json"),
-                        )
-                    }
-                    Route::Manifest { target, reference } => {
-                        outcome.kind = "manifest";
-                        outcome.note_target(&target);
-                        self.manifest(&target, &reference, head, req.accept, &mut outcome)
-                            .await
-                    }
-                    Route::Blob { target, digest } => {
-                        outcome.kind = "blob";
-                        outcome.note_target(&target);
-                        self.blob(&target, &digest, head, req.range, &mut outcome)
-                            .await
-                    }
-                    Route::SignedBlob { digest, query } => {
-                        outcome.kind = "signed-blob";
-                        self.signed_blob(&digest, &query, head, req.range, &mut outcome)
-                            .await
-                    }
-                    Route::Tags {
-                        target,
-                        n,
-                        last,
-                        link_path,
-                        link_ns,
-                    } => {
-                        outcome.kind = "tags";
-                        outcome.note_target(&target);
-                        let link = (link_path.as_str(), link_ns.as_deref());
-                        self.tags(&target, n, last.as_deref(), link, head, &mut outcome)
-                            .await
-                    }
-                    Route::Referrers {
-                        target,
-                        digest,
-                        artifact_type,
-                    } => {
-                        outcome.kind = "referrers";
-                        outcome.note_target(&target);
-                        self.referrers(
-                            &target,
-                            &digest,
-                            artifact_type.as_deref(),
-                            head,
-                            &mut outcome,
-                        )
-                        .await
-                    }
-                }
-            }
+            Ok(routed) => self.dispatch(routed, &req, &mut outcome).await,
         };
         let mut reply = result.unwrap_or_else(|e| error_reply(&e, req.line.method == "HEAD"));
         if let Some(cache) = outcome.cache {
             reply.headers.set(CACHE_HEADER, cache.as_str());
         }
         (reply, outcome)
+    }
+
+    /// Checks who is asking and whether they may, then answers the route.
+    async fn dispatch(
+        &self,
+        routed: Routed,
+        req: &ClientRequest<'_>,
+        outcome: &mut Outcome,
+    ) -> Result<Reply<U::Body>, RegistryError> {
+        let head = routed.method == Method::Head;
+        // These carry their own authority: a URL signature, or the credentials being exchanged.
+        match &routed.route {
+            Route::SignedBlob { digest, query } => {
+                outcome.kind = "signed-blob";
+                return self
+                    .signed_blob(digest, query, head, req.range, outcome)
+                    .await;
+            }
+            Route::Token { post, query } => {
+                outcome.kind = "token";
+                return self.token(*post, query, req);
+            }
+            _ => {}
+        }
+        let access = &self.config.access;
+        let principal = access
+            .authenticate(req.authorization, self.now)
+            .map_err(|e| {
+                let why = match e {
+                    AuthError::BadCredentials => "the user name or password is wrong",
+                    AuthError::BadToken => "the token is invalid or expired",
+                };
+                self.challenge(req, None, why)
+            })?;
+        if let Some(target) = routed.route.target() {
+            outcome.note_target(target);
+            let name = format!("{}/{}", target.registry, target.repository);
+            if !access.can_pull(&principal, &name) {
+                return Err(match principal {
+                    // Basic credentials that are right but not enough: asking again won't help.
+                    Principal::User(user) => {
+                        RegistryError::new(ErrorCode::Denied, format!("{user} may not pull {name}"))
+                    }
+                    _ => self.challenge(req, Some(&name), "authentication required"),
+                });
+            }
+        } else if principal == Principal::Anonymous && !access.anonymous_may_pull_something() {
+            return Err(self.challenge(req, None, "authentication required"));
+        }
+
+        match routed.route {
+            Route::Base => {
+                outcome.kind = "base";
+                Ok(
+                    reply(200, Headers::new(), Body::Bytes(b"{}".to_vec()), head)
+                        .with_type("application/json"),
+                )
+            }
+            Route::Manifest { target, reference } => {
+                outcome.kind = "manifest";
+                self.manifest(&target, &reference, head, req.accept, outcome)
+                    .await
+            }
+            Route::Blob { target, digest } => {
+                outcome.kind = "blob";
+                self.blob(&target, &digest, head, req.range, outcome).await
+            }
+            Route::Tags {
+                target,
+                n,
+                last,
+                link_path,
+                link_ns,
+            } => {
+                outcome.kind = "tags";
+                let link = (link_path.as_str(), link_ns.as_deref());
+                self.tags(&target, n, last.as_deref(), link, head, outcome)
+                    .await
+            }
+            Route::Referrers {
+                target,
+                digest,
+                artifact_type,
+            } => {
+                outcome.kind = "referrers";
+                self.referrers(&target, &digest, artifact_type.as_deref(), head, outcome)
+                    .await
+            }
+            Route::SignedBlob { .. } | Route::Token { .. } => {
+                unreachable!("answered above")
+            }
+        }
+    }
+
+    /// 401 with the challenge that sends a client to the door's `/token` for `repository`.
+    fn challenge(
+        &self,
+        req: &ClientRequest<'_>,
+        repository: Option<&str>,
+        why: &str,
+    ) -> RegistryError {
+        let origin = req.origin.unwrap_or("");
+        let service = origin.split("://").nth(1).unwrap_or(origin);
+        let mut value = format!("Bearer realm=\"{origin}/token\",service=\"{service}\"");
+        if let Some(repository) = repository {
+            value.push_str(&format!(",scope=\"repository:{repository}:pull\""));
+        }
+        let mut e = RegistryError::new(ErrorCode::Unauthorized, why);
+        e.www_authenticate = Some(value);
+        e
+    }
+
+    /// `/token`: exchanges credentials (Basic on GET, the OAuth2 password grant on POST, or none)
+    /// for a short-lived token granting pull on the requested repositories the principal may read —
+    /// and only those.
+    fn token(
+        &self,
+        post: bool,
+        query: &str,
+        req: &ClientRequest<'_>,
+    ) -> Result<Reply<U::Body>, RegistryError> {
+        let access = &self.config.access;
+        let unauthorized = || {
+            RegistryError::new(
+                ErrorCode::Unauthorized,
+                "the user name or password is wrong",
+            )
+        };
+        let form_body = if post {
+            std::str::from_utf8(req.body.unwrap_or_default()).unwrap_or("")
+        } else {
+            query
+        };
+        let form: Vec<(String, String)> = url::form_urlencoded::parse(form_body.as_bytes())
+            .into_owned()
+            .collect();
+        let field = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let principal = if post {
+            match field("grant_type") {
+                Some("password") => access
+                    .login(
+                        field("username").unwrap_or(""),
+                        field("password").unwrap_or(""),
+                    )
+                    .map_err(|_| unauthorized())?,
+                _ => {
+                    return Err(RegistryError::new(
+                        ErrorCode::Unsupported,
+                        "only grant_type=password is supported",
+                    )
+                    .with_status(400));
+                }
+            }
+        } else {
+            match access.authenticate(req.authorization, self.now) {
+                Ok(Principal::Token { .. }) | Err(_) => return Err(unauthorized()),
+                Ok(p) => p,
+            }
+        };
+        let mut granted = Vec::new();
+        for scope in form
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .flat_map(|(_, v)| v.split(' '))
+        {
+            let Some(rest) = scope.strip_prefix("repository:") else {
+                continue;
+            };
+            let Some((name, actions)) = rest.rsplit_once(':') else {
+                continue;
+            };
+            if !actions.split(',').any(|a| a == "pull") {
+                continue;
+            }
+            let Ok(target) = resolve_name(self.config, name, req.line.host) else {
+                continue;
+            };
+            let canonical = format!("{}/{}", target.registry, target.repository);
+            if access.can_pull(&principal, &canonical) && !granted.contains(&canonical) {
+                granted.push(canonical);
+            }
+        }
+        let (token, ttl) = access
+            .issue(&principal, granted, self.now)
+            .unwrap_or_else(|| ("public".to_owned(), 3600));
+        let body = serde_json::json!({"token": token, "access_token": token, "expires_in": ttl});
+        let mut headers = Headers::new();
+        headers.set("cache-control", "no-store");
+        Ok(reply(
+            200,
+            headers,
+            Body::Bytes(body.to_string().into_bytes()),
+            false,
+        )
+        .with_type("application/json"))
     }
 
     async fn manifest(
@@ -220,7 +369,7 @@ where
         // Digests are immutable; a tag is trusted for the TTL.
         let fresh = pointer
             .as_ref()
-            .map_or(true, |p| p.is_fresh(self.now, self.config.tag_ttl_seconds));
+            .is_none_or(|p| p.is_fresh(self.now, self.config.tag_ttl_seconds));
         if let Some((record, digest)) = &cached {
             if fresh {
                 outcome.cache = Some(CacheOutcome::Hit);
@@ -1052,6 +1201,9 @@ pub fn error_reply<S>(e: &RegistryError, head: bool) -> Reply<S> {
     }
     if let Some(cr) = &e.content_range {
         headers.set("content-range", cr.clone());
+    }
+    if let Some(challenge) = &e.www_authenticate {
+        headers.set("www-authenticate", challenge.clone());
     }
     reply(e.status, headers, Body::Bytes(e.body()), head).with_type("application/json")
 }

@@ -65,6 +65,11 @@ pub enum Route {
         link_path: String,
         link_ns: Option<String>,
     },
+    /// `/token`: the door's token endpoint (GET with Basic credentials, or an OAuth2 POST).
+    Token {
+        post: bool,
+        query: String,
+    },
     /// `/_blob/<alg>/<hex>?expires=…&sig=…`: the door's own signed blob URL (`BLOB_REDIRECT=self`).
     SignedBlob {
         digest: Digest,
@@ -76,6 +81,19 @@ pub enum Route {
         digest: Digest,
         artifact_type: Option<String>,
     },
+}
+
+impl Route {
+    /// The repository the route reads, if it reads one.
+    pub fn target(&self) -> Option<&Target> {
+        match self {
+            Route::Manifest { target, .. }
+            | Route::Blob { target, .. }
+            | Route::Tags { target, .. }
+            | Route::Referrers { target, .. } => Some(target),
+            Route::Base | Route::SignedBlob { .. } | Route::Token { .. } => None,
+        }
+    }
 }
 
 /// A routed request.
@@ -91,6 +109,23 @@ pub fn route(cfg: &Config, req: RequestLine<'_>) -> Result<Routed, RegistryError
         RegistryError::new(ErrorCode::Unsupported, format!("no endpoint at {path}"))
             .with_status(404)
     };
+    if path == "/token" {
+        let post = match req.method {
+            "GET" | "HEAD" => false,
+            "POST" => true,
+            other => {
+                return Err(RegistryError::new(
+                    ErrorCode::Unsupported,
+                    format!("{other} is not supported on /token"),
+                ))
+            }
+        };
+        let query = req.query.unwrap_or("").to_owned();
+        return Ok(Routed {
+            method: Method::Get,
+            route: Route::Token { post, query },
+        });
+    }
     let method = match req.method {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
@@ -216,6 +251,13 @@ impl Query {
     }
 }
 
+/// The repository a bare name (as in a token scope, `repository:<name>:pull`) means when the door
+/// is reached at `host`: by `HOSTS`, a registry prefix, or the default registry.
+pub fn resolve_name(cfg: &Config, name: &str, host: Option<&str>) -> Result<Target, RegistryError> {
+    let segments: Vec<&str> = name.split('/').collect();
+    target(cfg, &segments, host, None)
+}
+
 fn target(
     cfg: &Config,
     name: &[&str],
@@ -304,7 +346,7 @@ mod tests {
             | Route::Blob { target, .. }
             | Route::Tags { target, .. }
             | Route::Referrers { target, .. } => (&target.registry, target.repository.as_str()),
-            Route::Base | Route::SignedBlob { .. } => panic!("no target"),
+            Route::Base | Route::SignedBlob { .. } | Route::Token { .. } => panic!("no target"),
         }
     }
 

@@ -339,6 +339,10 @@ struct World {
     now: Cell<u64>,
     /// `Range` header for the next requests.
     range: RefCell<Option<String>>,
+    /// `Authorization` header for the next requests.
+    authorization: RefCell<Option<String>>,
+    /// Body for the next requests (`POST /token`).
+    body: RefCell<Option<Vec<u8>>>,
 }
 
 impl World {
@@ -373,6 +377,8 @@ impl World {
             tokens: RefCell::new(TokenCache::default()),
             now: Cell::new(1_000_000),
             range: RefCell::new(None),
+            authorization: RefCell::new(None),
+            body: RefCell::new(None),
         }
     }
 
@@ -411,6 +417,8 @@ impl World {
             None => (path, None),
         };
         let range = self.range.borrow().clone();
+        let authorization = self.authorization.borrow().clone();
+        let request_body = self.body.borrow().clone();
         door.handle(ClientRequest {
             line: RequestLine {
                 method,
@@ -420,6 +428,9 @@ impl World {
             },
             accept,
             range: range.as_deref(),
+            authorization: authorization.as_deref(),
+            origin: Some("https://door.test"),
+            body: request_body.as_deref(),
         })
         .await
     }

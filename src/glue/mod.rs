@@ -83,6 +83,18 @@ pub(crate) async fn serve_request(
     let accept = req.headers().get("accept")?;
     let range = req.headers().get("range")?;
     let host = req.headers().get("host")?;
+    let authorization = req.headers().get("authorization")?;
+    let origin = format!(
+        "{}://{}",
+        url.scheme(),
+        host.as_deref().or(url.host_str()).unwrap_or_default()
+    );
+    // Only the token endpoint has a body worth reading (a small form).
+    let body = if method == "POST" && url.path() == "/token" {
+        Some(req.clone()?.bytes().await.unwrap_or_default())
+    } else {
+        None
+    };
     let client_req = ClientRequest {
         line: RequestLine {
             method: &method,
@@ -92,6 +104,9 @@ pub(crate) async fn serve_request(
         },
         accept: accept.as_deref(),
         range: range.as_deref(),
+        authorization: authorization.as_deref(),
+        origin: Some(&origin),
+        body: body.as_deref(),
     };
 
     let (reply, outcome) = match serve(env, &ports, client_req, started).await {
