@@ -643,6 +643,34 @@ where
         // HEAD ignores Range, as registries do.
         let range = parse_range(range_header, head)?;
 
+        // 0. Blobs are stored once for every repository, so a stored blob is served through this
+        //    one only when it is known to belong here: linked when it was fetched through it, or
+        //    confirmed now by upstream (a HEAD, with the mirror's rights on this repository).
+        //    Otherwise a private layer could be read through any public repository's name.
+        let link = keys::link(&target.registry, &target.repository, digest);
+        if self.kv_get(&link, outcome).await.is_none()
+            && matches!(self.blobs.size(&key).await, Ok(Some(_)))
+        {
+            let answer = self
+                .fetch_upstream(
+                    target,
+                    HttpMethod::Head,
+                    &format!("blobs/{digest}"),
+                    Headers::new(),
+                    outcome,
+                )
+                .await?;
+            if answer.status != 200 {
+                return Err(upstream_status(
+                    answer.status,
+                    &answer.headers,
+                    ErrorCode::BlobUnknown,
+                    &target.registry,
+                ));
+            }
+            self.kv_put(&link, b"1".to_vec(), outcome).await;
+        }
+
         // 1. From R2: a redirect to storage when configured, else the bytes.
         if !head && self.config.blob_redirect != BlobRedirect::Off {
             match self.blobs.size(&key).await {
@@ -699,6 +727,13 @@ where
                 ))
             }
         }
+        // Upstream has it in this repository: it belongs here.
+        self.kv_put(
+            &keys::link(&target.registry, &target.repository, digest),
+            b"1".to_vec(),
+            outcome,
+        )
+        .await;
         if head {
             return Ok(reply(200, blob_headers(digest, len), Body::Empty, true));
         }

@@ -97,6 +97,10 @@ struct FakeRegistry {
     down: Cell<bool>,
     /// The Docker Hub-style fallback mirror, when configured.
     fallback: Option<Box<FakeRegistry>>,
+    /// The token realm its challenges name.
+    realm: &'static str,
+    /// Blob digest → the only repository it exists in (others answer 404).
+    only_in: HashMap<String, String>,
 }
 
 impl FakeRegistry {
@@ -114,6 +118,8 @@ impl FakeRegistry {
             base: UPSTREAM,
             down: Cell::new(false),
             fallback: None,
+            realm: "http://auth.test/token",
+            only_in: HashMap::new(),
         }
     }
 
@@ -220,7 +226,8 @@ impl Upstream for FakeRegistry {
         let scope = format!("repository:{repo}:pull");
         if auth.as_deref() != Some(format!("Bearer T-{scope}").as_str()) {
             let challenge = format!(
-                r#"Bearer realm="http://auth.test/token",service="reg.test",scope="{scope}""#
+                r#"Bearer realm="{}",service="reg.test",scope="{scope}""#,
+                self.realm
             );
             return Ok(answer(401, &[("www-authenticate", &challenge)], vec![]));
         }
@@ -288,7 +295,11 @@ impl Upstream for FakeRegistry {
                 }
                 None => Ok(answer(404, &[], b"{}".to_vec())),
             },
-            "blobs" => match self.blobs.get(&reference) {
+            "blobs" => match self
+                .blobs
+                .get(&reference)
+                .filter(|_| self.only_in.get(&reference).is_none_or(|r| *r == repo))
+            {
                 Some(_) if self.redirect_blobs && !head => Ok(answer(
                     307,
                     &[("location", &format!("http://cdn.test/{reference}"))],
@@ -1162,4 +1173,168 @@ fn s3_redirects_are_presigned_for_the_bucket() {
     assert!(!location.contains("SECRET"), "the secret never leaves");
     let (r, _) = w.get("/_blob/sha256/00");
     assert_eq!(r.status, 400);
+}
+
+const ACCESS_KEY: &str = "an-access-token-key-of-32-bytes!";
+
+fn access_world() -> (World, Digest, Digest) {
+    let (mut reg, digest, layer) = image();
+    let m = format!(r#"{{"schemaVersion":2,"layers":[{{"digest":"{layer}"}}]}}"#);
+    reg.add_manifest("public/app", "v1", MANIFEST, m.as_bytes());
+    let w = World::with(
+        reg,
+        &[
+            (
+                "ACCESS",
+                r#"{"anonymous": ["reg.test/public/*"],
+                    "users": {"a": {"password_secret": "A_PW", "pull": ["reg.test/*"]},
+                              "b": {"password_secret": "B_PW", "pull": ["reg.test/public/*"]}}}"#,
+            ),
+            ("ACCESS_TOKEN_KEY", ACCESS_KEY),
+            ("A_PW", "alpha"),
+            ("B_PW", "beta"),
+        ],
+    );
+    (w, digest, layer)
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+#[test]
+fn the_access_matrix_through_the_door() {
+    let (w, _, _) = access_world();
+    let private = "/v2/team/app/manifests/v1";
+    let public = "/v2/public/app/manifests/v1";
+    let cases = [
+        (None, public, 200),
+        (None, private, 401),
+        (Some(basic("a", "alpha")), private, 200),
+        (Some(basic("a", "alpha")), public, 200),
+        (Some(basic("b", "beta")), public, 200),
+        (Some(basic("b", "beta")), private, 403),
+        (Some(basic("a", "wrong")), public, 401),
+        (Some("Bearer not-a-token".to_owned()), public, 401),
+    ];
+    for (auth, path, status) in cases {
+        *w.authorization.borrow_mut() = auth.clone();
+        let (r, _) = w.get(path);
+        assert_eq!(r.status, status, "{auth:?} {path}");
+        if status == 401 {
+            let challenge = r.headers.get("www-authenticate").unwrap();
+            assert!(
+                challenge
+                    .starts_with(r#"Bearer realm="https://door.test/token",service="door.test""#),
+                "{challenge}"
+            );
+            if auth.is_none() {
+                assert!(
+                    challenge.ends_with(r#",scope="repository:reg.test/team/app:pull""#),
+                    "{challenge}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tokens_from_the_door_grant_only_what_the_user_may_read() {
+    let (w, _, _) = access_world();
+    // GET with Basic, asking for one readable and one unreadable repository.
+    *w.authorization.borrow_mut() = Some(basic("b", "beta"));
+    let (r, _) = w.get("/token?service=door.test&scope=repository:public/app:pull&scope=repository:reg.test/team/app:pull");
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    let token = v["token"].as_str().unwrap().to_owned();
+    assert_eq!(v["access_token"], v["token"]);
+    *w.authorization.borrow_mut() = Some(format!("Bearer {token}"));
+    assert_eq!(w.get("/v2/public/app/manifests/v1").0.status, 200);
+    let (r, _) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(r.status, 401, "not granted: challenged again");
+
+    // containerd's OAuth2 POST.
+    *w.authorization.borrow_mut() = None;
+    *w.body.borrow_mut() = Some(
+        b"grant_type=password&username=a&password=alpha&service=door.test&scope=repository%3Ateam%2Fapp%3Apull".to_vec(),
+    );
+    let (r, _) = w.request("POST", "/token", None);
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    *w.authorization.borrow_mut() = Some(format!("Bearer {}", v["token"].as_str().unwrap()));
+    *w.body.borrow_mut() = None;
+    assert_eq!(w.get("/v2/team/app/manifests/v1").0.status, 200);
+
+    // Wrong password: no token at all.
+    *w.authorization.borrow_mut() = None;
+    *w.body.borrow_mut() = Some(b"grant_type=password&username=a&password=nope".to_vec());
+    let (r, _) = w.request("POST", "/token", None);
+    assert_eq!((r.status, error_code(&r)), (401, "UNAUTHORIZED".into()));
+    *w.body.borrow_mut() = Some(b"grant_type=refresh_token&refresh_token=x".to_vec());
+    assert_eq!(w.request("POST", "/token", None).0.status, 400);
+    *w.body.borrow_mut() = None;
+
+    // Tokens expire.
+    *w.authorization.borrow_mut() = Some(format!("Bearer {token}"));
+    w.now.set(w.now.get() + 301);
+    assert_eq!(w.get("/v2/public/app/manifests/v1").0.status, 401);
+    // /v2/ lets anonymous in when anonymous may pull something.
+    *w.authorization.borrow_mut() = None;
+    assert_eq!(w.get("/v2/").0.status, 200);
+}
+
+#[test]
+fn a_blob_is_served_through_another_repository_only_if_it_belongs_there() {
+    let (mut reg, _, private_layer) = image();
+    let shared_layer = reg.add_blob(b"a shared base layer");
+    reg.only_in
+        .insert(private_layer.to_string(), "team/app".into());
+    let w = World::new(reg);
+    for layer in [&private_layer, &shared_layer] {
+        let (r, _) = w.get(&format!("/v2/team/app/blobs/{layer}"));
+        assert_eq!(r.status, 200);
+    }
+    // Stored now, but upstream says the other repository does not have it: no leak.
+    let (r, _) = w.get(&format!("/v2/team/other/blobs/{private_layer}"));
+    assert_eq!((r.status, error_code(&r)), (404, "BLOB_UNKNOWN".into()));
+    // Where it does belong, it is confirmed once with a HEAD and then served from storage.
+    let path = format!("/v2/team/other/blobs/{shared_layer}");
+    let gets = w.reg.count(HttpMethod::Get, "/blobs/");
+    let (r, o) = w.get(&path);
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
+    assert_eq!(body(&r), b"a shared base layer");
+    let shared_path = format!("team/other/blobs/{shared_layer}");
+    assert_eq!(w.reg.count(HttpMethod::Head, &shared_path), 1);
+    assert_eq!(
+        w.reg.count(HttpMethod::Get, "/blobs/"),
+        gets,
+        "no second download"
+    );
+    let before = w.reg.total();
+    w.get(&path);
+    assert_eq!(w.reg.total(), before, "linked now");
+}
+
+#[test]
+fn a_token_realm_on_a_private_address_is_refused_for_a_public_upstream() {
+    let (mut reg, _, _) = image();
+    reg.realm = "http://169.254.169.254/latest/meta-data";
+    let w = World::new(reg);
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!((r.status, error_code(&r)), (502, "UNAVAILABLE".into()));
+    assert!(String::from_utf8(body(&r))
+        .unwrap()
+        .contains("private address"));
+    assert!(
+        !w.reg
+            .log
+            .borrow()
+            .iter()
+            .any(|(_, u, _)| u.contains("169.254")),
+        "never contacted"
+    );
+    assert_eq!(o.upstream_calls, 1);
 }

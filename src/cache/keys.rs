@@ -5,7 +5,8 @@
 //! └── v1/
 //!     ├── manifests/<registry>/<repository>/<algorithm>/<hex>   ManifestRecord, immutable
 //!     ├── tags/<registry>/<repository>/<tag>                    TagRecord: digest + when fetched
-//!     └── absent/<registry>/<repository>/<reference>            AbsentRecord: upstream said 404
+//!     ├── absent/<registry>/<repository>/<reference>            AbsentRecord: upstream said 404
+//!     └── links/<registry>/<repository>/<algorithm>/<hex>       the blob belongs to the repository
 //! R2 (binding BLOBS)
 //! └── blobs/<algorithm>/<hex>                                   blob bytes, checksum-verified on put
 //! ```
@@ -35,6 +36,15 @@ pub fn absent(registry: &str, repository: &Repository, reference: &str) -> Strin
     format!("v1/absent/{registry}/{repository}/{reference}")
 }
 
+/// Marks that `digest` was fetched through (or confirmed upstream for) `repository`.
+pub fn link(registry: &str, repository: &Repository, digest: &Digest) -> String {
+    format!(
+        "v1/links/{registry}/{repository}/{}/{}",
+        digest.algorithm().as_str(),
+        digest.hex()
+    )
+}
+
 pub fn blob(digest: &Digest) -> String {
     format!("blobs/{}/{}", digest.algorithm().as_str(), digest.hex())
 }
@@ -56,6 +66,10 @@ mod tests {
             "v1/tags/docker.io/library/alpine/3.20"
         );
         assert_eq!(blob(&d), format!("blobs/sha256/{}", d.hex()));
+        assert_eq!(
+            link("docker.io", &repo, &d),
+            format!("v1/links/docker.io/library/alpine/sha256/{}", d.hex())
+        );
         assert_eq!(
             absent("docker.io", &repo, "nope"),
             "v1/absent/docker.io/library/alpine/nope"

@@ -161,6 +161,7 @@ impl<'a, U: Upstream> Client<'a, U> {
                 format!("{registry} sent a token realm that is not http(s)"),
             ));
         }
+        self.check_host(&url, "token realm")?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(service) = &realm.service {
@@ -245,6 +246,7 @@ impl<'a, U: Upstream> Client<'a, U> {
                         format!("{registry} redirected without a usable Location"),
                     )
                 })?;
+            self.check_host(&next, "redirect")?;
             if next.origin() != origin {
                 req.headers.remove("authorization");
             }
@@ -254,6 +256,54 @@ impl<'a, U: Upstream> Client<'a, U> {
             ErrorCode::Unavailable,
             format!("{registry} redirected more than {MAX_REDIRECTS} times"),
         ))
+    }
+}
+
+impl<U> Client<'_, U> {
+    /// No SSRF: a realm or redirect may name any public host, but a private, loopback or
+    /// link-local one only when the upstream itself was configured on such an address.
+    fn check_host(&self, url: &Url, what: &str) -> Result<(), RegistryError> {
+        if is_private(url) && !is_private(&self.upstream.url) {
+            return Err(RegistryError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "{} sent a {what} to a private address; refused",
+                    self.upstream.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `url` names a loopback, private, link-local or otherwise internal address.
+pub fn is_private(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => {
+            let [a, b, ..] = ip.octets();
+            ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+        }
+        Some(url::Host::Ipv6(ip)) => {
+            let first = ip.segments()[0];
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || ip.to_ipv4_mapped().is_some_and(|v4| {
+                    is_private(&Url::parse(&format!("http://{v4}/")).expect("an IPv4 URL"))
+                })
+        }
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost") || d.ends_with(".internal")
+        }
+        None => true,
     }
 }
 
@@ -292,4 +342,39 @@ pub fn net_error(registry: &str, e: NetError) -> RegistryError {
     let status = if e == NetError::Timeout { 504 } else { 502 };
     RegistryError::new(ErrorCode::Unavailable, format!("upstream {registry} {e}"))
         .with_status(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses() {
+        let private = [
+            "http://127.0.0.1:5000/",
+            "http://10.1.2.3/",
+            "http://172.16.0.1/",
+            "http://192.168.1.1/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://100.64.0.1/",
+            "http://0.0.0.0/",
+            "http://[::1]/",
+            "http://[fd00::1]/",
+            "http://[fe80::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://localhost:8080/",
+            "http://metadata.google.internal/",
+        ];
+        for u in private {
+            assert!(is_private(&Url::parse(u).unwrap()), "{u}");
+        }
+        for u in [
+            "https://auth.docker.io/token",
+            "https://8.8.8.8/",
+            "https://[2606:4700::1]/",
+            "https://172.32.0.1/",
+        ] {
+            assert!(!is_private(&Url::parse(u).unwrap()), "{u}");
+        }
+    }
 }

@@ -80,7 +80,7 @@ test(`${NODES} nodes × ${IMAGES} images, quota 100: no 429, one counted pull pe
   assert.equal(hub.state.counts.pulls, IMAGES, JSON.stringify(hub.state.counts));
 
   // The node pool rotates after the tag TTL: tags are revalidated with free HEADs, no new pulls.
-  await new Promise((r) => setTimeout(r, 1100));
+  await new Promise((r) => setTimeout(r, 2000));
   const again = (await wave()).flat();
   assert.ok(again.every((r) => r.status === 200));
   assert.equal(hub.state.counts.pulls, IMAGES, "still one counted pull per manifest");
@@ -93,7 +93,7 @@ test(`${NODES} nodes × ${IMAGES} images, quota 100: no 429, one counted pull pe
 
 for (const mode of ["5xx", "reset", "timeout"]) {
   test(`upstream ${mode}: every cached image still pulls, served stale`, async () => {
-    await new Promise((r) => setTimeout(r, 1100)); // past the tag TTL: the door must ask upstream
+    await new Promise((r) => setTimeout(r, 2000)); // past the tag TTL: the door must ask upstream
     hub.state.mode = mode;
     try {
       const results = await Promise.all(images.map(pull));
@@ -115,7 +115,7 @@ test("with nothing cached: 429 upstream → TOOMANYREQUESTS with Retry-After; ou
   assert.equal((await r.json()).errors[0].code, "TOOMANYREQUESTS");
   assert.ok(Number(r.headers.get("retry-after")) > 0);
   // Cached images keep pulling while the quota is spent.
-  await new Promise((r) => setTimeout(r, 1100));
+  await new Promise((r) => setTimeout(r, 2000));
   assert.equal((await pull(images[0])).status, 200);
 
   hub.state.limit = 100;

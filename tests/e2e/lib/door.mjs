@@ -33,7 +33,9 @@ export async function startDoor({ bindings, persistDir, coalesce = true }) {
   const front = await plainHttpFront(Number(inner.port));
   return {
     mf,
-    url: `http://127.0.0.1:${front.port}`,
+    // HTTP clients (fetch, ctr with an http:// hosts.toml) talk to workerd directly; `host` is the
+    // TLS-refusing front for clients that try HTTPS first (skopeo, podman).
+    url: inner.origin,
     host: `127.0.0.1:${front.port}`,
     logs: () => logs.join(""),
     /** The request log lines the worker wrote (JSON). */

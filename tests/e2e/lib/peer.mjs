@@ -32,5 +32,11 @@ proxy:
   const url = `http://127.0.0.1:${port}`;
   await waitFor(async () => (await fetch(`${url}/v2/`)).status === 200, 15000, "docker-registry (proxy)")
     .catch((e) => { throw new Error(`${e.message}\n${proc.output()}`); });
-  return { url, host: `127.0.0.1:${port}`, output: proc.output, stop: proc.stop, pid: proc.child.pid };
+  const stop = () => new Promise((resolve) => {
+    const { child } = proc;
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once("exit", resolve);
+    child.kill("SIGTERM");
+  });
+  return { url, host: `127.0.0.1:${port}`, output: proc.output, stop };
 }

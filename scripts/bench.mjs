@@ -1,0 +1,288 @@
+// Door vs docker-registry in proxy mode, in one run, with the same workload against the same
+// upstream: a real docker-registry behind token auth (tests/e2e/lib/registry.mjs) fronted by the
+// Docker Hub simulator (tests/e2e/lib/hubsim.mjs), which counts what each mirror asks of it.
+// Progress goes to stderr; the result is one markdown table on stdout. Run through scripts/bench.
+import crypto from "node:crypto";
+import { execFile } from "node:child_process";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
+import path from "node:path";
+import { promisify } from "node:util";
+import { buildImage } from "../tests/e2e/lib/image.mjs";
+import { startDoor } from "../tests/e2e/lib/door.mjs";
+import { startHubSim } from "../tests/e2e/lib/hubsim.mjs";
+import { startProxyRegistry } from "../tests/e2e/lib/peer.mjs";
+import { startUpstream } from "../tests/e2e/lib/registry.mjs";
+import { skopeo, tempDir } from "../tests/e2e/lib/util.mjs";
+
+const execFileP = promisify(execFile);
+const SVC = "svc";
+const PW = crypto.randomBytes(12).toString("hex");
+const ACCEPT = [
+  "application/vnd.oci.image.index.v1+json",
+  "application/vnd.docker.distribution.manifest.list.v2+json",
+  "application/vnd.oci.image.manifest.v1+json",
+  "application/vnd.docker.distribution.manifest.v2+json",
+].join(", ");
+const COLD_PULLS = 50;
+const TTL_BATCHES = 10;
+const TTL_BATCH = 10;
+const TTL_SLEEP_MS = 1100;
+const WARM_SECONDS = 5;
+const WARM_WORKERS = 32;
+const LAYERS = 3;
+const BIG_LAYER = 1 << 20;
+const DEADLINE_MS = 170_000;
+
+const log = (...a) => console.error("bench:", ...a);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const sha256 = (b) => `sha256:${crypto.createHash("sha256").update(b).digest("hex")}`;
+
+const stoppers = [];
+let cleaning = null;
+/** Stops everything started, newest first; every caller waits for the same run. */
+function cleanup() {
+  cleaning ??= (async () => {
+    for (const stop of stoppers.reverse()) {
+      // Bounded: a child that already died of the same Ctrl-C (it reaches the whole process
+      // group) never emits "exit" again, and a stop waiting for it would hang.
+      let timer;
+      const bound = new Promise((r) => { timer = setTimeout(r, 5000); });
+      try { await Promise.race([stop(), bound]); } catch (e) { log(`cleanup: ${e.message}`); }
+      clearTimeout(timer);
+    }
+  })();
+  return cleaning;
+}
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => cleanup().finally(() => process.exit(130)));
+// Miniflare answers SIGINT/SIGTERM itself: it stops workerd and calls process.exit at once, so
+// the cleanup above may not get far. On exit, synchronously end this process's own children by
+// pid (docker-registry, hey) and remove the temp dir.
+const tempDirs = [];
+process.on("exit", () => {
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === process.pid) process.kill(Number(entry), "SIGTERM");
+    } catch { /* gone already */ }
+  }
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
+const watchdog = setTimeout(() => {
+  log(`gave up after ${DEADLINE_MS / 1000} s`);
+  cleanup().finally(() => process.exit(1));
+}, DEADLINE_MS);
+
+/** What the upstream saw: hubsim's counts plus the token issuer's. */
+function snapshot(hub, upstream) {
+  return { ...hub.state.counts, tokens: upstream.issuer.stats.requests };
+}
+function delta(before, after) {
+  const d = {};
+  for (const k of Object.keys(after)) d[k] = after[k] - (before[k] ?? 0);
+  d.registry = d.manifestGets + d.manifestHeads + d.blobGets + d.blobHeads + d.pings + d.other;
+  return d;
+}
+
+/** A client pull: the manifest by tag with the full Accept list, then every blob, checked. */
+async function pull(base, repo, tag) {
+  const r = await fetch(`${base}/v2/${repo}/manifests/${tag}`, { headers: { accept: ACCEPT } });
+  const bytes = Buffer.from(await r.arrayBuffer());
+  if (r.status !== 200) throw new Error(`manifest ${r.status}: ${bytes.toString().slice(0, 200)}`);
+  const m = JSON.parse(bytes);
+  await Promise.all([m.config, ...m.layers].map(async ({ digest }) => {
+    const b = await fetch(`${base}/v2/${repo}/blobs/${digest}`);
+    const body = Buffer.from(await b.arrayBuffer());
+    if (b.status !== 200) throw new Error(`blob ${b.status}`);
+    if (sha256(body) !== digest) throw new Error(`blob ${digest} corrupt`);
+  }));
+}
+
+async function tagPull(base, repo, tag) {
+  const r = await fetch(`${base}/v2/${repo}/manifests/${tag}`, { headers: { accept: ACCEPT } });
+  await r.arrayBuffer();
+  if (r.status !== 200) throw new Error(`manifest ${r.status}`);
+}
+
+/** Waits until the upstream counts stop moving (background fills finish). */
+async function settle(hub, upstream) {
+  let last = JSON.stringify(snapshot(hub, upstream));
+  for (let i = 0; i < 20; i++) {
+    await sleep(250);
+    const now = JSON.stringify(snapshot(hub, upstream));
+    if (now === last) return;
+    last = now;
+  }
+}
+
+async function coldPulls(name, hub, upstream, base, repo) {
+  await settle(hub, upstream);
+  const before = snapshot(hub, upstream);
+  const started = performance.now();
+  const results = await Promise.allSettled(Array.from({ length: COLD_PULLS }, () => pull(base, repo, "v1")));
+  const seconds = (performance.now() - started) / 1000;
+  await settle(hub, upstream);
+  const failed = results.filter((r) => r.status === "rejected");
+  if (failed.length) log(`${name}: ${failed.length} of ${COLD_PULLS} cold pulls failed, e.g. ${failed[0].reason.message}`);
+  return { ...delta(before, snapshot(hub, upstream)), seconds, failed: failed.length };
+}
+
+async function ttlPulls(hub, upstream, base, repo) {
+  await settle(hub, upstream);
+  const before = snapshot(hub, upstream);
+  let failed = 0;
+  for (let b = 0; b < TTL_BATCHES; b++) {
+    if (b) await sleep(TTL_SLEEP_MS);
+    for (let i = 0; i < TTL_BATCH; i++) await tagPull(base, repo, "v1").catch(() => failed++);
+  }
+  await settle(hub, upstream);
+  return { ...delta(before, snapshot(hub, upstream)), failed };
+}
+
+const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+
+/** `hey` if installed (scripts/bench installs it), else the same load from Node. */
+async function load(url) {
+  const hey = await execFileP("hey", ["-h"]).then(() => true, (e) => e.code !== "ENOENT");
+  if (hey) {
+    const { stdout } = await execFileP("hey", [
+      "-z", `${WARM_SECONDS}s`, "-c", String(WARM_WORKERS), "-o", "csv", "-A", ACCEPT, url,
+    ], { maxBuffer: 512 << 20 });
+    const rows = stdout.trim().split("\n").slice(1).map((l) => l.split(","));
+    const ok = rows.filter((r) => r[6] === "200").map((r) => Number(r[0]) * 1000);
+    return { tool: "hey", ok, errors: rows.length - ok.length };
+  }
+  const ok = [];
+  let errors = 0;
+  const deadline = performance.now() + WARM_SECONDS * 1000;
+  await Promise.all(Array.from({ length: WARM_WORKERS }, async () => {
+    while (performance.now() < deadline) {
+      const t = performance.now();
+      try {
+        const r = await fetch(url, { headers: { accept: ACCEPT } });
+        await r.arrayBuffer();
+        if (r.status === 200) ok.push(performance.now() - t);
+        else errors++;
+      } catch { errors++; }
+    }
+  }));
+  return { tool: "node", ok, errors };
+}
+
+async function warmPulls(hub, upstream, base, repo) {
+  for (let i = 0; i < 20; i++) await tagPull(base, repo, "v1");
+  await settle(hub, upstream);
+  const before = snapshot(hub, upstream);
+  const { tool, ok, errors } = await load(`${base}/v2/${repo}/manifests/v1`);
+  await settle(hub, upstream);
+  ok.sort((a, b) => a - b);
+  return {
+    ...delta(before, snapshot(hub, upstream)),
+    tool,
+    rps: ok.length / WARM_SECONDS,
+    p50: percentile(ok, 50),
+    p99: percentile(ok, 99),
+    requests: ok.length,
+    errors,
+  };
+}
+
+async function main() {
+  const t0 = performance.now();
+  const tmp = tempDir("bench");
+  tempDirs.push(tmp.dir);
+  stoppers.push(async () => tmp.remove());
+
+  log("starting upstream (token issuer + docker-registry) and hubsim");
+  const upstream = await startUpstream({ dir: path.join(tmp.dir), users: { [SVC]: PW } });
+  stoppers.push(() => upstream.stop());
+  const layout = path.join(tmp.dir, "image");
+  buildImage(layout, { layers: LAYERS, bigLayerBytes: BIG_LAYER });
+  for (const repo of ["bench/cold", "bench/ttl"]) {
+    await skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
+      `oci:${layout}:v1`, `docker://${upstream.host}/${repo}:v1`]);
+  }
+  // The limit is out of reach: the bench counts pulls, it does not want 429s to change the workload.
+  const hub = await startHubSim({ targetUrl: upstream.url, limit: 1_000_000 });
+  stoppers.push(() => hub.stop());
+
+  log("starting the door (TAG_TTL_SECONDS default and =1) and docker-registry in proxy mode");
+  const bindings = (extra = {}) => ({
+    UPSTREAMS: JSON.stringify({ "registry.test": { url: hub.url, username: SVC, password_secret: "REGISTRY_TEST_PASSWORD" } }),
+    DEFAULT_REGISTRY: "registry.test",
+    REGISTRY_TEST_PASSWORD: PW,
+    ...extra,
+  });
+  const door = await startDoor({ bindings: bindings() });
+  stoppers.push(() => door.stop());
+  const doorTtl = await startDoor({ bindings: bindings({ TAG_TTL_SECONDS: "1" }) });
+  stoppers.push(() => doorTtl.stop());
+  const peerDir = path.join(tmp.dir, "peer");
+  const peer = await startProxyRegistry({ dir: peerDir, remoteurl: hub.url, username: SVC, password: PW });
+  stoppers.push(() => peer.stop());
+
+  const res = { door: {}, peer: {} };
+  log(`${COLD_PULLS} concurrent cold pulls (manifest + ${1 + LAYERS} blobs each)`);
+  res.door.cold = await coldPulls("door", hub, upstream, door.url, "bench/cold");
+  res.peer.cold = await coldPulls("docker-registry proxy", hub, upstream, peer.url, "bench/cold");
+  if (res.peer.cold.failed) {
+    const errors = peer.output().split("\n").filter((l) => /level=error/.test(l));
+    log(`docker-registry proxy logged ${errors.length} errors, e.g.: ${errors[0]?.slice(0, 400)}`);
+  }
+  log(`${TTL_BATCHES}×${TTL_BATCH} tag re-pulls, ${TTL_SLEEP_MS} ms apart (door TAG_TTL_SECONDS=1)`);
+  res.door.ttl = await ttlPulls(hub, upstream, doorTtl.url, "bench/ttl");
+  res.peer.ttl = await ttlPulls(hub, upstream, peer.url, "bench/ttl");
+  log(`warm tag pulls, ${WARM_WORKERS} workers × ${WARM_SECONDS} s`);
+  res.door.warm = await warmPulls(hub, upstream, door.url, "bench/cold");
+  res.peer.warm = await warmPulls(hub, upstream, peer.url, "bench/cold");
+  const total = (performance.now() - t0) / 1000;
+
+  await cleanup();
+  clearTimeout(watchdog);
+
+  const { door: d, peer: p } = res;
+  const n = (v, digits = 0) => (v === undefined || Number.isNaN(v) ? "—" : v.toFixed(digits));
+  const ratio = (a, b) => (b ? `${(a / b).toFixed(2)}×` : a ? "∞" : "—");
+  const rows = [
+    [`upstream registry requests per ${COLD_PULLS} concurrent cold pulls`, d.cold.registry, p.cold.registry],
+    ["… of which manifest GETs", d.cold.manifestGets, p.cold.manifestGets],
+    ["… of which manifest HEADs", d.cold.manifestHeads, p.cold.manifestHeads],
+    ["… of which blob GETs", d.cold.blobGets, p.cold.blobGets],
+    ["… of which blob HEADs", d.cold.blobHeads, p.cold.blobHeads],
+    ["… of which /v2/ pings", d.cold.pings, p.cold.pings],
+    ["… of which 401 challenges (all kinds)", d.cold.challenges, p.cold.challenges],
+    [`token requests per ${COLD_PULLS} concurrent cold pulls`, d.cold.tokens, p.cold.tokens],
+    [`counted pulls per ${COLD_PULLS} concurrent cold pulls`, d.cold.pulls, p.cold.pulls],
+    [`failed of ${COLD_PULLS} concurrent cold pulls`, d.cold.failed, p.cold.failed],
+    [`wall time of ${COLD_PULLS} concurrent cold pulls (s)`, d.cold.seconds, p.cold.seconds, 2],
+    [`counted pulls per ${TTL_BATCHES * TTL_BATCH} re-pulls of an unchanged tag across TTL expiries`, d.ttl.pulls, p.ttl.pulls],
+    [`upstream registry requests per ${TTL_BATCHES * TTL_BATCH} re-pulls (manifest GET/HEAD/ping)`, d.ttl.registry, p.ttl.registry, 0,
+      `${d.ttl.manifestGets}/${d.ttl.manifestHeads}/${d.ttl.pings}`, `${p.ttl.manifestGets}/${p.ttl.manifestHeads}/${p.ttl.pings}`],
+    [`token requests per ${TTL_BATCHES * TTL_BATCH} re-pulls`, d.ttl.tokens, p.ttl.tokens],
+    [`warm tag pulls per second (${WARM_WORKERS} workers, ${d.warm.tool})`, d.warm.rps, p.warm.rps],
+    ["warm tag pull p50 latency (ms)", d.warm.p50, p.warm.p50, 2],
+    ["warm tag pull p99 latency (ms)", d.warm.p99, p.warm.p99, 2],
+    ["warm run: upstream registry requests (manifest HEADs)", d.warm.registry, p.warm.registry, 0, `${d.warm.manifestHeads}`, `${p.warm.manifestHeads}`],
+    ["warm run: token requests", d.warm.tokens, p.warm.tokens],
+    ["warm run: non-200 answers or errors", d.warm.errors, p.warm.errors],
+  ];
+  const out = [
+    "",
+    `Image: 1 config + ${LAYERS} layers (${BIG_LAYER >> 10} KiB + 2 tiny), one tag. Upstream: docker-registry 2.8 behind token auth,`,
+    `fronted by hubsim (Docker Hub's pull counting). Door TAG_TTL_SECONDS: default for cold/warm, 1 for the re-pull rows.`,
+    `Ratio = door / docker-registry proxy (lower is better except pulls per second). Run took ${total.toFixed(0)} s.`,
+    "",
+    "| metric | door | docker-registry proxy | ratio |",
+    "|---|---:|---:|---:|",
+    ...rows.map(([name, a, b, digits = 0, la, lb]) =>
+      `| ${name} | ${la ? `${n(a, digits)} (${la})` : n(a, digits)} | ${lb ? `${n(b, digits)} (${lb})` : n(b, digits)} | ${ratio(a, b)} |`),
+  ];
+  console.log(out.join("\n"));
+}
+
+main().catch(async (e) => {
+  log(`failed: ${e.stack || e.message}`);
+  await cleanup();
+  process.exit(1);
+});
