@@ -176,11 +176,6 @@ impl Access {
         self.rules.is_some()
     }
 
-    /// Whether anonymous clients may pull anything at all (else `/v2/` challenges them).
-    pub fn anonymous_may_pull_something(&self) -> bool {
-        self.rules.as_ref().is_none_or(|r| !r.anonymous.is_empty())
-    }
-
     /// Whether `principal` may pull `<registry>/<repository>`.
     pub fn can_pull(&self, principal: &Principal, repository: &str) -> bool {
         let Some(rules) = &self.rules else {
@@ -392,8 +387,7 @@ mod tests {
             assert_eq!(a.can_pull(who, repo), want, "{who:?} {repo}");
         }
         assert!(Access::public().can_pull(&anon, "reg.test/private/app"));
-        assert!(a.anonymous_may_pull_something());
-        assert!(!access(r#"{"users": {}}"#).anonymous_may_pull_something());
+        assert!(a.is_restricted() && !Access::public().is_restricted());
     }
 
     #[test]

@@ -179,7 +179,10 @@ where
                     _ => self.challenge(req, Some(&name), "authentication required"),
                 });
             }
-        } else if principal == Principal::Anonymous && !access.anonymous_may_pull_something() {
+        } else if principal == Principal::Anonymous && access.is_restricted() {
+            // The version check is where clients learn how to authenticate (containers/image
+            // only ever uses the challenge it got here), so a restricted door always answers it
+            // with one; anonymous clients then get an anonymous token and pull what they may.
             return Err(self.challenge(req, None, "authentication required"));
         }
 

@@ -58,8 +58,8 @@ impl ByteRange {
         let last = size - 1;
         match self {
             ByteRange::From(s) if s <= last => Some((s, last)),
-            ByteRange::FromTo(s, e) if s <= last => Some((s, e.min(last))),
-            ByteRange::Suffix(n) => Some((size - n.min(size), last)),
+            ByteRange::FromTo(s, e) if s <= last && s <= e => Some((s, e.min(last))),
+            ByteRange::Suffix(n) if n > 0 => Some((size - n.min(size), last)),
             _ => None,
         }
     }
@@ -115,6 +115,8 @@ mod tests {
             (ByteRange::FromTo(2, 4), 10, Some((2, 4))),
             (ByteRange::FromTo(8, 100), 10, Some((8, 9))),
             (ByteRange::FromTo(10, 11), 10, None),
+            (ByteRange::FromTo(1, 0), 2, None),
+            (ByteRange::Suffix(0), 1, None),
             (ByteRange::Suffix(3), 10, Some((7, 9))),
             (ByteRange::Suffix(30), 10, Some((0, 9))),
             (ByteRange::From(0), 0, None),

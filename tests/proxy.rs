@@ -1281,8 +1281,17 @@ fn tokens_from_the_door_grant_only_what_the_user_may_read() {
     *w.authorization.borrow_mut() = Some(format!("Bearer {token}"));
     w.now.set(w.now.get() + 301);
     assert_eq!(w.get("/v2/public/app/manifests/v1").0.status, 401);
-    // /v2/ lets anonymous in when anonymous may pull something.
+    // A restricted door's version check always challenges anonymous clients (that is where
+    // containers/image learns the realm); with credentials it answers 200.
     *w.authorization.borrow_mut() = None;
+    let (r, _) = w.get("/v2/");
+    assert_eq!(r.status, 401);
+    assert!(r
+        .headers
+        .get("www-authenticate")
+        .unwrap()
+        .starts_with("Bearer realm="));
+    *w.authorization.borrow_mut() = Some(basic("b", "beta"));
     assert_eq!(w.get("/v2/").0.status, 200);
 }
 

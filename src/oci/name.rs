@@ -84,7 +84,8 @@ fn valid_component(c: &str) -> bool {
             b'-' => true,
             _ => false,
         };
-        if !ok {
+        // One separator between alphanumerics: never two kinds in a row (`-_`, `._.`).
+        if !ok || !b.get(i).copied().is_some_and(alnum) {
             return false;
         }
     }
@@ -158,6 +159,9 @@ mod tests {
             "a-",
             "a/../b",
             "..",
+            "0---__00a00a",
+            "a._.aa",
+            "a-.b",
             "a%2Fb",
             "a b",
             "a:b",

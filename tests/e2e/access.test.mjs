@@ -1,0 +1,133 @@
+// Access control with real clients: the door's ACCESS lets anonymous clients pull public/* only,
+// user a everything, user b public/* only. skopeo (Basic → the door's /token, GET) and containerd
+// (OAuth2 password POST to /token) pull with and without credentials; a private layer is never
+// served through a public repository's name; no secret shows up in any answer or log line.
+import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { buildImage } from "./lib/image.mjs";
+import { ROOT, startDoor } from "./lib/door.mjs";
+import { startUpstream } from "./lib/registry.mjs";
+import { startContainerd, writeHostsToml } from "./lib/containerd.mjs";
+import { execFileP, skopeo, tempDir } from "./lib/util.mjs";
+
+const SVC = "svc";
+const SECRETS = {
+  SVC_PW: crypto.randomBytes(12).toString("hex"),
+  A_PW: crypto.randomBytes(12).toString("hex"),
+  B_PW: crypto.randomBytes(12).toString("hex"),
+  ACCESS_TOKEN_KEY: crypto.randomBytes(32).toString("hex"),
+};
+let tmp, upstream, door, priv, pub, ctrd, hostsDir;
+const answers = [];
+
+before(async () => {
+  tmp = tempDir("access");
+  upstream = await startUpstream({ dir: tmp.dir, users: { [SVC]: SECRETS.SVC_PW } });
+  priv = buildImage(path.join(tmp.dir, "priv"), { layers: 2, bigLayerBytes: 64 << 10 });
+  pub = buildImage(path.join(tmp.dir, "pub"), { layers: 2, bigLayerBytes: 64 << 10 });
+  for (const [dir, ref] of [["priv", "private/app:v1"], ["pub", "public/app:v1"]]) {
+    await skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${SECRETS.SVC_PW}`,
+      `oci:${path.join(tmp.dir, dir)}:v1`, `docker://${upstream.host}/${ref}`]);
+  }
+  door = await startDoor({
+    bindings: {
+      UPSTREAMS: JSON.stringify({ "registry.test": { url: upstream.url, username: SVC, password_secret: "SVC_PW" } }),
+      DEFAULT_REGISTRY: "registry.test",
+      ACCESS: JSON.stringify({
+        anonymous: ["registry.test/public/*"],
+        users: {
+          a: { password_secret: "A_PW", pull: ["registry.test/*"] },
+          b: { password_secret: "B_PW", pull: ["registry.test/public/*"] },
+        },
+      }),
+      ...SECRETS,
+    },
+  });
+  const { stdout } = await execFileP(path.join(ROOT, "scripts/containerd.sh"));
+  ctrd = await startContainerd({ dir: path.join(tmp.dir, "ctrd"), binDir: stdout.trim().split("\n").pop() });
+  hostsDir = path.join(tmp.dir, "certs.d");
+  writeHostsToml(hostsDir, "registry.test", door.url);
+});
+
+after(async () => {
+  await ctrd?.stop();
+  await door?.stop();
+  await upstream?.stop();
+  tmp?.remove();
+});
+
+async function skopeoPull(ref, creds) {
+  const args = ["copy", "--src-tls-verify=false"];
+  if (creds) args.push("--src-creds", creds);
+  else args.push("--src-no-creds");
+  const dir = path.join(tmp.dir, `out-${crypto.randomUUID()}`);
+  await skopeo([...args, `docker://${door.host}/${ref}`, `oci:${dir}:x`]);
+}
+
+const cred = (user) => `${user}:${SECRETS[`${user.toUpperCase()}_PW`]}`;
+
+test("skopeo: the access matrix", async () => {
+  const cases = [
+    [null, "public/app:v1", true],
+    [null, "private/app:v1", false],
+    ["a", "private/app:v1", true],
+    ["a", "public/app:v1", true],
+    ["b", "public/app:v1", true],
+    ["b", "private/app:v1", false],
+  ];
+  for (const [user, ref, allowed] of cases) {
+    const attempt = skopeoPull(ref, user && cred(user));
+    if (allowed) await attempt;
+    else await assert.rejects(attempt, /unauthorized|denied|authentication required|401|403/i, `${user} ${ref}`);
+  }
+  await assert.rejects(skopeoPull("public/app:v1", "a:wrong-password"), /unauthorized|401|invalid/i);
+});
+
+test("containerd: --user a pulls private (OAuth2 POST to /token), b and anonymous cannot", async () => {
+  await ctrd.pull("registry.test/private/app:v1", { hostsDir, user: cred("a") });
+  assert.equal(await ctrd.imageDigest("registry.test/private/app:v1"), priv.top);
+  assert.ok(await ctrd.unpacked(priv.manifests[0].config));
+  await ctrd.ctr(["images", "rm", "registry.test/private/app:v1"]);
+  await assert.rejects(ctrd.pull("registry.test/private/app:v1", { hostsDir, user: cred("b") }));
+  await assert.rejects(ctrd.pull("registry.test/private/app:v1", { hostsDir }));
+  await ctrd.pull("registry.test/public/app:v1", { hostsDir });
+  assert.equal(await ctrd.imageDigest("registry.test/public/app:v1"), pub.top);
+  const posts = door.requests().filter((l) => l.kind === "token" && l.method === "POST");
+  assert.ok(posts.length > 0, "containerd used the OAuth2 POST");
+});
+
+test("a private layer is never served through a public repository's name", async () => {
+  const layer = priv.manifests[0].layers[0];
+  // Cached now (user a pulled it). Anonymous, through the public repository:
+  const r = await fetch(`${door.url}/v2/public/app/blobs/${layer}`);
+  const text = await r.text();
+  answers.push(text);
+  assert.equal(r.status, 404, text.slice(0, 200));
+  assert.equal(JSON.parse(text).errors[0].code, "BLOB_UNKNOWN");
+  // And straight through the private name, anonymous is challenged, not served.
+  const p = await fetch(`${door.url}/v2/private/app/blobs/${layer}`);
+  assert.equal(p.status, 401);
+  assert.match(p.headers.get("www-authenticate"), /^Bearer realm="http:\/\/127\.0\.0\.1:\d+\/token",service="127\.0\.0\.1:\d+",scope="repository:registry\.test\/private\/app:pull"$/);
+  answers.push(await p.text());
+  // User a may, with Basic straight to /v2/.
+  const a = await fetch(`${door.url}/v2/private/app/blobs/${layer}`, {
+    headers: { authorization: `Basic ${Buffer.from(cred("a")).toString("base64")}` },
+  });
+  assert.equal(a.status, 200);
+  await a.arrayBuffer();
+});
+
+test("no configured secret appears in any answer or log line", async () => {
+  const tok = await fetch(`${door.url}/token?scope=repository:private/app:pull`, {
+    headers: { authorization: `Basic ${Buffer.from(cred("a")).toString("base64")}` },
+  });
+  answers.push(await tok.text());
+  const logs = door.logs();
+  assert.ok(logs.length > 1000, "the suite produced logs");
+  for (const [name, value] of Object.entries(SECRETS)) {
+    assert.ok(!logs.includes(value), `${name} in the log`);
+    for (const a of answers) assert.ok(!a.includes(value), `${name} in an answer`);
+  }
+});
