@@ -48,7 +48,8 @@ wasm_bindgen_version() {
   awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock"
 }
 
-# Node 22, wrangler, miniflare, esbuild: pinned in package-lock.json, reinstalled when it changes.
+# Node 22, wrangler, miniflare, esbuild, binaryen: pinned in package-lock.json, reinstalled when it
+# changes.
 ensure_node_modules() {
   local stamp="$ROOT/node_modules/.frontdoor-lock-sha"
   local want
@@ -70,9 +71,11 @@ ensure_build_tools() {
   ensure_node_modules
 }
 
-# worker-build normally downloads wasm-bindgen and esbuild from GitHub; hand it local ones instead.
+# worker-build normally downloads wasm-bindgen, esbuild and wasm-opt from GitHub; hand it local
+# ones instead (wasm-opt is binaryen 132 from npm, the version worker-build expects; its flags are
+# in Cargo.toml's [package.metadata.wasm-pack.profile.release]).
 build_worker() {
-  say "worker-build --release"
+  say "worker-build --release (wasm-opt -Oz)"
   WASM_BINDGEN_BIN="$HOME/.cargo/bin/wasm-bindgen" ESBUILD_BIN="$ROOT/node_modules/.bin/esbuild" \
-    worker-build --release --no-opt
+    WASM_OPT_BIN="$ROOT/node_modules/.bin/wasm-opt" worker-build --release
 }

@@ -42,7 +42,8 @@ before(async () => {
       DEFAULT_REGISTRY: "docker.io",
       HUB_TOKEN: PW,
       TAG_TTL_SECONDS: "1",
-      UPSTREAM_TIMEOUT_SECONDS: "1",
+      // Long enough for 500 concurrent cold requests on 2 cores; short enough to test hung upstreams.
+      UPSTREAM_TIMEOUT_SECONDS: "3",
     },
   });
 });
