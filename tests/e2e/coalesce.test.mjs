@@ -9,17 +9,10 @@ import { after, before, test } from "node:test";
 import { buildImage } from "./lib/image.mjs";
 import { startDoor } from "./lib/door.mjs";
 import { startUpstream } from "./lib/registry.mjs";
-import { skopeo, tempDir } from "./lib/util.mjs";
+import { MANIFEST_ACCEPT, sha256, skopeo, tempDir } from "./lib/util.mjs";
 
 const SVC = "svc";
 const PW = crypto.randomBytes(12).toString("hex");
-const ACCEPT = [
-  "application/vnd.oci.image.index.v1+json",
-  "application/vnd.oci.image.manifest.v1+json",
-  "application/vnd.docker.distribution.manifest.list.v2+json",
-  "application/vnd.docker.distribution.manifest.v2+json",
-].join(", ");
-const sha256 = (b) => `sha256:${crypto.createHash("sha256").update(b).digest("hex")}`;
 
 let tmp, upstream, door, image;
 
@@ -47,7 +40,7 @@ after(async () => {
 
 /** What a client does: manifest by tag, then every blob; returns each object's digest as received. */
 async function pull(name, tag) {
-  const m = await fetch(`${door.url}/v2/${name}/manifests/${tag}`, { headers: { accept: ACCEPT } });
+  const m = await fetch(`${door.url}/v2/${name}/manifests/${tag}`, { headers: { accept: MANIFEST_ACCEPT } });
   assert.equal(m.status, 200);
   const bytes = Buffer.from(await m.arrayBuffer());
   const manifest = JSON.parse(bytes);

@@ -8,17 +8,11 @@ import { after, before, test } from "node:test";
 import { buildImage } from "./lib/image.mjs";
 import { startHubSim } from "./lib/hubsim.mjs";
 import { startUpstream } from "./lib/registry.mjs";
-import { skopeo, tempDir } from "./lib/util.mjs";
+import { MANIFEST_ACCEPT, sha256, skopeo, tempDir } from "./lib/util.mjs";
 
 const SVC = "svc";
 const PW = crypto.randomBytes(12).toString("hex");
 const REPO = "private/hubsim";
-const ACCEPT = [
-  "application/vnd.oci.image.index.v1+json",
-  "application/vnd.docker.distribution.manifest.list.v2+json",
-  "application/vnd.oci.image.manifest.v1+json",
-  "application/vnd.docker.distribution.manifest.v2+json",
-].join(", ");
 
 let tmp, upstream, hub, image, token;
 
@@ -38,7 +32,7 @@ after(async () => {
   tmp?.remove();
 });
 
-const auth = () => ({ authorization: `Bearer ${token}`, accept: ACCEPT });
+const auth = () => ({ authorization: `Bearer ${token}`, accept: MANIFEST_ACCEPT });
 const manifest = (method = "GET", headers = auth(), signal) =>
   fetch(`${hub.url}/v2/${REPO}/manifests/v1`, { method, headers, signal });
 const remaining = (r) => r.headers.get("ratelimit-remaining");
@@ -72,7 +66,7 @@ test("manifest GETs count against the quota; HEADs and blobs are free; 401 passe
     const blob = await fetch(`${hub.url}/v2/${REPO}/blobs/${digest}`, { headers: auth() });
     assert.equal(blob.status, 200);
     const bytes = Buffer.from(await blob.arrayBuffer());
-    assert.equal(`sha256:${crypto.createHash("sha256").update(bytes).digest("hex")}`, digest, "streamed unchanged");
+    assert.equal(sha256(bytes), digest, "streamed unchanged");
     assert.equal(blob.headers.get("ratelimit-remaining"), null, "blob answers carry no quota headers");
   }
   const blobHead = await fetch(`${hub.url}/v2/${REPO}/blobs/${image.manifests[0].config}`, { method: "HEAD", headers: auth() });
@@ -201,7 +195,7 @@ test("authMode fails only the realm; the realm proxy hands out working tokens ot
   const params = Object.fromEntries([...challenge.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
   const url = `${params.realm}?service=${encodeURIComponent(params.service)}&scope=${encodeURIComponent(params.scope)}`;
   const t = await (await fetch(url, { headers: { authorization: `Basic ${Buffer.from(`${SVC}:${PW}`).toString("base64")}` } })).json();
-  const r = await manifest("GET", { authorization: `Bearer ${t.token}`, accept: ACCEPT });
+  const r = await manifest("GET", { authorization: `Bearer ${t.token}`, accept: MANIFEST_ACCEPT });
   assert.equal(r.status, 200);
   await r.arrayBuffer();
   assert.equal(hub.state.counts.tokenRequests, 1);

@@ -10,11 +10,10 @@ import { after, before, test } from "node:test";
 import { buildImage } from "./lib/image.mjs";
 import { startDoor } from "./lib/door.mjs";
 import { pushRaw, startUpstream } from "./lib/registry.mjs";
-import { skopeo, tempDir } from "./lib/util.mjs";
+import { sha256, skopeo, tempDir } from "./lib/util.mjs";
 
 const SVC = "svc";
 const PW = crypto.randomBytes(12).toString("hex");
-const sha256 = (b) => `sha256:${crypto.createHash("sha256").update(b).digest("hex")}`;
 
 let tmp, upstream, door, multi, single;
 

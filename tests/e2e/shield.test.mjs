@@ -9,19 +9,12 @@ import { buildImage } from "./lib/image.mjs";
 import { startDoor } from "./lib/door.mjs";
 import { startHubSim } from "./lib/hubsim.mjs";
 import { startUpstream } from "./lib/registry.mjs";
-import { skopeo, tempDir } from "./lib/util.mjs";
+import { MANIFEST_ACCEPT, sha256, skopeo, tempDir } from "./lib/util.mjs";
 
 const SVC = "svc";
 const PW = crypto.randomBytes(12).toString("hex");
 const IMAGES = 10;
 const NODES = 50;
-const ACCEPT = [
-  "application/vnd.oci.image.index.v1+json",
-  "application/vnd.oci.image.manifest.v1+json",
-  "application/vnd.docker.distribution.manifest.list.v2+json",
-  "application/vnd.docker.distribution.manifest.v2+json",
-].join(", ");
-const sha256 = (b) => `sha256:${crypto.createHash("sha256").update(b).digest("hex")}`;
 
 let tmp, upstream, hub, door;
 const images = [];
@@ -57,7 +50,7 @@ after(async () => {
 
 /** A node pulling one image: manifest by tag, then each blob, checking every digest. */
 async function pull(image) {
-  const m = await fetch(`${door.url}/v2/${image.name}/manifests/v1`, { headers: { accept: ACCEPT } });
+  const m = await fetch(`${door.url}/v2/${image.name}/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
   if (m.status !== 200) return { status: m.status, body: await m.text() };
   const bytes = Buffer.from(await m.arrayBuffer());
   assert.equal(sha256(bytes), image.top);
@@ -111,7 +104,7 @@ test("with nothing cached: 429 upstream → TOOMANYREQUESTS with Retry-After; ou
   await skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
     `oci:${path.join(tmp.dir, "img0")}:v1`, `docker://${upstream.host}/team/never:v1`]);
   hub.state.limit = hub.state.counts.pulls; // spent
-  const r = await fetch(`${door.url}/v2/${fresh.name}/manifests/v1`, { headers: { accept: ACCEPT } });
+  const r = await fetch(`${door.url}/v2/${fresh.name}/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
   assert.equal(r.status, 429);
   assert.equal((await r.json()).errors[0].code, "TOOMANYREQUESTS");
   assert.ok(Number(r.headers.get("retry-after")) > 0);
@@ -123,7 +116,7 @@ test("with nothing cached: 429 upstream → TOOMANYREQUESTS with Retry-After; ou
   for (const [mode, status] of [["5xx", 502], ["timeout", 504]]) {
     hub.state.mode = mode;
     try {
-      const x = await fetch(`${door.url}/v2/team/never/manifests/v2`, { headers: { accept: ACCEPT } });
+      const x = await fetch(`${door.url}/v2/team/never/manifests/v2`, { headers: { accept: MANIFEST_ACCEPT } });
       assert.equal(x.status, status, mode);
       assert.equal((await x.json()).errors[0].code, "UNAVAILABLE");
     } finally {

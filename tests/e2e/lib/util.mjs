@@ -1,5 +1,6 @@
 // Small shared helpers for the end-to-end tests: ports, temp dirs, processes, HTTP.
 import { spawn, execFile } from "node:child_process";
+import crypto from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -68,3 +69,14 @@ export async function skopeo(args) {
     throw new Error(`skopeo ${args.join(" ")} failed: ${e.stderr || e.message}`);
   }
 }
+
+/** Every manifest type a pull client accepts, as containerd and skopeo send them. */
+export const MANIFEST_ACCEPT = [
+  "application/vnd.oci.image.index.v1+json",
+  "application/vnd.oci.image.manifest.v1+json",
+  "application/vnd.docker.distribution.manifest.list.v2+json",
+  "application/vnd.docker.distribution.manifest.v2+json",
+].join(", ");
+
+/** `sha256:<hex>` of some bytes. */
+export const sha256 = (bytes) => `sha256:${crypto.createHash("sha256").update(bytes).digest("hex")}`;
