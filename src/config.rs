@@ -14,6 +14,8 @@
 //! | `URL_SIGNING_KEY`* | for `self`: HMAC key of the door's own `/_blob/` URLs, ≥ 32 bytes      |
 //! | `MULTIPART_THRESHOLD_BYTES`, `MULTIPART_PART_BYTES` | blobs above the threshold (R2's single-put limit) are filled in parts of this size (32 MiB) |
 //! | `ACCESS`, `ACCESS_TOKEN_KEY`* | who may pull what; see [`crate::access`] (default: everyone)   |
+//! | `PINS`             | JSON: `<registry>/<repository>:<tag>` → digest the door serves for it  |
+//! | `DENY_LATEST`      | `true`: refuse manifests by the `latest` tag (false)                  |
 //! | `HOSTS`            | JSON: hostname the door is reached at → registry name (optional)         |
 //!
 //! (* a secret.) `password_secret` names *another* binding (a wrangler secret) that holds the password or token, so
@@ -57,6 +59,11 @@ pub struct Config {
     pub multipart_part_bytes: u64,
     /// Who may pull what (`ACCESS`, default: everyone everything).
     pub access: Access,
+    /// `PINS`: `<registry>/<repository>:<tag>` → the digest the door serves for it, whatever
+    /// upstream says.
+    pub pins: BTreeMap<String, crate::oci::Digest>,
+    /// `DENY_LATEST`: refuse manifests by the `latest` tag.
+    pub deny_latest: bool,
 }
 
 /// `BLOB_REDIRECT`: stream blobs through the worker, or send the client to storage.
@@ -252,6 +259,10 @@ impl Config {
             return Err(bad("UPSTREAM_TIMEOUT_SECONDS", "must be at least 1"));
         }
 
+        let upstreams_for_pins: Vec<(String, bool)> = upstreams
+            .values()
+            .map(|u| (u.name.clone(), u.implicit_library()))
+            .collect();
         let hosts = match lookup("HOSTS") {
             None => BTreeMap::new(),
             Some(raw) => {
@@ -320,6 +331,17 @@ impl Config {
             multipart_threshold_bytes,
             multipart_part_bytes,
             access: Access::load(&lookup)?,
+            pins: pins(&lookup, &upstreams_for_pins)?,
+            deny_latest: match lookup("DENY_LATEST").as_deref().map(str::trim) {
+                None | Some("") | Some("false") | Some("0") => false,
+                Some("true") | Some("1") => true,
+                Some(other) => {
+                    return Err(bad(
+                        "DENY_LATEST",
+                        format!("{other:?} is not true or false"),
+                    ))
+                }
+            },
         })
     }
 
@@ -340,6 +362,48 @@ impl Config {
             .get(&name.to_ascii_lowercase())
             .map(String::as_str)
     }
+}
+
+/// `PINS`: image (`[registry/]repository:tag`, normalized as the door names it) → digest.
+fn pins(
+    lookup: &impl Fn(&str) -> Option<String>,
+    registries: &[(String, bool)],
+) -> Result<BTreeMap<String, crate::oci::Digest>, ConfigError> {
+    let Some(raw) = lookup("PINS") else {
+        return Ok(BTreeMap::new());
+    };
+    let map: BTreeMap<String, String> = serde_json::from_str(&raw)
+        .map_err(|e| bad("PINS", format!("not a JSON object of image → digest: {e}")))?;
+    let mut pins = BTreeMap::new();
+    for (image, digest) in map {
+        let setting = format!("PINS[{image:?}]");
+        let digest = crate::oci::Digest::parse(&digest).map_err(|e| bad(&setting, e))?;
+        let (name, tag) = image
+            .rsplit_once(':')
+            .filter(|(n, t)| !t.contains('/') && !n.is_empty())
+            .ok_or_else(|| bad(&setting, "must be <registry>/<repository>:<tag>"))?;
+        let (registry, repo) = name
+            .split_once('/')
+            .ok_or_else(|| bad(&setting, "must name the registry"))?;
+        let Some((_, library)) = registries.iter().find(|(r, _)| r == registry) else {
+            return Err(bad(
+                &setting,
+                format!("{registry:?} is not a key of UPSTREAMS"),
+            ));
+        };
+        let repo = if *library && !repo.contains('/') {
+            format!("library/{repo}")
+        } else {
+            repo.to_owned()
+        };
+        pins.insert(pin_key(registry, &repo, tag), digest);
+    }
+    Ok(pins)
+}
+
+/// How `PINS` entries are keyed.
+pub fn pin_key(registry: &str, repository: &str, tag: &str) -> String {
+    format!("{registry}/{repository}:{tag}")
 }
 
 fn blob_redirect(lookup: &impl Fn(&str) -> Option<String>) -> Result<BlobRedirect, ConfigError> {
@@ -484,6 +548,23 @@ mod tests {
     }
 
     #[test]
+    fn pins_are_normalized_like_requests() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let c = load(&[
+            ("PINS", &format!(r#"{{"docker.io/alpine:3.20": "{d}"}}"#)),
+            ("DENY_LATEST", "true"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.pins
+                .get(&pin_key("docker.io", "library/alpine", "3.20"))
+                .map(|d| d.to_string()),
+            Some(d)
+        );
+        assert!(c.deny_latest);
+    }
+
+    #[test]
     fn hosts_map_hostnames_to_registries() {
         let c = load(&[("HOSTS", r#"{"Docker.Example.com": "docker.io"}"#)]).unwrap();
         assert_eq!(c.host_registry("docker.example.com"), Some("docker.io"));
@@ -526,6 +607,18 @@ mod tests {
             (&[("DEFAULT_REGISTRY", "ghcr.io")], "DEFAULT_REGISTRY"),
             (&[("TAG_TTL_SECONDS", "5m")], "TAG_TTL_SECONDS"),
             (&[("HOSTS", "[1]")], "HOSTS"),
+            (
+                &[("PINS", r#"{"docker.io/alpine:3": "sha256:00"}"#)],
+                r#"PINS["docker.io/alpine:3"]"#,
+            ),
+            (
+                &[(
+                    "PINS",
+                    r#"{"ghcr.io/x:1": "sha256:0000000000000000000000000000000000000000000000000000000000000000"}"#,
+                )],
+                r#"PINS["ghcr.io/x:1"]"#,
+            ),
+            (&[("DENY_LATEST", "yes")], "DENY_LATEST"),
             (&[("NEGATIVE_TTL_SECONDS", "-1")], "NEGATIVE_TTL_SECONDS"),
             (
                 &[("UPSTREAM_TIMEOUT_SECONDS", "0")],

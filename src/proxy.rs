@@ -15,8 +15,8 @@
 
 use crate::access::{AuthError, Principal};
 use crate::cache::{keys, AbsentRecord, ManifestRecord, TagRecord};
-use crate::config::BlobRedirect;
 use crate::config::Config;
+use crate::config::{pin_key, BlobRedirect};
 use crate::error::{ErrorCode, RegistryError};
 use crate::oci::{acceptable, Digest, Reference, DEFAULT_MANIFEST_ACCEPT};
 use crate::ports::{Blobs, Coalesce, Fetched, Headers, HttpMethod, Kv, Upstream};
@@ -186,6 +186,10 @@ where
             return Err(self.challenge(req, None, "authentication required"));
         }
 
+        if let Route::Resolve { query } = &routed.route {
+            outcome.kind = "resolve";
+            return Ok(self.resolve(query, req, &principal, outcome).await);
+        }
         match routed.route {
             Route::Base => {
                 outcome.kind = "base";
@@ -224,10 +228,93 @@ where
                 self.referrers(&target, &digest, artifact_type.as_deref(), head, outcome)
                     .await
             }
-            Route::SignedBlob { .. } | Route::Token { .. } => {
+            Route::SignedBlob { .. } | Route::Token { .. } | Route::Resolve { .. } => {
                 unreachable!("answered above")
             }
         }
+    }
+
+    /// `/_frontdoor/resolve?image=alpine:3.20&image=ghcr.io/acme/app:1.4`: each image as a
+    /// digest-pinned reference (`docker.io/library/alpine:3.20@sha256:…`) for CI to write into
+    /// Kubernetes manifests — from `PINS`, the cache, or an upstream HEAD (never a counted pull).
+    async fn resolve(
+        &self,
+        query: &str,
+        req: &ClientRequest<'_>,
+        principal: &Principal,
+        outcome: &mut Outcome,
+    ) -> Reply<U::Body> {
+        let mut results = Vec::new();
+        for (key, image) in url::form_urlencoded::parse(query.as_bytes()) {
+            if key != "image" {
+                continue;
+            }
+            let answer = self.resolve_one(&image, req, principal, outcome).await;
+            results.push(match answer {
+                Ok(pinned) => serde_json::json!({"image": image, "pinned": pinned}),
+                Err(e) => serde_json::json!({
+                    "image": image,
+                    "error": {"code": e.code.as_str(), "message": e.message},
+                }),
+            });
+        }
+        let status = if results.is_empty() { 400 } else { 200 };
+        let body = serde_json::json!({ "images": results });
+        let mut headers = Headers::new();
+        headers.set("cache-control", "no-store");
+        reply(
+            status,
+            headers,
+            Body::Bytes(body.to_string().into_bytes()),
+            false,
+        )
+        .with_type("application/json")
+    }
+
+    async fn resolve_one(
+        &self,
+        image: &str,
+        req: &ClientRequest<'_>,
+        principal: &Principal,
+        outcome: &mut Outcome,
+    ) -> Result<String, RegistryError> {
+        let invalid =
+            |why: &str| RegistryError::new(ErrorCode::NameInvalid, format!("{image:?}: {why}"));
+        let (name, reference) = match image.split_once('@') {
+            Some((name, digest)) => (
+                name,
+                Reference::Digest(Digest::parse(digest).map_err(|e| invalid(&e))?),
+            ),
+            None => match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+                Some((name, tag)) => (name, Reference::parse(tag).map_err(|e| invalid(&e))?),
+                None => (image, Reference::Tag("latest".to_owned())),
+            },
+        };
+        let target = resolve_name(self.config, name, req.line.host)?;
+        let canonical = format!("{}/{}", target.registry, target.repository);
+        if !self.config.access.can_pull(principal, &canonical) {
+            return Err(RegistryError::new(
+                ErrorCode::Denied,
+                format!("may not pull {canonical}"),
+            ));
+        }
+        let tag = match &reference {
+            Reference::Tag(t) => format!(":{t}"),
+            Reference::Digest(_) => String::new(),
+        };
+        // A HEAD, answered here: an owner would answer the client's request (this resolve).
+        let direct = Door {
+            coalesce: None,
+            ..*self
+        };
+        let answer = direct
+            .manifest(&target, &reference, true, None, outcome)
+            .await?;
+        let digest = answer
+            .headers
+            .get("docker-content-digest")
+            .ok_or_else(|| RegistryError::new(ErrorCode::Unavailable, "upstream sent no digest"))?;
+        Ok(format!("{canonical}{tag}@{digest}"))
     }
 
     /// 401 with the challenge that sends a client to the door's `/token` for `repository`.
@@ -346,6 +433,27 @@ where
         outcome: &mut Outcome,
     ) -> Result<Reply<U::Body>, RegistryError> {
         let (registry, repo) = (&target.registry, &target.repository);
+        // 0. The door's own rules for tags: `:latest` refused, pinned tags frozen at a digest.
+        let pinned;
+        let reference = match reference {
+            Reference::Tag(tag) if self.config.deny_latest && tag == "latest" => {
+                return Err(RegistryError::new(
+                    ErrorCode::Denied,
+                    format!("{registry}/{repo}:latest is refused by this mirror: pull a version tag or a digest"),
+                ));
+            }
+            Reference::Tag(tag) => {
+                match self.config.pins.get(&pin_key(registry, repo.as_str(), tag)) {
+                    Some(digest) => {
+                        outcome.notes.push(format!("{tag} is pinned to {digest}"));
+                        pinned = Reference::Digest(digest.clone());
+                        &pinned
+                    }
+                    None => reference,
+                }
+            }
+            Reference::Digest(_) => reference,
+        };
         // 1. What the cache knows: for a tag, the pointer (fresh or not); then the manifest.
         let pointer = match reference {
             Reference::Digest(_) => None,

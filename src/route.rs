@@ -65,6 +65,10 @@ pub enum Route {
         link_path: String,
         link_ns: Option<String>,
     },
+    /// `/_frontdoor/resolve?image=…`: tags to digest-pinned references.
+    Resolve {
+        query: String,
+    },
     /// `/token`: the door's token endpoint (GET with Basic credentials, or an OAuth2 POST).
     Token {
         post: bool,
@@ -91,7 +95,10 @@ impl Route {
             | Route::Blob { target, .. }
             | Route::Tags { target, .. }
             | Route::Referrers { target, .. } => Some(target),
-            Route::Base | Route::SignedBlob { .. } | Route::Token { .. } => None,
+            Route::Base
+            | Route::SignedBlob { .. }
+            | Route::Token { .. }
+            | Route::Resolve { .. } => None,
         }
     }
 }
@@ -136,6 +143,12 @@ pub fn route(cfg: &Config, req: RequestLine<'_>) -> Result<Routed, RegistryError
             ))
         }
     };
+    if path == "/_frontdoor/resolve" {
+        let route = Route::Resolve {
+            query: req.query.unwrap_or("").to_owned(),
+        };
+        return Ok(Routed { method, route });
+    }
     if let Some(blob) = path.strip_prefix("/_blob/") {
         let digest = match blob.split_once('/') {
             Some((alg, hex)) => parse_digest(&format!("{alg}:{hex}"))?,
@@ -346,7 +359,12 @@ mod tests {
             | Route::Blob { target, .. }
             | Route::Tags { target, .. }
             | Route::Referrers { target, .. } => (&target.registry, target.repository.as_str()),
-            Route::Base | Route::SignedBlob { .. } | Route::Token { .. } => panic!("no target"),
+            Route::Base
+            | Route::SignedBlob { .. }
+            | Route::Token { .. }
+            | Route::Resolve { .. } => {
+                panic!("no target")
+            }
         }
     }
 

@@ -1347,3 +1347,54 @@ fn a_token_realm_on_a_private_address_is_refused_for_a_public_upstream() {
     );
     assert_eq!(o.upstream_calls, 1);
 }
+
+#[test]
+fn pins_freeze_tags_and_latest_can_be_refused() {
+    let (mut reg, digest, _) = image();
+    let moved = reg.add_manifest(
+        "team/app",
+        "v1",
+        MANIFEST,
+        b"{\"schemaVersion\":2,\"moved\":1}",
+    );
+    // v1 now names `moved` upstream, but the door is pinned to the original digest.
+    reg.add_manifest("team/app", "latest", MANIFEST, b"{\"schemaVersion\":2}");
+    let v2 = reg.add_manifest("team/app", "v2", MANIFEST, b"{\"schemaVersion\":2,\"v\":2}");
+    let pins = format!(r#"{{"reg.test/team/app:v1": "{digest}"}}"#);
+    let w = World::with(reg, &[("PINS", &pins), ("DENY_LATEST", "true")]);
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    let digest_s = digest.to_string();
+    assert_eq!(
+        r.headers.get("docker-content-digest"),
+        Some(digest_s.as_str())
+    );
+    assert_ne!(digest, moved);
+    assert!(o.notes.iter().any(|n| n.contains("pinned")));
+    let (r, _) = w.get("/v2/team/app/manifests/latest");
+    assert_eq!((r.status, error_code(&r)), (403, "DENIED".into()));
+    assert!(String::from_utf8(body(&r))
+        .unwrap()
+        .contains(":latest is refused"));
+
+    // /_frontdoor/resolve: pinned, unpinned (upstream HEAD, no counted GET), by digest, refused.
+    let gets = w.reg.count(HttpMethod::Get, "/manifests/");
+    let (r, _) = w.get(&format!(
+        "/_frontdoor/resolve?image=reg.test/team/app:v1&image=team/app@{digest}&image=team/app:latest&image=Bad:Name&image=team/app:v2"
+    ));
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    let images = v["images"].as_array().unwrap();
+    assert_eq!(
+        images[0]["pinned"],
+        format!("reg.test/team/app:v1@{digest}")
+    );
+    assert_eq!(images[1]["pinned"], format!("reg.test/team/app@{digest}"));
+    assert_eq!(images[2]["error"]["code"], "DENIED");
+    assert_eq!(images[3]["error"]["code"], "NAME_INVALID");
+    assert_eq!(images[4]["pinned"], format!("reg.test/team/app:v2@{v2}"));
+    assert_eq!(
+        w.reg.count(HttpMethod::Get, "/manifests/"),
+        gets,
+        "no counted pull"
+    );
+}
