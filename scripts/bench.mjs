@@ -4,7 +4,7 @@
 // Progress goes to stderr; the result is one markdown table on stdout. Run through scripts/bench.
 import crypto from "node:crypto";
 import { execFile } from "node:child_process";
-import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { buildImage } from "../tests/e2e/lib/image.mjs";
@@ -12,7 +12,8 @@ import { startDoor } from "../tests/e2e/lib/door.mjs";
 import { startHubSim } from "../tests/e2e/lib/hubsim.mjs";
 import { startProxyRegistry } from "../tests/e2e/lib/peer.mjs";
 import { startUpstream } from "../tests/e2e/lib/registry.mjs";
-import { skopeo, tempDir } from "../tests/e2e/lib/util.mjs";
+import { startS3 } from "../tests/e2e/lib/s3.mjs";
+import { skopeo, tempDir, waitFor } from "../tests/e2e/lib/util.mjs";
 
 const execFileP = promisify(execFile);
 const SVC = "svc";
@@ -31,6 +32,13 @@ const WARM_SECONDS = 5;
 const WARM_WORKERS = 32;
 const LAYERS = 3;
 const BIG_LAYER = 1 << 20;
+// Warm blob reads: one image whose first layer is ~4 MiB, GET sequentially through each target.
+const BLOB_LAYER = 4 << 20;
+const BLOB_GETS = 200;
+const BLOB_WARMUP = 10;
+const S3_AK = "FRONTDOORBENCHKEY";
+const S3_SK = crypto.randomBytes(20).toString("hex");
+const S3_BUCKET = "door-blobs";
 const DEADLINE_MS = 170_000;
 
 const log = (...a) => console.error("bench:", ...a);
@@ -188,6 +196,101 @@ async function warmPulls(hub, upstream, base, repo) {
   };
 }
 
+/** Fetches `url` following redirects by hand (as a client does), saying who sent each body. */
+async function follow(url, init, doorOrigin) {
+  const started = performance.now();
+  const hops = [];
+  for (let i = 0; i < 5; i++) {
+    const r = await fetch(url, { ...init, redirect: "manual" });
+    const body = Buffer.from(await r.arrayBuffer());
+    hops.push({ origin: new URL(url).origin, path: new URL(url).pathname, status: r.status, bytes: body.length, ms: performance.now() - started });
+    if (r.status >= 300 && r.status < 400 && r.headers.get("location")) {
+      url = new URL(r.headers.get("location"), url).href;
+      continue;
+    }
+    return { status: r.status, body, hops, fromDoor: hops.filter((h) => h.origin === doorOrigin).reduce((a, h) => a + h.bytes, 0) };
+  }
+  throw new Error(`too many redirects from ${url}`);
+}
+
+/** The manifest of `repo:tag` and its blob digests. */
+async function manifestOf(base, repo, tag) {
+  const r = await fetch(`${base}/v2/${repo}/manifests/${tag}`, { headers: { accept: ACCEPT } });
+  const bytes = Buffer.from(await r.arrayBuffer());
+  if (r.status !== 200) throw new Error(`manifest ${r.status}: ${bytes.toString().slice(0, 200)}`);
+  const m = JSON.parse(bytes);
+  return { bytes, blobs: [m.config, ...m.layers].map((x) => x.digest) };
+}
+
+/**
+ * Makes every blob of `repo:tag` warm at `target`: a first pull fills, then each blob GET must be
+ * answered from storage: a 307 in redirect modes, a 200 marked `hit` otherwise (the fill to R2 may
+ * finish after the first answer).
+ */
+async function warmUp(target, repo, tag) {
+  await pull(target.url, repo, tag);
+  const { blobs } = await manifestOf(target.url, repo, tag);
+  await waitFor(async () => {
+    for (const d of blobs) {
+      const r = await fetch(`${target.url}/v2/${repo}/blobs/${d}`, { redirect: "manual" });
+      await r.arrayBuffer();
+      const warm = target.redirects ? r.status === 307 : r.status === 200 && (!target.door || r.headers.get("x-frontdoor-cache") === "hit");
+      if (!warm) return false;
+    }
+    return true;
+  }, 20000, `${target.name}: blobs served from storage`);
+  return blobs;
+}
+
+/** One warm pull (manifest by tag, every blob, redirects followed), counting whose bytes are whose. */
+async function countedPull(target, repo, tag) {
+  const origin = new URL(target.url).origin;
+  const m = await follow(`${target.url}/v2/${repo}/manifests/${tag}`, { headers: { accept: ACCEPT } }, origin);
+  if (m.status !== 200) throw new Error(`${target.name}: manifest ${m.status}`);
+  const parsed = JSON.parse(m.body);
+  const out = { manifest: m.fromDoor, blobs: 0, v2Blobs: 0, signedBlobs: 0, elsewhere: 0, redirects: 0, blobCount: 0 };
+  for (const { digest } of [parsed.config, ...parsed.layers]) {
+    const b = await follow(`${target.url}/v2/${repo}/blobs/${digest}`, {}, origin);
+    if (b.status !== 200 || sha256(b.body) !== digest) throw new Error(`${target.name}: blob ${digest} ${b.status}`);
+    out.blobs += b.fromDoor;
+    for (const h of b.hops.filter((x) => x.origin === origin)) {
+      if (h.path.startsWith("/_blob/")) out.signedBlobs += h.bytes;
+      else out.v2Blobs += h.bytes;
+    }
+    if (b.hops.at(-1).origin !== origin) out.elsewhere += b.body.length;
+    out.redirects += b.hops.filter((h) => h.status >= 300 && h.status < 400).length;
+    out.blobCount++;
+  }
+  out.total = out.manifest + out.blobs;
+  return out;
+}
+
+/**
+ * `BLOB_GETS` sequential full downloads of `digest` from each target, round-robin so that drift on
+ * the machine hits every target alike; time to last byte with redirects followed, and the time the
+ * first answer (the 307) took. Every body is checked (outside the timed span).
+ */
+async function blobLatency(targets, repo, digest, size) {
+  const times = targets.map(() => ({ total: [], hop: [], rest: [] }));
+  for (let i = 0; i < BLOB_WARMUP + BLOB_GETS; i++) {
+    for (const [k, t] of targets.entries()) {
+      const r = await follow(`${t.url}/v2/${repo}/blobs/${digest}`, {}, new URL(t.url).origin);
+      if (r.status !== 200 || r.body.length !== size || sha256(r.body) !== digest)
+        throw new Error(`${t.name}: blob GET ${r.status}, ${r.body.length} bytes`);
+      if (Boolean(t.redirects) !== r.hops.length > 1) throw new Error(`${t.name}: ${r.hops.length - 1} redirects`);
+      if (i < BLOB_WARMUP) continue;
+      times[k].total.push(r.hops.at(-1).ms);
+      times[k].hop.push(r.hops[0].ms);
+      times[k].rest.push(r.hops.at(-1).ms - r.hops[0].ms);
+    }
+  }
+  const stats = (xs) => {
+    xs.sort((a, b) => a - b);
+    return { p50: percentile(xs, 50), p99: percentile(xs, 99) };
+  };
+  return times.map(({ total, hop, rest }) => ({ ...stats(total), hop: stats(hop), rest: stats(rest) }));
+}
+
 async function main() {
   const t0 = performance.now();
   const tmp = tempDir("bench");
@@ -204,6 +307,10 @@ async function main() {
       `oci:${layout}:v1`, `docker://${upstream.host}/${repo}:v1`]);
   }
   // The limit is out of reach: the bench counts pulls, it does not want 429s to change the workload.
+  const blobLayout = path.join(tmp.dir, "blob-image");
+  const blobImage = buildImage(blobLayout, { layers: 2, bigLayerBytes: BLOB_LAYER });
+  await skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
+    `oci:${blobLayout}:v1`, `docker://${upstream.host}/bench/blob:v1`]);
   const hub = await startHubSim({ targetUrl: upstream.url, limit: 1_000_000 });
   stoppers.push(() => hub.stop());
 
@@ -221,6 +328,15 @@ async function main() {
   const peerDir = path.join(tmp.dir, "peer");
   const peer = await startProxyRegistry({ dir: peerDir, remoteurl: hub.url, username: SVC, password: PW });
   stoppers.push(() => peer.stop());
+  log("starting s3s-fs and the door with BLOB_REDIRECT=self and =s3");
+  const s3 = await startS3({ dir: path.join(tmp.dir, "s3"), accessKey: S3_AK, secretKey: S3_SK, bucket: S3_BUCKET });
+  stoppers.push(() => s3.stop());
+  const doorSelf = await startDoor({ bindings: bindings({ BLOB_REDIRECT: "self", URL_SIGNING_KEY: crypto.randomBytes(32).toString("hex") }) });
+  stoppers.push(() => doorSelf.stop());
+  const doorS3 = await startDoor({ bindings: bindings({
+    BLOB_REDIRECT: "s3", R2_S3_ENDPOINT: s3.endpoint, R2_BUCKET: S3_BUCKET, R2_ACCESS_KEY_ID: S3_AK, R2_SECRET_ACCESS_KEY: S3_SK,
+  }) });
+  stoppers.push(() => doorS3.stop());
 
   const res = { door: {}, peer: {} };
   log(`${COLD_PULLS} concurrent cold pulls (manifest + ${1 + LAYERS} blobs each)`);
@@ -236,6 +352,31 @@ async function main() {
   log(`warm tag pulls, ${WARM_WORKERS} workers × ${WARM_SECONDS} s`);
   res.door.warm = await warmPulls(hub, upstream, door.url, "bench/cold");
   res.peer.warm = await warmPulls(hub, upstream, peer.url, "bench/cold");
+
+  // The blob rows: the same cached image read through the door in each BLOB_REDIRECT mode and
+  // through docker-registry. (The fills go through hubsim after the rows above are counted.)
+  const blobTargets = [
+    { key: "off", name: "door BLOB_REDIRECT=off", url: door.url, door: true },
+    { key: "self", name: "door BLOB_REDIRECT=self", url: doorSelf.url, door: true, redirects: true },
+    { key: "s3", name: "door BLOB_REDIRECT=s3", url: doorS3.url, door: true, redirects: true },
+    { key: "peer", name: "docker-registry proxy", url: peer.url },
+  ];
+  const bigLayer = blobImage.manifests[0].layers[0];
+  const blobFile = (d) => path.join(blobLayout, "blobs", "sha256", d.slice(7));
+  const bigSize = statSync(blobFile(bigLayer)).size;
+  log(`filling bench/blob (${(bigSize / 2 ** 20).toFixed(2)} MiB layer) in each target`);
+  for (const t of blobTargets) {
+    const digests = await warmUp(t, "bench/blob", "v1");
+    // Miniflare's R2 and s3s-fs are two stores: put what the door filled into the bucket, as R2's
+    // S3 endpoint would serve it, under the door's own key layout.
+    if (t.key === "s3") for (const d of digests) await s3.putObject(`blobs/sha256/${d.slice(7)}`, readFileSync(blobFile(d)));
+  }
+  log("one warm pull of bench/blob per target, counting whose bytes are whose");
+  res.bytes = {};
+  for (const t of blobTargets) res.bytes[t.key] = await countedPull(t, "bench/blob", "v1");
+  log(`${BLOB_GETS} sequential GETs of the ${(bigSize / 2 ** 20).toFixed(2)} MiB layer per target (round-robin, after ${BLOB_WARMUP} unmeasured)`);
+  const latencies = await blobLatency(blobTargets, "bench/blob", bigLayer, bigSize);
+  res.lat = Object.fromEntries(blobTargets.map((t, i) => [t.key, latencies[i]]));
   const total = (performance.now() - t0) / 1000;
 
   await cleanup();
@@ -267,6 +408,26 @@ async function main() {
     ["warm run: token requests", d.warm.tokens, p.warm.tokens],
     ["warm run: non-200 answers or errors", d.warm.errors, p.warm.errors],
   ];
+  const mib = (b) => (b / 2 ** 20).toFixed(2);
+  const { lat, bytes } = res;
+  const pair = (x) => `${n(x.p50, 1)} / ${n(x.p99, 1)}`;
+  const pairRatio = (x, y) => `${ratio(x.p50, y.p50)} / ${ratio(x.p99, y.p99)}`;
+  const latName = `warm blob GET latency p50/p99 (ms), ${mib(bigSize)} MiB layer`;
+  const withHop = (x) => `${pair(x)} (307: ${pair(x.hop)}; after it: ${pair(x.rest)})`;
+  const bytesName = `bytes through the worker per warm pull (manifest + ${bytes.off.blobCount} blobs, ${mib(bytes.peer.total)} MiB)`;
+  const extra = [
+    [`${latName}: BLOB_REDIRECT=off (streamed through the worker)`, pair(lat.off), pair(lat.peer), pairRatio(lat.off, lat.peer)],
+    [`${latName}: BLOB_REDIRECT=self (307 → /_blob/, from R2 via the worker)`, withHop(lat.self), pair(lat.peer), pairRatio(lat.self, lat.peer)],
+    [`${latName}: BLOB_REDIRECT=s3 (307 → presigned URL, from s3s-fs)`, withHop(lat.s3), pair(lat.peer), pairRatio(lat.s3, lat.peer)],
+    ...["off", "self", "s3"].map((k) => {
+      const b = bytes[k];
+      const parts = [`manifest ${b.manifest}`, `/v2/ blobs ${b.v2Blobs}`];
+      if (k === "self") parts.push(`/_blob/ ${b.signedBlobs}`);
+      const tail = [b.redirects ? `${b.redirects}× 307` : null, b.elsewhere ? `${b.elsewhere} from the bucket` : null].filter(Boolean);
+      return [`${bytesName}: BLOB_REDIRECT=${k}`, `${b.total} (${parts.join(" + ")}${tail.length ? `; ${tail.join(", ")}` : ""})`,
+        `${bytes.peer.total} (all of it)`, ratio(b.total, bytes.peer.total)];
+    }),
+  ];
   const out = [
     "",
     `Image: 1 config + ${LAYERS} layers (${BIG_LAYER >> 10} KiB + 2 tiny), one tag. Upstream: docker-registry 2.8 behind token auth,`,
@@ -277,6 +438,15 @@ async function main() {
     "|---|---:|---:|---:|",
     ...rows.map(([name, a, b, digits = 0, la, lb]) =>
       `| ${name} | ${la ? `${n(a, digits)} (${la})` : n(a, digits)} | ${lb ? `${n(b, digits)} (${lb})` : n(b, digits)} | ${ratio(a, b)} |`),
+    ...extra.map((cells) => `| ${cells.join(" | ")} |`),
+    "",
+    `Blob rows: a second image (1 config + a ${mib(bigSize)} MiB layer + 1 tiny), cached in every target first. Latency: ${BLOB_GETS} sequential`,
+    `GETs per target to the last byte, redirects followed (in parentheses: the 307 answer alone, and the redirected GET alone),`,
+    `Node fetch with keep-alive, round-robin over the four targets, ${BLOB_WARMUP} unmeasured first, every body's digest checked.`,
+    `The s3 row's redirected GET is s3s-fs (a test S3 server over local files) serving the object, not R2.`,
+    `Worker bytes: response bodies the door's own origin sent (a 307 is 0 bytes). In self mode the /_blob/ bytes still come from`,
+    `the worker here (Miniflare has no edge cache); in production they carry Cache-Control: immutable, so Cloudflare's edge cache`,
+    `can answer repeats. In s3 mode they come from the bucket (here s3s-fs, a second store the bench copies the blobs into).`,
   ];
   console.log(out.join("\n"));
 }
