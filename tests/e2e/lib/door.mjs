@@ -1,15 +1,56 @@
 // Runs the built worker (build/index.js + wasm) in Miniflare — workerd with real KV and R2
 // bindings — listening on a loopback port so real clients can pull through it.
 import { Miniflare } from "miniflare";
+import { appendFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 
+/** Settings that are not secrets; every other binding is one (passwords, tokens, keys). */
+const PUBLIC_SETTINGS = new Set([
+  "UPSTREAMS", "DEFAULT_REGISTRY", "TAG_TTL_SECONDS", "NEGATIVE_TTL_SECONDS", "UPSTREAM_TIMEOUT_SECONDS",
+  "HOSTS", "ACCESS", "PINS", "DENY_LATEST", "BLOB_REDIRECT", "REDIRECT_TTL_SECONDS", "R2_S3_ENDPOINT",
+  "R2_BUCKET", "R2_ACCESS_KEY_ID", "MULTIPART_THRESHOLD_BYTES", "MULTIPART_PART_BYTES",
+]);
+
+/**
+ * With FRONTDOOR_LOG_DIR set (scripts/test sets it), every door's log, the secrets it was given,
+ * and every answer `fetch` got from it are written there, for tests/e2e/check-secrets.mjs to scan
+ * after the whole suite: no configured secret may appear in any answer or log line.
+ */
+const RECORD = process.env.FRONTDOOR_LOG_DIR;
+let doors = 0;
+const origins = new Set();
+if (RECORD && !globalThis.fetch.frontdoorRecording) {
+  const original = globalThis.fetch;
+  const recording = async (input, init) => {
+    const res = await original(input, init);
+    const url = typeof input === "string" ? input : input.url ?? String(input);
+    if ([...origins].some((o) => url.startsWith(o))) {
+      const head = [...res.headers].map(([k, v]) => `${k}: ${v}`).join("\n");
+      const body = await res.clone().text().catch(() => "");
+      appendFileSync(path.join(RECORD, `answers-${process.pid}.txt`), `${res.status} ${url}\n${head}\n\n${body}\n`);
+    }
+    return res;
+  };
+  recording.frontdoorRecording = true;
+  globalThis.fetch = recording;
+}
+
 /** `bindings`: vars and secrets, as wrangler would pass them. Console output is collected. */
 export async function startDoor({ bindings, persistDir, coalesce = true }) {
   const logs = [];
+  const id = `${process.pid}-${doors++}`;
+  if (RECORD) {
+    const secrets = Object.entries(bindings).filter(([k]) => !PUBLIC_SETTINGS.has(k)).map(([, v]) => v);
+    writeFileSync(path.join(RECORD, `secrets-${id}.json`), JSON.stringify(secrets));
+  }
+  const record = (d) => {
+    logs.push(d.toString());
+    if (RECORD) appendFileSync(path.join(RECORD, `log-${id}.txt`), d);
+  };
   const mf = new Miniflare({
     modules: true,
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
@@ -25,11 +66,12 @@ export async function startDoor({ bindings, persistDir, coalesce = true }) {
     host: "127.0.0.1",
     port: 0,
     handleRuntimeStdio(stdout, stderr) {
-      stdout.on("data", (d) => logs.push(d.toString()));
-      stderr.on("data", (d) => logs.push(d.toString()));
+      stdout.on("data", record);
+      stderr.on("data", record);
     },
   });
   const inner = await mf.ready;
+  origins.add(inner.origin);
   const front = await plainHttpFront(Number(inner.port));
   return {
     mf,

@@ -1,0 +1,26 @@
+// After the end-to-end suite: no secret any door was configured with (passwords, tokens, signing
+// and storage keys) appears in any door's log or in any answer a test fetched from a door.
+// Usage: node tests/e2e/check-secrets.mjs $FRONTDOOR_LOG_DIR
+import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+
+const dir = process.argv[2];
+const files = readdirSync(dir);
+const secrets = new Set(files.filter((f) => f.startsWith("secrets-"))
+  .flatMap((f) => JSON.parse(readFileSync(path.join(dir, f), "utf8")))
+  .filter((s) => typeof s === "string" && s.length >= 6));
+const scanned = files.filter((f) => f.startsWith("log-") || f.startsWith("answers-"));
+let bytes = 0;
+const leaks = [];
+for (const f of scanned) {
+  const text = readFileSync(path.join(dir, f), "utf8");
+  bytes += text.length;
+  for (const s of secrets) if (text.includes(s)) leaks.push(`${f}: a configured secret (${s.length} chars)`);
+}
+if (secrets.size === 0 || scanned.length === 0) {
+  console.error("check-secrets: nothing recorded — was FRONTDOOR_LOG_DIR set for the suite?");
+  process.exit(1);
+}
+console.log(`check-secrets: ${secrets.size} secrets, ${scanned.length} files, ${bytes} bytes of logs and answers: ${leaks.length} leaks`);
+for (const l of leaks) console.error(`LEAK ${l}`);
+process.exit(leaks.length ? 1 : 0);
