@@ -20,7 +20,7 @@ use proptest::sample::Index;
 use proptest::test_runner::FileFailurePersistence;
 
 /// Cases per property when `PROPTEST_CASES` is not set: the whole file runs in a few seconds.
-const CASES: u32 = 1000;
+const CASES: u32 = 2048;
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")

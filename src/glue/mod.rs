@@ -45,7 +45,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             namespace,
             request: &req,
         });
-    if req.path() == "/_frontdoor/status" && req.method() == worker::Method::Get {
+    if req.path() == "/_frontdoor/status" && req.inner().method() == "GET" {
         return stats::status(&env, Date::now().as_millis()).await;
     }
     let spawn = |f: LocalBoxFuture<'static, ()>| ctx.wait_until(f);
@@ -78,7 +78,9 @@ pub(crate) async fn serve_request(
 ) -> worker::Result<Response> {
     let started = Date::now().as_millis();
     let url = req.url()?;
-    let method = req.method().to_string();
+    // The raw method: `worker::Method` turns every method it does not know (PURGE, PROPFIND, …)
+    // into GET, which would answer them as reads.
+    let method = req.inner().method();
     // `Headers.get` joins repeated headers with ", ", which is what the core expects.
     let accept = req.headers().get("accept")?;
     let range = req.headers().get("range")?;

@@ -321,6 +321,14 @@ pub fn upstream_status(
             ErrorCode::Denied,
             format!("{registry} refused the mirror access ({status})"),
         ),
+        416 => {
+            let mut e = RegistryError::new(
+                ErrorCode::RangeInvalid,
+                format!("{registry} cannot serve that range"),
+            );
+            e.content_range = headers.get("content-range").map(str::to_owned);
+            e
+        }
         429 => {
             let mut e = RegistryError::new(
                 ErrorCode::TooManyRequests,
