@@ -19,7 +19,13 @@ pub enum ByteRange {
 /// Parses a `Range` header: `Ok(None)` when it asks for several ranges (serve everything).
 pub fn parse(header: &str) -> Result<Option<ByteRange>, String> {
     let bad = || format!("Range {header:?} is not a valid bytes range");
-    let spec = header.trim().strip_prefix("bytes=").ok_or_else(bad)?.trim();
+    // Range units are case-insensitive (RFC 9110 §14.1).
+    let trimmed = header.trim();
+    let spec = trimmed
+        .get(..6)
+        .filter(|unit| unit.eq_ignore_ascii_case("bytes="))
+        .map(|_| trimmed[6..].trim())
+        .ok_or_else(bad)?;
     if spec.contains(',') {
         // Still validate every part, so garbage is refused even in a list.
         for part in spec.split(',') {
@@ -90,6 +96,7 @@ mod tests {
             ("bytes=100-", Ok(Some(ByteRange::From(100)))),
             ("bytes=5-9", Ok(Some(ByteRange::FromTo(5, 9)))),
             (" bytes= -20 ", Ok(Some(ByteRange::Suffix(20)))),
+            ("Bytes=0-1", Ok(Some(ByteRange::FromTo(0, 1)))),
             ("bytes=0-1, 5-6", Ok(None)),
             ("bytes=9-5", Err(())),
             ("bytes=-0", Err(())),

@@ -25,6 +25,8 @@ const R2_BINDING: &str = "BLOBS";
 /// Durable Object namespace that owns cache misses (see `coalescer`). Without the binding the
 /// door still works, each isolate fetching its own misses.
 const COALESCER_BINDING: &str = "COALESCER";
+/// The largest `POST /token` form read.
+const MAX_TOKEN_FORM: usize = 16 * 1024;
 
 thread_local! {
     /// Upstream tokens live as long as the isolate; an isolate is single-threaded.
@@ -91,9 +93,15 @@ pub(crate) async fn serve_request(
         url.scheme(),
         host.as_deref().or(url.host_str()).unwrap_or_default()
     );
-    // Only the token endpoint has a body worth reading (a small form).
+    // Only the token endpoint has a body worth reading: a small form, read up to a limit (a larger
+    // one is not a token request and is read no further).
     let body = if method == "POST" && url.path() == "/token" {
-        Some(req.clone()?.bytes().await.unwrap_or_default())
+        let stream = req.clone()?.inner().body();
+        Some(
+            FetchUpstream::read_limited(stream, MAX_TOKEN_FORM)
+                .await
+                .unwrap_or_default(),
+        )
     } else {
         None
     };

@@ -262,6 +262,13 @@ impl Upstream for FetchUpstream {
     }
 
     async fn read(&self, body: Stream, limit: usize) -> Result<Vec<u8>, NetError> {
+        FetchUpstream::read_limited(body, limit).await
+    }
+}
+
+impl FetchUpstream {
+    /// Reads a body, failing with `TooLarge` (and reading no further) past `limit` bytes.
+    pub async fn read_limited(body: Stream, limit: usize) -> Result<Vec<u8>, NetError> {
         let Some(stream) = body else {
             return Ok(Vec::new());
         };
