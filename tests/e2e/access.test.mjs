@@ -119,6 +119,19 @@ test("a private layer is never served through a public repository's name", async
   await a.arrayBuffer();
 });
 
+test("a restricted door shows its status only with credentials", async () => {
+  const anon = await fetch(`${door.url}/_frontdoor/status`);
+  assert.equal(anon.status, 401);
+  assert.equal((await anon.json()).errors[0].code, "UNAUTHORIZED");
+  const b = await fetch(`${door.url}/_frontdoor/status`, {
+    headers: { authorization: `Basic ${Buffer.from(cred("b")).toString("base64")}` },
+  });
+  assert.equal(b.status, 200);
+  const status = await b.json();
+  answers.push(JSON.stringify(status));
+  assert.ok(status.registries["registry.test"].hits >= 0);
+});
+
 test("no configured secret appears in any answer or log line", async () => {
   const tok = await fetch(`${door.url}/token?scope=repository:private/app:pull`, {
     headers: { authorization: `Basic ${Buffer.from(cred("a")).toString("base64")}` },
