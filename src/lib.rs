@@ -13,7 +13,8 @@
 //! - [`signing`]: SigV4 presigned URLs for R2, and HMAC-signed URLs for the door's own blobs;
 //! - [`ports`]: the traits that are the only seam to the runtime;
 //! - [`proxy`]: pull-through orchestration, generic over the ports;
-//! - [`stats`]: door-wide counters for `/_frontdoor/status`.
+//! - [`stats`]: door-wide counters for `/_frontdoor/status`;
+//! - [`status_page`]: the HTML status page at `/`.
 //!
 //! Glue, compiled only for `wasm32`: `glue` holds `#[event(fetch)]` and the Workers-backed ports,
 //! and is the only code that names `worker::`. Because `worker` is a wasm-only dependency, a host
@@ -30,6 +31,7 @@ pub mod range;
 pub mod route;
 pub mod signing;
 pub mod stats;
+pub mod status_page;
 pub mod upstream;
 
 #[cfg(target_arch = "wasm32")]

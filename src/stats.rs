@@ -1,5 +1,6 @@
-//! Door-wide counters for `GET /_frontdoor/status`: per registry, cache outcomes, upstream calls by
-//! kind, and the rate-limit quota upstream last reported (Docker Hub's `ratelimit-remaining`).
+//! Door-wide counters for `GET /_frontdoor/status` and the status page: per registry, cache
+//! outcomes, bytes from cache and from upstream, upstream calls by kind, the most pulled images, the
+//! rate-limit quota upstream last reported (Docker Hub's `ratelimit-remaining`); and the last errors.
 //!
 //! Pure: isolates accumulate a [`Stats`] per request outcome and merge it into one shared copy (a
 //! Durable Object in the worker). It holds names and numbers only — never a credential.
@@ -8,9 +9,24 @@ use crate::proxy::{CacheOutcome, Outcome};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// How many distinct images and recent errors are kept.
+const MAX_IMAGES: usize = 200;
+const MAX_ERRORS: usize = 10;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub registries: BTreeMap<String, RegistryStats>,
+    /// The most recent failed requests, oldest first.
+    #[serde(default)]
+    pub last_errors: Vec<ErrorEvent>,
+}
+
+/// A failed request, for the status page. The message is the door's own, never upstream's body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorEvent {
+    pub at: u64,
+    pub status: u16,
+    pub what: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,19 +44,56 @@ pub struct RegistryStats {
     pub quota_limit: Option<String>,
     pub quota_remaining: Option<String>,
     pub quota_seen_at: Option<u64>,
+    /// Bytes answered from the cache (hits, revalidations, stale serves) and after an upstream fetch.
+    #[serde(default)]
+    pub bytes_from_cache: u64,
+    #[serde(default)]
+    pub bytes_from_upstream: u64,
+    /// Manifest requests per repository (the most pulled images).
+    #[serde(default)]
+    pub images: BTreeMap<String, u64>,
 }
 
 impl Stats {
     pub fn is_empty(&self) -> bool {
-        self.registries.is_empty()
+        self.registries.is_empty() && self.last_errors.is_empty()
     }
 
-    /// Counts one answered request.
-    pub fn record(&mut self, outcome: &Outcome, status: u16, now: u64) {
+    /// Counts one answered request of `bytes` (its `Content-Length`, when known).
+    pub fn record(&mut self, outcome: &Outcome, status: u16, bytes: Option<u64>, now: u64) {
+        // 401s are the normal start of a token dance, not errors worth showing.
+        if status >= 400 && status != 401 && outcome.registry.is_some() {
+            let what = match (&outcome.registry, &outcome.repository) {
+                (Some(r), Some(repo)) => format!("{} {r}/{repo}", outcome.kind),
+                _ => outcome.kind.to_owned(),
+            };
+            let note = outcome
+                .notes
+                .first()
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default();
+            self.push_error(ErrorEvent {
+                at: now,
+                status,
+                what: format!("{what}{note}"),
+            });
+        }
         let Some(registry) = &outcome.registry else {
             return;
         };
         let r = self.registries.entry(registry.clone()).or_default();
+        let bytes = bytes.unwrap_or(0);
+        match outcome.cache {
+            Some(CacheOutcome::Miss) => r.bytes_from_upstream += bytes,
+            Some(_) => r.bytes_from_cache += bytes,
+            None => {}
+        }
+        if outcome.kind == "manifest" && status == 200 && outcome.cache.is_some() {
+            if let Some(repo) = &outcome.repository {
+                *r.images.entry(repo.clone()).or_default() += 1;
+                trim_images(&mut r.images);
+            }
+        }
         match outcome.cache {
             Some(CacheOutcome::Hit) => r.hits += 1,
             Some(CacheOutcome::Miss) => r.misses += 1,
@@ -65,8 +118,18 @@ impl Stats {
         }
     }
 
+    fn push_error(&mut self, e: ErrorEvent) {
+        self.last_errors.push(e);
+        self.last_errors.sort_by_key(|e| e.at);
+        let excess = self.last_errors.len().saturating_sub(MAX_ERRORS);
+        self.last_errors.drain(..excess);
+    }
+
     /// Adds `other` (counts sum; the newer quota reading wins).
     pub fn merge(&mut self, other: Stats) {
+        for e in other.last_errors {
+            self.push_error(e);
+        }
         for (name, o) in other.registries {
             let r = self.registries.entry(name).or_default();
             r.hits += o.hits;
@@ -78,12 +141,30 @@ impl Stats {
             for (kind, n) in o.upstream_calls {
                 *r.upstream_calls.entry(kind).or_default() += n;
             }
+            r.bytes_from_cache += o.bytes_from_cache;
+            r.bytes_from_upstream += o.bytes_from_upstream;
+            for (image, n) in o.images {
+                *r.images.entry(image).or_default() += n;
+            }
+            trim_images(&mut r.images);
             if o.quota_seen_at >= r.quota_seen_at && o.quota_seen_at.is_some() {
                 r.quota_limit = o.quota_limit.or(r.quota_limit.take());
                 r.quota_remaining = o.quota_remaining;
                 r.quota_seen_at = o.quota_seen_at;
             }
         }
+    }
+}
+
+/// Keeps the most pulled images when there are too many to remember.
+fn trim_images(images: &mut BTreeMap<String, u64>) {
+    while images.len() > MAX_IMAGES {
+        let least = images
+            .iter()
+            .min_by_key(|(_, n)| **n)
+            .map(|(k, _)| k.clone())
+            .expect("not empty");
+        images.remove(&least);
     }
 }
 
@@ -94,6 +175,7 @@ mod tests {
     fn outcome(cache: CacheOutcome, calls: u32, remaining: Option<&str>) -> Outcome {
         Outcome {
             registry: Some("docker.io".into()),
+            repository: Some("team/app".into()),
             kind: "manifest",
             cache: Some(cache),
             upstream_calls: calls,
@@ -106,12 +188,22 @@ mod tests {
     #[test]
     fn records_and_merges() {
         let mut a = Stats::default();
-        a.record(&outcome(CacheOutcome::Miss, 2, Some("99;w=21600")), 200, 10);
-        a.record(&outcome(CacheOutcome::Hit, 0, None), 200, 11);
-        a.record(&outcome(CacheOutcome::Stale, 1, None), 200, 12);
+        a.record(
+            &outcome(CacheOutcome::Miss, 2, Some("99;w=21600")),
+            200,
+            Some(1000),
+            10,
+        );
+        a.record(&outcome(CacheOutcome::Hit, 0, None), 200, Some(1000), 11);
+        a.record(&outcome(CacheOutcome::Stale, 1, None), 200, Some(10), 12);
         let mut b = Stats::default();
-        b.record(&outcome(CacheOutcome::Miss, 1, Some("97;w=21600")), 200, 20);
-        b.record(&outcome(CacheOutcome::Miss, 1, None), 502, 21);
+        b.record(
+            &outcome(CacheOutcome::Miss, 1, Some("97;w=21600")),
+            200,
+            Some(5),
+            20,
+        );
+        b.record(&outcome(CacheOutcome::Miss, 1, None), 502, None, 21);
         a.merge(b);
         let r = &a.registries["docker.io"];
         assert_eq!((r.hits, r.misses, r.stale_serves, r.errors), (1, 3, 1, 1));
@@ -119,10 +211,19 @@ mod tests {
         assert_eq!(r.quota_remaining.as_deref(), Some("97;w=21600"));
         assert_eq!(r.quota_limit.as_deref(), Some("100;w=21600"));
         assert_eq!(r.quota_seen_at, Some(20));
+        assert_eq!((r.bytes_from_cache, r.bytes_from_upstream), (1010, 1005));
+        assert_eq!(r.images["team/app"], 4, "the 502 is not a pull");
+        assert_eq!(a.last_errors.len(), 1);
+        assert_eq!(a.last_errors[0].status, 502);
 
         // An older reading does not replace a newer one.
         let mut old = Stats::default();
-        old.record(&outcome(CacheOutcome::Miss, 1, Some("50;w=21600")), 200, 5);
+        old.record(
+            &outcome(CacheOutcome::Miss, 1, Some("50;w=21600")),
+            200,
+            None,
+            5,
+        );
         a.merge(old);
         assert_eq!(
             a.registries["docker.io"].quota_remaining.as_deref(),
@@ -133,7 +234,7 @@ mod tests {
     #[test]
     fn requests_without_a_registry_are_not_counted() {
         let mut s = Stats::default();
-        s.record(&Outcome::default(), 404, 1);
+        s.record(&Outcome::default(), 404, None, 1);
         assert!(s.is_empty());
     }
 }

@@ -48,7 +48,8 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             namespace,
             request: &req,
         });
-    if req.path() == "/_frontdoor/status" && req.inner().method() == "GET" {
+    let path = req.path();
+    if (path == "/_frontdoor/status" || path == "/") && req.inner().method() == "GET" {
         let now = Date::now().as_millis();
         // A restricted door shows its counters only to a client with valid credentials.
         if let Ok(config) = Config::load(|name| lookup(&env, name)) {
@@ -68,7 +69,10 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
                 return into_response(reply);
             }
         }
-        return stats::status(&env, now).await;
+        return match path.as_str() {
+            "/" => stats::page(&env, now).await,
+            _ => stats::status(&env, now).await,
+        };
     }
     let spawn = |f: LocalBoxFuture<'static, ()>| ctx.wait_until(f);
     let ports = Ports {
@@ -152,7 +156,12 @@ pub(crate) async fn serve_request(
     };
     log(ports.role, &method, url.path(), &reply, &outcome, started);
     let owner = ports.role == "owner";
-    stats::record(&outcome, reply.status, started, owner);
+    let bytes = reply
+        .headers
+        .get("content-length")
+        .and_then(|l| l.parse::<u64>().ok())
+        .filter(|_| method != "HEAD");
+    stats::record(&outcome, reply.status, bytes, started, owner);
     // The owner handles only misses: send its upstream counts at once.
     if let Some(due) = stats::take_due(started, owner) {
         let env = env.clone();

@@ -1,4 +1,4 @@
-//! `GET /_frontdoor/status`: door-wide counters. Each isolate accumulates its requests' outcomes
+//! `GET /_frontdoor/status` and the status page at `/`: door-wide counters. Each isolate accumulates its requests' outcomes
 //! and merges them into one `StatsHub` Durable Object at most every couple of seconds (and before
 //! answering a status request); the hub keeps the sum in memory and in its storage.
 
@@ -21,13 +21,20 @@ thread_local! {
 
 /// Counts one request. `owner`: the request was run by an object's owner on behalf of a worker,
 /// which counts the cache outcome itself; the owner adds only what it did upstream.
-pub fn record(outcome: &Outcome, status: u16, now_ms: u64, owner: bool) {
+pub fn record(outcome: &Outcome, status: u16, bytes: Option<u64>, now_ms: u64, owner: bool) {
     let mut outcome = outcome.clone();
+    let (mut status, mut bytes) = (status, bytes);
     if owner {
+        // The worker that forwarded the request counts its answer, bytes, image and error; the
+        // owner adds only what it did upstream (a record without a cache outcome).
         outcome.cache = None;
         outcome.coalesced = false;
+        (status, bytes) = (0, None);
     }
-    PENDING.with(|p| p.borrow_mut().record(&outcome, status, now_ms / 1000));
+    PENDING.with(|p| {
+        p.borrow_mut()
+            .record(&outcome, status, bytes, now_ms / 1000)
+    });
 }
 
 /// The counters to send now, if it is time (or `force`).
@@ -61,8 +68,8 @@ pub async fn send(env: &Env, stats: Stats) {
     }
 }
 
-/// The status document.
-pub async fn status(env: &Env, now_ms: u64) -> worker::Result<Response> {
+/// The door-wide counters, after sending this isolate's own.
+async fn current(env: &Env, now_ms: u64) -> worker::Result<Stats> {
     if let Some(pending) = take_due(now_ms, true) {
         send(env, pending).await;
     }
@@ -71,11 +78,25 @@ pub async fn status(env: &Env, now_ms: u64) -> worker::Result<Response> {
         .id_from_name(HUB)?
         .get_stub()?;
     let mut hub = stub.fetch_with_str("https://stats/").await?;
-    let stats: Stats = hub.json().await?;
+    hub.json().await
+}
+
+/// `GET /_frontdoor/status`: the counters as JSON.
+pub async fn status(env: &Env, now_ms: u64) -> worker::Result<Response> {
+    let stats = current(env, now_ms).await?;
     let mut response = Response::from_json(&serde_json::json!({
         "generated_at": now_ms / 1000,
         "registries": stats.registries,
+        "last_errors": stats.last_errors,
     }))?;
+    response.headers_mut().set("cache-control", "no-store")?;
+    Ok(response)
+}
+
+/// `GET /`: the status page.
+pub async fn page(env: &Env, now_ms: u64) -> worker::Result<Response> {
+    let stats = current(env, now_ms).await?;
+    let mut response = Response::from_html(crate::status_page::render(&stats, now_ms / 1000))?;
     response.headers_mut().set("cache-control", "no-store")?;
     Ok(response)
 }

@@ -1,0 +1,66 @@
+// The status page at `/`, read by a real browser: after some pulls (hits and misses) and an error,
+// headless Chromium (Debian's package) renders the page; its DOM shows the hit ratio, bytes from
+// cache and upstream, the quota column, the most pulled image and the last error, and a screenshot
+// is written to test-output/status-page.png.
+import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import { mkdirSync, statSync } from "node:fs";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { buildImage } from "./lib/image.mjs";
+import { ROOT, startDoor } from "./lib/door.mjs";
+import { startUpstream } from "./lib/registry.mjs";
+import { execFileP, skopeo, tempDir } from "./lib/util.mjs";
+
+const SVC = "svc";
+const PW = crypto.randomBytes(12).toString("hex");
+let tmp, upstream, door;
+
+before(async () => {
+  tmp = tempDir("statuspage");
+  upstream = await startUpstream({ dir: tmp.dir, users: { [SVC]: PW } });
+  buildImage(path.join(tmp.dir, "img"), { layers: 2, bigLayerBytes: 256 << 10 });
+  await skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
+    `oci:${path.join(tmp.dir, "img")}:v1`, `docker://${upstream.host}/team/web:v1`]);
+  door = await startDoor({
+    bindings: {
+      UPSTREAMS: JSON.stringify({ "registry.test": { url: upstream.url, username: SVC, password_secret: "PW" } }),
+      DEFAULT_REGISTRY: "registry.test",
+      PW,
+    },
+  });
+  for (const n of [1, 2]) {
+    await skopeo(["copy", "--src-tls-verify=false", `docker://${door.host}/team/web:v1`, `oci:${path.join(tmp.dir, `out${n}`)}:x`]);
+  }
+  await fetch(`${door.url}/v2/team/web/manifests/no-such-tag`).then((r) => r.arrayBuffer());
+});
+
+after(async () => {
+  await door?.stop();
+  await upstream?.stop();
+  tmp?.remove();
+});
+
+function chromium(args) {
+  return execFileP("chromium", [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+    `--user-data-dir=${path.join(tmp.dir, "chromium")}`, "--window-size=1200,900", ...args,
+  ], { maxBuffer: 16 << 20 });
+}
+
+test("headless Chromium renders the status page with the door's numbers", async (t) => {
+  const { stdout: dom } = await chromium(["--dump-dom", `${door.url}/`]);
+  assert.match(dom, /<div class="big" id="hit-ratio">\d+\.\d%<\/div>/);
+  assert.match(dom, /from upstream/);
+  assert.match(dom, /<td>registry\.test<\/td><td>not reported<\/td>/, "quota column");
+  assert.match(dom, /registry\.test\/team\/web<\/td><td class="num">\d+/, "top image");
+  const errors = [...dom.matchAll(/<td>404<\/td><td>manifest registry\.test\/team\/web/g)];
+  assert.equal(errors.length, 1, "the one failed request, counted once");
+  const out = path.join(ROOT, "test-output");
+  mkdirSync(out, { recursive: true });
+  const png = path.join(out, "status-page.png");
+  await chromium([`--screenshot=${png}`, `${door.url}/`]);
+  assert.ok(statSync(png).size > 10_000, "a real screenshot");
+  t.diagnostic(`status page screenshot: ${png}`);
+});
