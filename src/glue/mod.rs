@@ -5,7 +5,6 @@ mod coalescer;
 mod ports;
 mod stats;
 
-use crate::access::Principal;
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
 use crate::proxy::{error_reply, Body, ClientRequest, Door, Outcome, Reply};
@@ -50,29 +49,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         });
     let path = req.path();
     if (path == "/_frontdoor/status" || path == "/") && req.inner().method() == "GET" {
-        let now = Date::now().as_millis();
-        // A restricted door shows its counters only to a client with valid credentials.
-        if let Ok(config) = Config::load(|name| lookup(&env, name)) {
-            let authorization = req.headers().get("authorization")?;
-            let who = config
-                .access
-                .authenticate(authorization.as_deref(), now / 1000);
-            if config.access.is_restricted() && !matches!(who, Ok(p) if p != Principal::Anonymous) {
-                let e = RegistryError::new(
-                    ErrorCode::Unauthorized,
-                    "the status needs credentials on this door",
-                );
-                let mut reply = error_reply::<Stream>(&e, false);
-                reply
-                    .headers
-                    .set("www-authenticate", "Basic realm=\"frontdoor status\"");
-                return into_response(reply);
-            }
-        }
-        return match path.as_str() {
-            "/" => stats::page(&env, now).await,
-            _ => stats::status(&env, now).await,
-        };
+        return stats::serve(&req, &env, &path).await;
     }
     let spawn = |f: LocalBoxFuture<'static, ()>| ctx.wait_until(f);
     let ports = Ports {

@@ -2,10 +2,15 @@
 //! and merges them into one `StatsHub` Durable Object at most every couple of seconds (and before
 //! answering a status request); the hub keeps the sum in memory and in its storage.
 
-use crate::proxy::Outcome;
+use crate::access::Principal;
+use crate::config::Config;
+use crate::error::{ErrorCode, RegistryError};
+use crate::proxy::{error_reply, Outcome};
 use crate::stats::Stats;
 use std::cell::{Cell, RefCell};
-use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, State};
+use worker::{
+    durable_object, Date, DurableObject, Env, Method, Request, RequestInit, Response, State,
+};
 
 pub const STATS_BINDING: &str = "STATS";
 /// The one hub's name.
@@ -79,6 +84,39 @@ async fn current(env: &Env, now_ms: u64) -> worker::Result<Stats> {
         .get_stub()?;
     let mut hub = stub.fetch_with_str("https://stats/").await?;
     hub.json().await
+}
+
+/// `GET /` and `GET /_frontdoor/status`. A bad configuration answers here as everywhere else; a
+/// restricted door shows its counters only to a client with valid credentials.
+pub async fn serve(req: &Request, env: &Env, path: &str) -> worker::Result<Response> {
+    let now = Date::now().as_millis();
+    let config = match Config::load(|name| super::lookup(env, name)) {
+        Ok(config) => config,
+        Err(e) => {
+            worker::console_error!("{{\"config\":{:?}}}", e.to_string());
+            let e = RegistryError::new(ErrorCode::Unknown, e.to_string());
+            return super::into_response(error_reply::<super::Stream>(&e, false));
+        }
+    };
+    let authorization = req.headers().get("authorization")?;
+    let who = config
+        .access
+        .authenticate(authorization.as_deref(), now / 1000);
+    if config.access.is_restricted() && !matches!(who, Ok(p) if p != Principal::Anonymous) {
+        let e = RegistryError::new(
+            ErrorCode::Unauthorized,
+            "the status needs credentials on this door",
+        );
+        let mut reply = error_reply::<super::Stream>(&e, false);
+        reply
+            .headers
+            .set("www-authenticate", "Basic realm=\"frontdoor status\"");
+        return super::into_response(reply);
+    }
+    match path {
+        "/" => page(env, now).await,
+        _ => status(env, now).await,
+    }
 }
 
 /// `GET /_frontdoor/status`: the counters as JSON.
