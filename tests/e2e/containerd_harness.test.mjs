@@ -3,41 +3,17 @@
 // `registry.example/...` and, through hosts.toml, only ever talks to the mirror.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildImage } from "./lib/image.mjs";
 import { chainId, startContainerd, writeHostsToml } from "./lib/containerd.mjs";
-import { execFileP, freePort, skopeo, startProcess, tempDir, waitFor } from "./lib/util.mjs";
+import { startRegistry } from "./lib/registry.mjs";
+import { execFileP, freePort, skopeo, tempDir } from "./lib/util.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const REGISTRY = "registry.example";
-
-/** docker-registry with filesystem storage and no auth. */
-async function startPlainRegistry(dir) {
-  const port = await freePort();
-  const storage = path.join(dir, "storage");
-  mkdirSync(storage, { recursive: true });
-  const configPath = path.join(dir, "registry.yml");
-  writeFileSync(configPath, `version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: ${storage}
-http:
-  addr: 127.0.0.1:${port}
-  secret: frontdoor-test-secret
-`);
-  const proc = startProcess("docker-registry", ["serve", configPath]);
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(async () => (await fetch(`${url}/v2/`)).status === 200, 15000, "docker-registry")
-    .catch((e) => { throw new Error(`${e.message}\n${proc.output()}`); });
-  return { host: `127.0.0.1:${port}`, url, stop: proc.stop };
-}
 
 /**
  * A pass-through proxy that records each request's method, URL and Accept header. A leading
@@ -78,7 +54,7 @@ describe("containerd harness: ctr pulls through a hosts.toml mirror", () => {
     const { stdout } = await execFileP(path.join(ROOT, "scripts/containerd.sh"), [], { maxBuffer: 1 << 20 });
     binDir = stdout.trim().split("\n").pop();
     tmp = tempDir("containerd");
-    registry = await startPlainRegistry(path.join(tmp.dir, "registry"));
+    registry = await startRegistry({ dir: path.join(tmp.dir, "registry") });
     mirror = await startLoggingProxy(Number(registry.host.split(":")[1]));
 
     single.layout = path.join(tmp.dir, "single");

@@ -18,33 +18,19 @@ export async function startUpstream({ dir, users, redirectBlobs = false }) {
   const tokenPort = await freePort();
   const regPort = await freePort();
   const issuer = await startTokenIssuer({ dir, port: tokenPort, service: SERVICE, users });
-  const storage = path.join(dir, "storage");
-  mkdirSync(storage, { recursive: true });
-  const configPath = path.join(dir, "registry.yml");
-  writeFileSync(configPath, `version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: ${storage}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:${regPort}
-  secret: frontdoor-test-secret
-auth:
+  const registry = await startRegistry({
+    dir,
+    port: regPort,
+    expect: 401,
+    extra: `auth:
   token:
     realm: ${issuer.realm}
     service: ${SERVICE}
     issuer: ${issuer.issuer}
     rootcertbundle: ${issuer.cert}
-`);
-  const registry = startProcess("docker-registry", ["serve", configPath]);
-  const registryUrl = `http://127.0.0.1:${regPort}`;
-  await waitFor(async () => (await fetch(`${registryUrl}/v2/`)).status === 401, 15000, "docker-registry")
-    .catch((e) => { throw new Error(`${e.message}\n${registry.output()}`); });
+`,
+  });
+  const registryUrl = registry.url;
 
   const [svcUser] = Object.keys(users);
   const cdn = redirectBlobs
@@ -68,6 +54,36 @@ auth:
       await issuer.stop();
     },
   };
+}
+
+/**
+ * Starts Debian's `docker-registry` with filesystem storage under `dir` on 127.0.0.1:`port`, plus
+ * `extra` YAML (an `auth:` or `proxy:` section), and waits until `/v2/` answers `expect`.
+ */
+export async function startRegistry({ dir, port, extra = "", expect = 200, logLevel = "warn" }) {
+  port ??= await freePort();
+  const storage = path.join(dir, "storage");
+  mkdirSync(storage, { recursive: true });
+  const configPath = path.join(dir, "registry.yml");
+  writeFileSync(configPath, `version: 0.1
+log:
+  level: ${logLevel}
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: ${storage}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:${port}
+  secret: frontdoor-test-secret
+${extra}`);
+  const proc = startProcess("docker-registry", ["serve", configPath]);
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await fetch(`${url}/v2/`)).status === expect, 15000, "docker-registry")
+    .catch((e) => { throw new Error(`${e.message}\n${proc.output()}`); });
+  return { url, host: `127.0.0.1:${port}`, output: proc.output, stop: proc.stop, child: proc.child };
 }
 
 /**
