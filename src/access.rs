@@ -291,7 +291,7 @@ fn mac(key: &[u8], message: &str) -> Hmac<Sha256> {
 }
 
 /// Compares two secrets without an early exit (over their SHA-256, so lengths do not leak either).
-fn same_secret(a: &str, b: &str) -> bool {
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
     x.iter()
         .zip(y.iter())

@@ -16,6 +16,7 @@
 //! | `ACCESS`, `ACCESS_TOKEN_KEY`* | who may pull what; see [`crate::access`] (default: everyone)   |
 //! | `PINS`             | JSON: `<registry>/<repository>:<tag>` → digest the door serves for it  |
 //! | `DENY_LATEST`      | `true`: refuse manifests by the `latest` tag (false)                  |
+//! | `PREWARM`, `ADMIN_TOKEN`* | images the cron trigger pulls into the cache; the admin endpoint's token |
 //! | `HOSTS`            | JSON: hostname the door is reached at → registry name (optional)         |
 //!
 //! (* a secret.) `password_secret` names *another* binding (a wrangler secret) that holds the password or token, so
@@ -64,6 +65,10 @@ pub struct Config {
     pub pins: BTreeMap<String, crate::oci::Digest>,
     /// `DENY_LATEST`: refuse manifests by the `latest` tag.
     pub deny_latest: bool,
+    /// `PREWARM`: images the cron trigger (and `POST /_frontdoor/prewarm`) pull into the cache.
+    pub prewarm: Vec<String>,
+    /// `ADMIN_TOKEN` (a secret): the bearer token of the admin endpoints. Redacted in `Debug`.
+    pub admin_token: Option<SigningKey>,
 }
 
 /// `BLOB_REDIRECT`: stream blobs through the worker, or send the client to storage.
@@ -332,6 +337,14 @@ impl Config {
             multipart_part_bytes,
             access: Access::load(&lookup)?,
             pins: pins(&lookup, &upstreams_for_pins)?,
+            prewarm: match lookup("PREWARM") {
+                None => Vec::new(),
+                Some(raw) => serde_json::from_str(&raw)
+                    .map_err(|e| bad("PREWARM", format!("not a JSON list of images: {e}")))?,
+            },
+            admin_token: lookup("ADMIN_TOKEN")
+                .filter(|t| !t.is_empty())
+                .map(|t| SigningKey(t.into_bytes())),
             deny_latest: match lookup("DENY_LATEST").as_deref().map(str::trim) {
                 None | Some("") | Some("false") | Some("0") => false,
                 Some("true") | Some("1") => true,
@@ -619,6 +632,7 @@ mod tests {
                 r#"PINS["ghcr.io/x:1"]"#,
             ),
             (&[("DENY_LATEST", "yes")], "DENY_LATEST"),
+            (&[("PREWARM", r#"{"a": 1}"#)], "PREWARM"),
             (&[("NEGATIVE_TTL_SECONDS", "-1")], "NEGATIVE_TTL_SECONDS"),
             (
                 &[("UPSTREAM_TIMEOUT_SECONDS", "0")],

@@ -155,6 +155,8 @@ pub trait Blobs {
     /// `key` in the background. Storage must refuse the object unless it is exactly `len` bytes that
     /// hash to `digest`, so a corrupt or truncated transfer is never cached.
     fn fill(&self, key: &str, body: Self::Body, len: u64, digest: &Digest) -> Self::Body;
+    /// Lets go of a body nobody will read (pre-warming): a filling blob keeps filling.
+    fn discard(&self, body: Self::Body);
 }
 
 /// A body for the client.

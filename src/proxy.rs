@@ -155,6 +155,10 @@ where
                 outcome.kind = "token";
                 return self.token(*post, query, req);
             }
+            Route::Prewarm { query } => {
+                outcome.kind = "prewarm";
+                return self.prewarm_endpoint(query, req).await;
+            }
             _ => {}
         }
         let access = &self.config.access;
@@ -228,10 +232,130 @@ where
                 self.referrers(&target, &digest, artifact_type.as_deref(), head, outcome)
                     .await
             }
-            Route::SignedBlob { .. } | Route::Token { .. } | Route::Resolve { .. } => {
-                unreachable!("answered above")
+            Route::SignedBlob { .. }
+            | Route::Token { .. }
+            | Route::Resolve { .. }
+            | Route::Prewarm { .. } => unreachable!("answered above"),
+        }
+    }
+
+    /// `POST /_frontdoor/prewarm[?image=…]` with `Authorization: Bearer <ADMIN_TOKEN>`: pre-warms
+    /// the images named, or `PREWARM`'s.
+    async fn prewarm_endpoint(
+        &self,
+        query: &str,
+        req: &ClientRequest<'_>,
+    ) -> Result<Reply<U::Body>, RegistryError> {
+        let given = req
+            .authorization
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let allowed = self.config.admin_token.as_ref().is_some_and(|t| {
+            crate::access::same_secret(&String::from_utf8_lossy(&t.0), given.trim())
+        });
+        if !allowed {
+            let mut e = RegistryError::new(
+                ErrorCode::Unauthorized,
+                "the admin token is missing or wrong",
+            );
+            e.www_authenticate = Some("Bearer realm=\"frontdoor admin\"".to_owned());
+            return Err(e);
+        }
+        let mut images: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| k == "image")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+        if images.is_empty() {
+            images = self.config.prewarm.clone();
+        }
+        let mut reports = Vec::new();
+        for image in &images {
+            reports.push(self.prewarm(image, req.line.host).await);
+        }
+        let body = serde_json::json!({ "images": reports });
+        Ok(reply(
+            200,
+            Headers::new(),
+            Body::Bytes(body.to_string().into_bytes()),
+            false,
+        )
+        .with_type("application/json"))
+    }
+
+    /// Pulls `image` — every platform of an index, every manifest and blob — into the cache, so a
+    /// node rotation finds it warm. Blobs already stored are not fetched again.
+    pub async fn prewarm(&self, image: &str, host: Option<&str>) -> Prewarmed {
+        let mut report = Prewarmed {
+            image: image.to_owned(),
+            ..Prewarmed::default()
+        };
+        if let Err(e) = self.prewarm_into(image, host, &mut report).await {
+            report.error = Some(format!("{}: {}", e.code.as_str(), e.message));
+        }
+        report
+    }
+
+    async fn prewarm_into(
+        &self,
+        image: &str,
+        host: Option<&str>,
+        report: &mut Prewarmed,
+    ) -> Result<(), RegistryError> {
+        // Fetched here, not through an owner: an owner would answer some client's request.
+        let direct = Door {
+            coalesce: None,
+            ..*self
+        };
+        let (target, reference) = parse_image(self.config, image, host)?;
+        let mut outcome = Outcome::default();
+        let mut manifests = vec![reference];
+        let mut blobs = Vec::new();
+        while let Some(reference) = manifests.pop() {
+            let reply = direct
+                .manifest(&target, &reference, false, None, &mut outcome)
+                .await?;
+            report.manifests += 1;
+            let Body::Bytes(bytes) = reply.body else {
+                continue;
+            };
+            let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let digests = |list: Option<&serde_json::Value>| -> Vec<Digest> {
+                list.and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d.get("digest")?.as_str())
+                    .filter_map(|d| Digest::parse(d).ok())
+                    .collect()
+            };
+            manifests.extend(
+                digests(doc.get("manifests"))
+                    .into_iter()
+                    .map(Reference::Digest),
+            );
+            let config = doc
+                .pointer("/config/digest")
+                .and_then(|d| d.as_str())
+                .and_then(|d| Digest::parse(d).ok());
+            for digest in config.into_iter().chain(digests(doc.get("layers"))) {
+                if !blobs.contains(&digest) {
+                    blobs.push(digest);
+                }
             }
         }
+        for digest in blobs {
+            if matches!(self.blobs.size(&keys::blob(&digest)).await, Ok(Some(_))) {
+                report.blobs_cached += 1;
+                continue;
+            }
+            let reply = direct
+                .blob(&target, &digest, false, None, &mut outcome)
+                .await?;
+            if let Body::Stream(body) = reply.body {
+                self.blobs.discard(body);
+            }
+            report.blobs_fetched += 1;
+        }
+        Ok(())
     }
 
     /// `/_frontdoor/resolve?image=alpine:3.20&image=ghcr.io/acme/app:1.4`: each image as a
@@ -278,19 +402,7 @@ where
         principal: &Principal,
         outcome: &mut Outcome,
     ) -> Result<String, RegistryError> {
-        let invalid =
-            |why: &str| RegistryError::new(ErrorCode::NameInvalid, format!("{image:?}: {why}"));
-        let (name, reference) = match image.split_once('@') {
-            Some((name, digest)) => (
-                name,
-                Reference::Digest(Digest::parse(digest).map_err(|e| invalid(&e))?),
-            ),
-            None => match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
-                Some((name, tag)) => (name, Reference::parse(tag).map_err(|e| invalid(&e))?),
-                None => (image, Reference::Tag("latest".to_owned())),
-            },
-        };
-        let target = resolve_name(self.config, name, req.line.host)?;
+        let (target, reference) = parse_image(self.config, image, req.line.host)?;
         let canonical = format!("{}/{}", target.registry, target.repository);
         if !self.config.access.can_pull(principal, &canonical) {
             return Err(RegistryError::new(
@@ -1283,6 +1395,38 @@ fn parse_range(header: Option<&str>, head: bool) -> Result<Option<ByteRange>, Re
         None => Ok(None),
         Some(h) => range::parse(h).map_err(|e| RegistryError::new(ErrorCode::RangeInvalid, e)),
     }
+}
+
+/// What pre-warming one image did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Prewarmed {
+    pub image: String,
+    pub manifests: u32,
+    pub blobs_fetched: u32,
+    pub blobs_cached: u32,
+    pub error: Option<String>,
+}
+
+/// An image as people write it (`alpine:3.20`, `ghcr.io/acme/app@sha256:…`; no tag means
+/// `latest`), as the door names it.
+fn parse_image(
+    config: &Config,
+    image: &str,
+    host: Option<&str>,
+) -> Result<(Target, Reference), RegistryError> {
+    let invalid =
+        |why: &str| RegistryError::new(ErrorCode::NameInvalid, format!("{image:?}: {why}"));
+    let (name, reference) = match image.split_once('@') {
+        Some((name, digest)) => (
+            name,
+            Reference::Digest(Digest::parse(digest).map_err(|e| invalid(&e))?),
+        ),
+        None => match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+            Some((name, tag)) => (name, Reference::parse(tag).map_err(|e| invalid(&e))?),
+            None => (image, Reference::Tag("latest".to_owned())),
+        },
+    };
+    Ok((resolve_name(config, name, host)?, reference))
 }
 
 /// Whether an upstream answer is a failure worth serving stale content or trying a fallback for.

@@ -65,6 +65,10 @@ pub enum Route {
         link_path: String,
         link_ns: Option<String>,
     },
+    /// `POST /_frontdoor/prewarm[?image=…]`: pull images into the cache (admin).
+    Prewarm {
+        query: String,
+    },
     /// `/_frontdoor/resolve?image=…`: tags to digest-pinned references.
     Resolve {
         query: String,
@@ -98,7 +102,8 @@ impl Route {
             Route::Base
             | Route::SignedBlob { .. }
             | Route::Token { .. }
-            | Route::Resolve { .. } => None,
+            | Route::Resolve { .. }
+            | Route::Prewarm { .. } => None,
         }
     }
 }
@@ -116,6 +121,19 @@ pub fn route(cfg: &Config, req: RequestLine<'_>) -> Result<Routed, RegistryError
         RegistryError::new(ErrorCode::Unsupported, format!("no endpoint at {path}"))
             .with_status(404)
     };
+    if path == "/_frontdoor/prewarm" {
+        if req.method != "POST" {
+            return Err(RegistryError::new(
+                ErrorCode::Unsupported,
+                "pre-warming is a POST",
+            ));
+        }
+        let query = req.query.unwrap_or("").to_owned();
+        return Ok(Routed {
+            method: Method::Get,
+            route: Route::Prewarm { query },
+        });
+    }
     if path == "/token" {
         let post = match req.method {
             "GET" | "HEAD" => false,
@@ -354,18 +372,8 @@ mod tests {
     }
 
     fn target_of(r: &Routed) -> (&str, &str) {
-        match &r.route {
-            Route::Manifest { target, .. }
-            | Route::Blob { target, .. }
-            | Route::Tags { target, .. }
-            | Route::Referrers { target, .. } => (&target.registry, target.repository.as_str()),
-            Route::Base
-            | Route::SignedBlob { .. }
-            | Route::Token { .. }
-            | Route::Resolve { .. } => {
-                panic!("no target")
-            }
-        }
+        let target = r.route.target().expect("a route with a target");
+        (&target.registry, target.repository.as_str())
     }
 
     #[test]

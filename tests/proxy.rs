@@ -65,6 +65,8 @@ impl Blobs for MemBlobs {
             (b.len() as u64, bytes)
         }))
     }
+    fn discard(&self, _body: Vec<u8>) {}
+
     fn fill(&self, key: &str, body: Vec<u8>, len: u64, digest: &Digest) -> Vec<u8> {
         if body.len() as u64 == len && digest.verifies(&body) {
             self.map.borrow_mut().insert(key.into(), body.clone());
@@ -1396,5 +1398,88 @@ fn pins_freeze_tags_and_latest_can_be_refused() {
         w.reg.count(HttpMethod::Get, "/manifests/"),
         gets,
         "no counted pull"
+    );
+}
+
+#[test]
+fn prewarm_pulls_every_platform_into_the_cache_once() {
+    let mut reg = FakeRegistry::new();
+    let mut descriptors = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let config = reg.add_blob(format!("config {arch}").as_bytes());
+        let layer = reg.add_blob(format!("layer {arch}").as_bytes());
+        let shared = reg.add_blob(b"a shared layer");
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{MANIFEST}","config":{{"digest":"{config}"}},"layers":[{{"digest":"{layer}"}},{{"digest":"{shared}"}}]}}"#
+        );
+        let d = reg.add_manifest(
+            "team/multi",
+            &format!("only-{arch}"),
+            MANIFEST,
+            m.as_bytes(),
+        );
+        descriptors.push(format!(r#"{{"mediaType":"{MANIFEST}","digest":"{d}"}}"#));
+    }
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{}]}}"#,
+        descriptors.join(",")
+    );
+    reg.add_manifest("team/multi", "v1", INDEX, index.as_bytes());
+    let w = World::with(
+        reg,
+        &[
+            ("ADMIN_TOKEN", "admin-secret"),
+            ("PREWARM", r#"["team/multi:v1"]"#),
+        ],
+    );
+
+    let (r, _) = w.request("POST", "/_frontdoor/prewarm", None);
+    assert_eq!((r.status, error_code(&r)), (401, "UNAUTHORIZED".into()));
+    *w.authorization.borrow_mut() = Some("Bearer admin-secret".into());
+    let (r, _) = w.request("POST", "/_frontdoor/prewarm", None);
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    let report = &v["images"][0];
+    assert_eq!(report["image"], "team/multi:v1");
+    assert_eq!(report["manifests"], 3, "the index and both platforms");
+    assert_eq!(
+        report["blobs_fetched"], 5,
+        "2 configs, 2 layers, 1 shared layer: {v}"
+    );
+    assert_eq!(report["error"], serde_json::Value::Null);
+    assert_eq!(w.blobs.map.borrow().len(), 5);
+
+    // Warm now: a node pulling arm64 costs nothing upstream.
+    *w.authorization.borrow_mut() = None;
+    let before = w.reg.total();
+    for path in ["/v2/team/multi/manifests/v1".to_owned()]
+        .into_iter()
+        .chain(w.blobs.map.borrow().keys().map(|k| {
+            format!(
+                "/v2/team/multi/blobs/sha256:{}",
+                k.trim_start_matches("blobs/sha256/")
+            )
+        }))
+        .collect::<Vec<_>>()
+    {
+        let (r, o) = w.get(&path);
+        assert_eq!(
+            (r.status, o.cache),
+            (200, Some(CacheOutcome::Hit)),
+            "{path}"
+        );
+    }
+    assert_eq!(w.reg.total(), before);
+
+    // Again: everything is already there.
+    *w.authorization.borrow_mut() = Some("Bearer admin-secret".into());
+    let (r, _) = w.request("POST", "/_frontdoor/prewarm?image=team/multi:v1", None);
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    assert_eq!(
+        (
+            v["images"][0]["blobs_fetched"].as_u64(),
+            v["images"][0]["blobs_cached"].as_u64()
+        ),
+        (Some(0), Some(5))
     );
 }

@@ -16,6 +16,7 @@ use ports::{FetchUpstream, R2Blobs, Stream, WorkerKv};
 use std::cell::RefCell;
 use worker::{
     console_error, console_log, event, Context, Date, Env, Request, Response, ResponseBody,
+    ScheduleContext, ScheduledEvent,
 };
 
 /// KV namespace binding holding manifests and tag pointers.
@@ -155,32 +156,82 @@ async fn serve(
 ) -> Result<(Reply<Stream>, Outcome), RegistryError> {
     let config = Config::load(|name| lookup(env, name))
         .map_err(|e| RegistryError::new(ErrorCode::Unknown, e.to_string()))?;
-    let binding = |what: &str, e: worker::Error| {
-        RegistryError::new(ErrorCode::Unknown, format!("binding {what}: {e}"))
+    let parts = Parts::new(env, &config, ports)?;
+    Ok(parts.door(&config, ports, now_ms).handle(req).await)
+}
+
+/// The Workers-backed ports for one request or one scheduled run.
+struct Parts<'a> {
+    kv: WorkerKv<'a>,
+    blobs: R2Blobs<'a>,
+    upstream: FetchUpstream,
+}
+
+impl<'a> Parts<'a> {
+    fn new(env: &Env, config: &Config, ports: &Ports<'a>) -> Result<Parts<'a>, RegistryError> {
+        let binding = |what: &str, e: worker::Error| {
+            RegistryError::new(ErrorCode::Unknown, format!("binding {what}: {e}"))
+        };
+        Ok(Parts {
+            kv: WorkerKv {
+                store: env.kv(KV_BINDING).map_err(|e| binding(KV_BINDING, e))?,
+                recent: ports.recent,
+            },
+            blobs: R2Blobs {
+                bucket: env.bucket(R2_BINDING).map_err(|e| binding(R2_BINDING, e))?,
+                spawn: ports.spawn,
+                multipart_threshold: config.multipart_threshold_bytes,
+                part_bytes: config.multipart_part_bytes,
+            },
+            upstream: FetchUpstream {
+                timeout: std::time::Duration::from_secs(config.upstream_timeout_seconds),
+            },
+        })
+    }
+
+    fn door<'d>(
+        &'d self,
+        config: &'d Config,
+        ports: &'d Ports<'a>,
+        now_ms: u64,
+    ) -> Door<'d, WorkerKv<'a>, R2Blobs<'a>, FetchUpstream, DurableCoalescer<'a>> {
+        Door {
+            config,
+            kv: &self.kv,
+            blobs: &self.blobs,
+            upstream: &self.upstream,
+            tokens: TOKENS.with(|t| *t),
+            coalesce: ports.coalesce,
+            now: now_ms / 1000,
+        }
+    }
+}
+
+/// The cron trigger: pre-warms the `PREWARM` images, one JSON log line each.
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
+    let config = match Config::load(|name| lookup(&env, name)) {
+        Ok(config) => config,
+        Err(e) => {
+            return console_error!("{{\"prewarm\":\"not run\",\"config\":{:?}}}", e.to_string())
+        }
     };
-    let kv = WorkerKv {
-        store: env.kv(KV_BINDING).map_err(|e| binding(KV_BINDING, e))?,
-        recent: ports.recent,
+    let spawn = |f: LocalBoxFuture<'static, ()>| ctx.wait_until(f);
+    let ports = Ports {
+        spawn: &spawn,
+        recent: None,
+        coalesce: None,
+        role: "cron",
     };
-    let blobs = R2Blobs {
-        bucket: env.bucket(R2_BINDING).map_err(|e| binding(R2_BINDING, e))?,
-        spawn: ports.spawn,
-        multipart_threshold: config.multipart_threshold_bytes,
-        part_bytes: config.multipart_part_bytes,
+    let parts = match Parts::new(&env, &config, &ports) {
+        Ok(parts) => parts,
+        Err(e) => return console_error!("{{\"prewarm\":\"not run\",\"error\":{:?}}}", e.message),
     };
-    let tokens = TOKENS.with(|t| *t);
-    let door = Door {
-        config: &config,
-        kv: &kv,
-        blobs: &blobs,
-        upstream: &FetchUpstream {
-            timeout: std::time::Duration::from_secs(config.upstream_timeout_seconds),
-        },
-        tokens,
-        coalesce: ports.coalesce,
-        now: now_ms / 1000,
-    };
-    Ok(door.handle(req).await)
+    let door = parts.door(&config, &ports, Date::now().as_millis());
+    for image in &config.prewarm {
+        let report = door.prewarm(image, None).await;
+        console_log!("{}", serde_json::json!({ "prewarm": report }));
+    }
 }
 
 /// A setting: a plain var or secret, or a `[vars]` table (given back as JSON).

@@ -92,6 +92,14 @@ impl Blobs for R2Blobs<'_> {
         Ok(Some((size, stream)))
     }
 
+    /// Cancels the client's branch of a tee; the storage branch goes on (Streams spec: cancelling
+    /// one branch of a tee does not cancel the source while the other branch is read).
+    fn discard(&self, body: Stream) {
+        if let Some(stream) = body {
+            let _ = stream.cancel();
+        }
+    }
+
     /// Tees the upstream stream: one branch goes to the client, the other through a
     /// `FixedLengthStream` (R2 needs the length up front) into an R2 put that carries the
     /// expected checksum, so R2 itself refuses bytes that do not match the digest. A blob above

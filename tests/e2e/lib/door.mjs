@@ -12,7 +12,7 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 const PUBLIC_SETTINGS = new Set([
   "UPSTREAMS", "DEFAULT_REGISTRY", "TAG_TTL_SECONDS", "NEGATIVE_TTL_SECONDS", "UPSTREAM_TIMEOUT_SECONDS",
   "HOSTS", "ACCESS", "PINS", "DENY_LATEST", "BLOB_REDIRECT", "REDIRECT_TTL_SECONDS", "R2_S3_ENDPOINT",
-  "R2_BUCKET", "R2_ACCESS_KEY_ID", "MULTIPART_THRESHOLD_BYTES", "MULTIPART_PART_BYTES",
+  "R2_BUCKET", "R2_ACCESS_KEY_ID", "MULTIPART_THRESHOLD_BYTES", "MULTIPART_PART_BYTES", "PREWARM",
 ]);
 
 /**
@@ -80,6 +80,10 @@ export async function startDoor({ bindings, persistDir, coalesce = true }) {
     url: inner.origin,
     host: `127.0.0.1:${front.port}`,
     logs: () => logs.join(""),
+    /** Runs the cron trigger once (Miniflare's scheduled event). */
+    scheduled: async () => (await mf.getWorker()).scheduled({ cron: "*/30 * * * *" }),
+    /** Whether R2 holds `digest` (read straight from the bucket, not through the door). */
+    stored: async (digest) => (await (await mf.getR2Bucket("BLOBS")).head(`blobs/sha256/${digest.slice(7)}`)) !== null,
     /** The request log lines the worker wrote (JSON). */
     requests: () => logs.join("").split("\n").filter((l) => l.startsWith("{")).map((l) => { try { return JSON.parse(l); } catch { return null; } }).filter(Boolean),
     stop: async () => {
