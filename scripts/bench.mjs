@@ -303,14 +303,12 @@ async function main() {
   const layout = path.join(tmp.dir, "image");
   buildImage(layout, { layers: LAYERS, bigLayerBytes: BIG_LAYER });
   for (const repo of ["bench/cold", "bench/ttl"]) {
-    await skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
-      `oci:${layout}:v1`, `docker://${upstream.host}/${repo}:v1`]);
+    await upstream.push(layout, `${repo}:v1`);
   }
   // The limit is out of reach: the bench counts pulls, it does not want 429s to change the workload.
   const blobLayout = path.join(tmp.dir, "blob-image");
   const blobImage = buildImage(blobLayout, { layers: 2, bigLayerBytes: BLOB_LAYER });
-  await skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
-    `oci:${blobLayout}:v1`, `docker://${upstream.host}/bench/blob:v1`]);
+  await upstream.push(blobLayout, `bench/blob:v1`);
   const hub = await startHubSim({ targetUrl: upstream.url, limit: 1_000_000 });
   stoppers.push(() => hub.stop());
 

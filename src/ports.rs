@@ -58,6 +58,15 @@ pub enum HttpMethod {
 }
 
 impl HttpMethod {
+    /// What to ask upstream for a client's GET or HEAD: a HEAD never becomes a GET.
+    pub fn for_client(head: bool) -> HttpMethod {
+        if head {
+            HttpMethod::Head
+        } else {
+            HttpMethod::Get
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             HttpMethod::Get => "GET",

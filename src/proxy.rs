@@ -920,11 +920,7 @@ where
         if let Some(r) = partial {
             headers.set("range", r.header());
         }
-        let method = if head {
-            HttpMethod::Head
-        } else {
-            HttpMethod::Get
-        };
+        let method = HttpMethod::for_client(head);
         let fetched = self
             .fetch_upstream(target, method, &format!("blobs/{digest}"), headers, outcome)
             .await?;
@@ -1143,11 +1139,7 @@ where
             true => "tags/list".to_owned(),
             false => format!("tags/list?{query}"),
         };
-        let method = if head {
-            HttpMethod::Head
-        } else {
-            HttpMethod::Get
-        };
+        let method = HttpMethod::for_client(head);
         let fetched = self
             .fetch_upstream(target, method, &tail, Headers::new(), outcome)
             .await?;

@@ -28,8 +28,7 @@ before(async () => {
   priv = buildImage(path.join(tmp.dir, "priv"), { layers: 2, bigLayerBytes: 64 << 10 });
   pub = buildImage(path.join(tmp.dir, "pub"), { layers: 2, bigLayerBytes: 64 << 10 });
   for (const [dir, ref] of [["priv", "private/app:v1"], ["pub", "public/app:v1"]]) {
-    await skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${SECRETS.SVC_PW}`,
-      `oci:${path.join(tmp.dir, dir)}:v1`, `docker://${upstream.host}/${ref}`]);
+    await upstream.push(path.join(tmp.dir, dir), ref);
   }
   door = await startDoor({
     bindings: {

@@ -33,8 +33,7 @@ before(async () => {
     layers: 2, bigLayerBytes: 64 << 10,
   });
   for (const [dir, ref] of [["single", "private/app:v1"], ["multi", "private/multi:v1"]]) {
-    await skopeo(["copy", "--all", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
-      `oci:${path.join(tmp.dir, dir)}:v1`, `docker://${upstream.host}/${ref}`]);
+    await upstream.push(path.join(tmp.dir, dir), ref, { all: true });
   }
   const up = { url: upstream.url, username: SVC, password_secret: "PW" };
   door = await startDoor({

@@ -20,8 +20,7 @@ before(async () => {
   tmp = tempDir("coalesce");
   upstream = await startUpstream({ dir: tmp.dir, users: { [SVC]: PW } });
   image = buildImage(path.join(tmp.dir, "img"), { layers: 4, bigLayerBytes: 2 << 20 });
-  await skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
-    `oci:${path.join(tmp.dir, "img")}:v1`, `docker://${upstream.host}/private/app:v1`]);
+  await upstream.push(path.join(tmp.dir, "img"), `private/app:v1`);
   door = await startDoor({
     bindings: {
       UPSTREAMS: JSON.stringify({ "registry.test": { url: upstream.url, username: SVC, password_secret: "PW" } }),

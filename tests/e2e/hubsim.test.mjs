@@ -20,8 +20,7 @@ before(async () => {
   tmp = tempDir("hubsim");
   upstream = await startUpstream({ dir: tmp.dir, users: { [SVC]: PW } });
   image = buildImage(path.join(tmp.dir, "image"), { layers: 2, bigLayerBytes: 64 << 10 });
-  await skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
-    `oci:${path.join(tmp.dir, "image")}:v1`, `docker://${upstream.host}/${REPO}:v1`]);
+  await upstream.push(path.join(tmp.dir, "image"), `${REPO}:v1`);
   hub = await startHubSim({ targetUrl: upstream.url, limit: 3, window: 21600, realmUrl: upstream.issuer.realm });
   token = await upstream.issuer.token(SVC, `repository:${REPO}:pull`);
 });

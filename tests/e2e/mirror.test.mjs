@@ -18,8 +18,7 @@ const PW = crypto.randomBytes(12).toString("hex");
 let tmp, upstream, door, multi, single;
 
 async function push(layout, ref) {
-  await skopeo(["copy", "--all", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
-    `oci:${layout}:v1`, `docker://${upstream.host}/${ref}`]);
+  await upstream.push(layout, ref, { all: true });
 }
 
 before(async () => {

@@ -22,8 +22,7 @@ before(async () => {
     platforms: [{ os: "linux", architecture: "amd64" }, { os: "linux", architecture: "arm64" }],
     layers: 2, bigLayerBytes: 128 << 10,
   });
-  await skopeo(["copy", "--all", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
-    `oci:${path.join(tmp.dir, "multi")}:v1`, `docker://${upstream.host}/base/os:v1`]);
+  await upstream.push(path.join(tmp.dir, "multi"), `base/os:v1`, { all: true });
   door = await startDoor({
     bindings: {
       UPSTREAMS: JSON.stringify({ "registry.test": { url: upstream.url, username: SVC, password_secret: "PW" } }),

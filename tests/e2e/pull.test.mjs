@@ -22,10 +22,7 @@ before(async () => {
   tmp = tempDir("pull");
   upstream = await startUpstream({ dir: tmp.dir, users: { [SVC_USER]: SVC_PASSWORD } });
   image = buildImage(path.join(tmp.dir, "image"), { layers: 3 });
-  await skopeo([
-    "copy", "--dest-tls-verify=false", "--dest-creds", `${SVC_USER}:${SVC_PASSWORD}`,
-    `oci:${path.join(tmp.dir, "image")}:v1`, `docker://${upstream.host}/${REPO}:v1`,
-  ]);
+  await upstream.push(path.join(tmp.dir, "image"), `${REPO}:v1`);
   // What upstream serves, read straight from the registry with the service account's token.
   const token = await upstream.issuer.token(SVC_USER, `repository:${REPO}:pull`);
   const r = await fetch(`${upstream.registryUrl}/v2/${REPO}/manifests/v1`, {

@@ -35,8 +35,7 @@ before(async () => {
   tmp = tempDir("s3redirect");
   upstream = await startUpstream({ dir: tmp.dir, users: { [SVC]: PW } });
   image = buildImage(path.join(tmp.dir, "img"), { layers: 2, bigLayerBytes: 256 << 10 });
-  await skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
-    `oci:${path.join(tmp.dir, "img")}:v1`, `docker://${upstream.host}/private/app:v1`]);
+  await upstream.push(path.join(tmp.dir, "img"), `private/app:v1`);
   s3 = await startS3({ dir: path.join(tmp.dir, "s3"), accessKey: AK, secretKey: SK, bucket: "door-blobs" });
   door = await startDoor({ bindings: bindings(SK, 2) });
   wrongKeyDoor = await startDoor({ bindings: bindings("not-the-secret-key", 300) });

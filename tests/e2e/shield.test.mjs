@@ -25,8 +25,7 @@ before(async () => {
   for (let i = 0; i < IMAGES; i++) {
     const dir = path.join(tmp.dir, `img${i}`);
     images.push({ name: `team/app${i}`, ...buildImage(dir, { layers: 2, bigLayerBytes: 32 << 10 }) });
-    await skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
-      `oci:${dir}:v1`, `docker://${upstream.host}/team/app${i}:v1`]);
+    await upstream.push(dir, `team/app${i}:v1`);
   }
   hub = await startHubSim({ targetUrl: upstream.url, limit: 100 });
   door = await startDoor({
@@ -101,8 +100,7 @@ for (const mode of ["5xx", "reset", "timeout"]) {
 
 test("with nothing cached: 429 upstream → TOOMANYREQUESTS with Retry-After; outage → 502/504", async () => {
   const fresh = { name: "team/never", top: "" };
-  await skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
-    `oci:${path.join(tmp.dir, "img0")}:v1`, `docker://${upstream.host}/team/never:v1`]);
+  await upstream.push(path.join(tmp.dir, "img0"), `team/never:v1`);
   hub.state.limit = hub.state.counts.pulls; // spent
   const r = await fetch(`${door.url}/v2/${fresh.name}/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
   assert.equal(r.status, 429);

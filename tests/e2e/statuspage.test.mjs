@@ -20,8 +20,7 @@ before(async () => {
   tmp = tempDir("statuspage");
   upstream = await startUpstream({ dir: tmp.dir, users: { [SVC]: PW } });
   buildImage(path.join(tmp.dir, "img"), { layers: 2, bigLayerBytes: 256 << 10 });
-  await skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", `${SVC}:${PW}`,
-    `oci:${path.join(tmp.dir, "img")}:v1`, `docker://${upstream.host}/team/web:v1`]);
+  await upstream.push(path.join(tmp.dir, "img"), `team/web:v1`);
   door = await startDoor({
     bindings: {
       UPSTREAMS: JSON.stringify({ "registry.test": { url: upstream.url, username: SVC, password_secret: "PW" } }),

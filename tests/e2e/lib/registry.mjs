@@ -4,7 +4,7 @@ import crypto from "node:crypto";
 import { writeFileSync, mkdirSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
-import { freePort, startProcess, waitFor } from "./util.mjs";
+import { freePort, skopeo, startProcess, waitFor } from "./util.mjs";
 import { startTokenIssuer } from "./tokenissuer.mjs";
 
 export const SERVICE = "frontdoor-test-registry";
@@ -47,6 +47,15 @@ export async function startUpstream({ dir, users, redirectBlobs = false }) {
     counts: counter.counts,
     resetCounts: counter.reset,
     cdn,
+    /**
+     * Pushes the OCI layout `layout` (tag v1) to `ref` straight to the registry with skopeo, as
+     * the first user (the service account); `all` pushes every platform of an index.
+     */
+    async push(layout, ref, { all = false } = {}) {
+      const [user, password] = Object.entries(users)[0];
+      await skopeo(["copy", ...(all ? ["--all"] : []), "--dest-tls-verify=false",
+        "--dest-creds", `${user}:${password}`, `oci:${layout}:v1`, `docker://127.0.0.1:${regPort}/${ref}`]);
+    },
     async stop() {
       await counter.stop();
       await cdn?.stop();
