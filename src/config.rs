@@ -18,6 +18,8 @@
 //! | `DENY_LATEST`      | `true`: refuse manifests by the `latest` tag (false)                  |
 //! | `PREWARM`, `ADMIN_TOKEN`* | images the cron trigger pulls into the cache; the admin endpoint's token |
 //! | `HOSTS`            | JSON: hostname the door is reached at → registry name (optional)         |
+//! | `RETENTION_DAYS`   | the cron trigger deletes what was not read for this many days; 0: never (30) |
+//! | `RETENTION_BATCH`  | keys the retention sweep looks at per cron run, 1 to 1000 (500)         |
 //!
 //! (* a secret.) `password_secret` names *another* binding (a wrangler secret) that holds the password or token, so
 //! the JSON itself never carries a secret. A bad setting is an error that names it; there is no
@@ -36,6 +38,8 @@ const DEFAULT_TAG_TTL: u64 = 300;
 const DEFAULT_NEGATIVE_TTL: u64 = 60;
 const DEFAULT_UPSTREAM_TIMEOUT: u64 = 15;
 const DEFAULT_REDIRECT_TTL: u64 = 300;
+const DEFAULT_RETENTION_DAYS: u64 = 30;
+const DEFAULT_RETENTION_BATCH: u64 = 500;
 
 /// Docker Hub's name as clients write it; one-component names there live under `library/`.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -69,6 +73,10 @@ pub struct Config {
     pub prewarm: Vec<String>,
     /// `ADMIN_TOKEN` (a secret): the bearer token of the admin endpoints. Redacted in `Debug`.
     pub admin_token: Option<SigningKey>,
+    /// `RETENTION_DAYS`: records and blobs not read for longer are deleted; 0 keeps everything.
+    pub retention_days: u64,
+    /// `RETENTION_BATCH`: how many keys one cron run of the sweep looks at (one KV list page).
+    pub retention_batch: u32,
 }
 
 /// `BLOB_REDIRECT`: stream blobs through the worker, or send the client to storage.
@@ -324,7 +332,25 @@ impl Config {
             ));
         }
 
+        let count = |setting: &str, default: u64| match lookup(setting) {
+            None => Ok(default),
+            Some(s) => s
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| bad(setting, format!("{s:?} is not a whole number"))),
+        };
+        let retention_days = count("RETENTION_DAYS", DEFAULT_RETENTION_DAYS)?;
+        let retention_batch = count("RETENTION_BATCH", DEFAULT_RETENTION_BATCH)?;
+        if !(1..=1000).contains(&retention_batch) {
+            return Err(bad(
+                "RETENTION_BATCH",
+                "must be from 1 to 1000 (KV lists at most 1000 keys at a time)",
+            ));
+        }
+
         Ok(Config {
+            retention_days,
+            retention_batch: retention_batch as u32,
             upstreams,
             default_registry,
             tag_ttl_seconds,
@@ -417,6 +443,14 @@ fn pins(
 /// How `PINS` entries are keyed.
 pub fn pin_key(registry: &str, repository: &str, tag: &str) -> String {
     format!("{registry}/{repository}:{tag}")
+}
+
+/// A `PINS` key taken apart again: (registry, repository, tag). Registry names hold no `/` and
+/// tags no `:` or `/`, so the split is unambiguous.
+pub fn split_pin_key(key: &str) -> Option<(&str, &str, &str)> {
+    let (registry, rest) = key.split_once('/')?;
+    let (repository, tag) = rest.rsplit_once(':')?;
+    Some((registry, repository, tag))
 }
 
 fn blob_redirect(lookup: &impl Fn(&str) -> Option<String>) -> Result<BlobRedirect, ConfigError> {
@@ -575,6 +609,28 @@ mod tests {
             Some(d)
         );
         assert!(c.deny_latest);
+        let key = pin_key("127.0.0.1:5000", "team/app", "v1");
+        assert_eq!(
+            split_pin_key(&key),
+            Some(("127.0.0.1:5000", "team/app", "v1"))
+        );
+    }
+
+    #[test]
+    fn retention_settings() {
+        let c = load(&[]).unwrap();
+        assert_eq!((c.retention_days, c.retention_batch), (30, 500));
+        let c = load(&[("RETENTION_DAYS", "0"), ("RETENTION_BATCH", "1000")]).unwrap();
+        assert_eq!((c.retention_days, c.retention_batch), (0, 1000));
+        for (setting, value) in [
+            ("RETENTION_DAYS", "-1"),
+            ("RETENTION_DAYS", "a month"),
+            ("RETENTION_BATCH", "0"),
+            ("RETENTION_BATCH", "1001"),
+        ] {
+            let e = load(&[(setting, value)]).unwrap_err();
+            assert!(e.to_string().contains(setting), "{e}");
+        }
     }
 
     #[test]

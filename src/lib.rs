@@ -13,6 +13,7 @@
 //! - [`signing`]: SigV4 presigned URLs for R2, and HMAC-signed URLs for the door's own blobs;
 //! - [`ports`]: the traits that are the only seam to the runtime;
 //! - [`proxy`]: pull-through orchestration, generic over the ports;
+//! - [`retention`]: the cron sweep that deletes what was not read for `RETENTION_DAYS`;
 //! - [`stats`]: door-wide counters for `/_frontdoor/status`;
 //! - [`status_page`]: the HTML status page at `/`.
 //!
@@ -28,6 +29,7 @@ pub mod oci;
 pub mod ports;
 pub mod proxy;
 pub mod range;
+pub mod retention;
 pub mod route;
 pub mod signing;
 pub mod stats;

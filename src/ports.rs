@@ -141,10 +141,35 @@ pub trait Upstream {
     async fn read(&self, body: Self::Body, limit: usize) -> Result<Vec<u8>, NetError>;
 }
 
-/// Small records (manifests, tag pointers).
+/// A stored record and the day it was last read (Unix days, kept in the key's KV metadata so a
+/// listing shows it without reading the value; `None` for a record written without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub value: Vec<u8>,
+    pub read_day: Option<u64>,
+}
+
+/// One page of a key listing: each key with its last-read day, and where the next page starts
+/// (`None` when this was the last page).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub keys: Vec<(String, Option<u64>)>,
+    pub cursor: Option<String>,
+}
+
+/// Small records (manifests, tag pointers, links).
 pub trait Kv {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError>;
+    /// Stores `value`, marked as read on `read_day`.
+    async fn put(&self, key: &str, value: Vec<u8>, read_day: u64) -> Result<(), StoreError>;
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// At most `limit` keys starting with `prefix`, in key order, from `cursor` on.
+    async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page, StoreError>;
 }
 
 /// Blob storage.
@@ -166,6 +191,8 @@ pub trait Blobs {
     fn fill(&self, key: &str, body: Self::Body, len: u64, digest: &Digest) -> Self::Body;
     /// Lets go of a body nobody will read (pre-warming): a filling blob keeps filling.
     fn discard(&self, body: Self::Body);
+    /// Removes a stored blob (retention); removing one that is not stored is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// A body for the client.

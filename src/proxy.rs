@@ -18,7 +18,7 @@ use crate::cache::{keys, AbsentRecord, ManifestRecord, TagRecord};
 use crate::config::Config;
 use crate::config::{pin_key, BlobRedirect};
 use crate::error::{ErrorCode, RegistryError};
-use crate::oci::{acceptable, Digest, Reference, DEFAULT_MANIFEST_ACCEPT};
+use crate::oci::{acceptable, Digest, Reference, References, DEFAULT_MANIFEST_ACCEPT};
 use crate::ports::{Blobs, Coalesce, Fetched, Headers, HttpMethod, Kv, Upstream};
 use crate::range::{self, ByteRange};
 use crate::route::{resolve_name, route, Method, RequestLine, Route, Routed, Target};
@@ -57,6 +57,7 @@ pub use crate::ports::{Body, Reply};
 
 /// Where a manifest or blob answer came from; also sent to the client as `X-Frontdoor-Cache`.
 pub const CACHE_HEADER: &str = "x-frontdoor-cache";
+pub const SECONDS_PER_DAY: u64 = 86_400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
@@ -318,25 +319,9 @@ where
             let Body::Bytes(bytes) = reply.body else {
                 continue;
             };
-            let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            let digests = |list: Option<&serde_json::Value>| -> Vec<Digest> {
-                list.and_then(|v| v.as_array())
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|d| d.get("digest")?.as_str())
-                    .filter_map(|d| Digest::parse(d).ok())
-                    .collect()
-            };
-            manifests.extend(
-                digests(doc.get("manifests"))
-                    .into_iter()
-                    .map(Reference::Digest),
-            );
-            let config = doc
-                .pointer("/config/digest")
-                .and_then(|d| d.as_str())
-                .and_then(|d| Digest::parse(d).ok());
-            for digest in config.into_iter().chain(digests(doc.get("layers"))) {
+            let refs = References::of(&bytes);
+            manifests.extend(refs.manifests.into_iter().map(Reference::Digest));
+            for digest in refs.blobs {
                 if !blobs.contains(&digest) {
                     blobs.push(digest);
                 }
@@ -600,11 +585,15 @@ where
             }
         }
         let absent_key = keys::absent(registry, repo, &reference.to_string());
+        // (Read without marking it read: a 404 is remembered only for NEGATIVE_TTL_SECONDS.)
         if cached.is_none()
             && self
-                .kv_get(&absent_key, outcome)
+                .kv
+                .get(&absent_key)
                 .await
-                .and_then(|b| AbsentRecord::decode(&b))
+                .ok()
+                .flatten()
+                .and_then(|e| AbsentRecord::decode(&e.value))
                 .is_some_and(|a| a.is_fresh(self.now, self.config.negative_ttl_seconds))
         {
             outcome.cache = Some(CacheOutcome::Hit);
@@ -870,10 +859,14 @@ where
         //    one only when it is known to belong here: linked when it was fetched through it, or
         //    confirmed now by upstream (a HEAD, with the mirror's rights on this repository).
         //    Otherwise a private layer could be read through any public repository's name.
+        //    Reading the link marks it read; the day it changes, the blob's own mark moves too.
         let link = keys::link(&target.registry, &target.repository, digest);
-        if self.kv_get(&link, outcome).await.is_none()
-            && matches!(self.blobs.size(&key).await, Ok(Some(_)))
-        {
+        let linked = self.kv_read(&link, outcome).await;
+        if let Some((_, true)) = linked {
+            self.kv_put(&keys::blob_read(digest), Vec::new(), outcome)
+                .await;
+        }
+        if linked.is_none() && matches!(self.blobs.size(&key).await, Ok(Some(_))) {
             let answer = self
                 .fetch_upstream(
                     target,
@@ -891,7 +884,7 @@ where
                     &target.registry,
                 ));
             }
-            self.kv_put(&link, b"1".to_vec(), outcome).await;
+            self.link_blob(target, digest, outcome).await;
         }
 
         // 1. From R2: a redirect to storage when configured, else the bytes.
@@ -947,12 +940,7 @@ where
             }
         }
         // Upstream has it in this repository: it belongs here.
-        self.kv_put(
-            &keys::link(&target.registry, &target.repository, digest),
-            b"1".to_vec(),
-            outcome,
-        )
-        .await;
+        self.link_blob(target, digest, outcome).await;
         if head {
             return Ok(reply(200, blob_headers(digest, len), Body::Empty, true));
         }
@@ -1304,20 +1292,46 @@ where
 
     /// A storage read that fails is logged and treated as a miss: upstream can still answer.
     async fn kv_get(&self, key: &str, outcome: &mut Outcome) -> Option<Vec<u8>> {
-        match self.kv.get(key).await {
-            Ok(v) => v,
+        self.kv_read(key, outcome).await.map(|(value, _)| value)
+    }
+
+    /// Reads a record and marks it read today (for retention), saying whether it marked it. The
+    /// mark is a KV write, made only when the stored day is older: at most once a day per record,
+    /// never on every hit.
+    async fn kv_read(&self, key: &str, outcome: &mut Outcome) -> Option<(Vec<u8>, bool)> {
+        let entry = match self.kv.get(key).await {
+            Ok(entry) => entry?,
             Err(e) => {
                 outcome.notes.push(format!("kv get: {e}"));
-                None
+                return None;
             }
+        };
+        let stale = entry.read_day.is_none_or(|day| day < self.today());
+        if stale {
+            self.kv_put(key, entry.value.clone(), outcome).await;
+        }
+        Some((entry.value, stale))
+    }
+
+    /// A storage write that fails is logged; the client still gets its answer. What is written
+    /// counts as read today.
+    async fn kv_put(&self, key: &str, value: Vec<u8>, outcome: &mut Outcome) {
+        if let Err(e) = self.kv.put(key, value, self.today()).await {
+            outcome.notes.push(format!("kv put: {e}"));
         }
     }
 
-    /// A storage write that fails is logged; the client still gets its answer.
-    async fn kv_put(&self, key: &str, value: Vec<u8>, outcome: &mut Outcome) {
-        if let Err(e) = self.kv.put(key, value).await {
-            outcome.notes.push(format!("kv put: {e}"));
-        }
+    /// Records that `digest` belongs to the target's repository, and that the blob was read today.
+    async fn link_blob(&self, target: &Target, digest: &Digest, outcome: &mut Outcome) {
+        let link = keys::link(&target.registry, &target.repository, digest);
+        self.kv_put(&link, b"1".to_vec(), outcome).await;
+        self.kv_put(&keys::blob_read(digest), Vec::new(), outcome)
+            .await;
+    }
+
+    /// Today in Unix days: the unit of "last read".
+    fn today(&self) -> u64 {
+        self.now / SECONDS_PER_DAY
     }
 }
 

@@ -21,22 +21,52 @@ const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const UPSTREAM: &str = "http://reg.test";
 
+/// KV in memory: each value with its last-read day (KV metadata), listed in key order.
 #[derive(Default)]
 struct MemKv {
-    map: RefCell<HashMap<String, Vec<u8>>>,
+    map: RefCell<std::collections::BTreeMap<String, Entry>>,
     fail_puts: Cell<bool>,
+    puts: Cell<u32>,
 }
 
 impl Kv for MemKv {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         Ok(self.map.borrow().get(key).cloned())
     }
-    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+    async fn put(&self, key: &str, value: Vec<u8>, read_day: u64) -> Result<(), StoreError> {
         if self.fail_puts.get() {
             return Err(StoreError("kv is down".into()));
         }
-        self.map.borrow_mut().insert(key.into(), value);
+        self.puts.set(self.puts.get() + 1);
+        let entry = Entry {
+            value,
+            read_day: Some(read_day),
+        };
+        self.map.borrow_mut().insert(key.into(), entry);
         Ok(())
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.map.borrow_mut().remove(key);
+        Ok(())
+    }
+    /// The cursor is the last key of the page, as an opaque string.
+    async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        let map = self.map.borrow();
+        let mut keys: Vec<(String, Option<u64>)> = map
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && cursor.is_none_or(|c| k.as_str() > c))
+            .map(|(k, e)| (k.clone(), e.read_day))
+            .take(limit as usize + 1)
+            .collect();
+        let more = keys.len() > limit as usize;
+        keys.truncate(limit as usize);
+        let cursor = more.then(|| keys.last().map(|(k, _)| k.clone())).flatten();
+        Ok(Page { keys, cursor })
     }
 }
 
@@ -66,6 +96,11 @@ impl Blobs for MemBlobs {
         }))
     }
     fn discard(&self, _body: Vec<u8>) {}
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.map.borrow_mut().remove(key);
+        Ok(())
+    }
 
     fn fill(&self, key: &str, body: Vec<u8>, len: u64, digest: &Digest) -> Vec<u8> {
         if body.len() as u64 == len && digest.verifies(&body) {
@@ -1482,4 +1517,190 @@ fn prewarm_pulls_every_platform_into_the_cache_once() {
         ),
         (Some(0), Some(5))
     );
+}
+
+const DAY: u64 = 86_400;
+
+/// Adds `repo:v1`, an image of one config and one layer, each unique to it.
+fn add_image(reg: &mut FakeRegistry, repo: &str) -> (Digest, [Digest; 2]) {
+    let config = reg.add_blob(format!("config of {repo}").as_bytes());
+    let layer = reg.add_blob(format!("layer of {repo}").as_bytes());
+    let m = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{MANIFEST}","config":{{"digest":"{config}"}},"layers":[{{"digest":"{layer}"}}]}}"#
+    );
+    let digest = reg.add_manifest(repo, "v1", MANIFEST, m.as_bytes());
+    (digest, [config, layer])
+}
+
+impl World {
+    /// A client pull: the tag, then each blob.
+    fn pull(&self, repo: &str, blobs: &[Digest]) {
+        let (r, _) = self.get(&format!("/v2/{repo}/manifests/v1"));
+        assert_eq!(r.status, 200, "{repo}");
+        for b in blobs {
+            let (r, _) = self.get(&format!("/v2/{repo}/blobs/{b}"));
+            assert_eq!(r.status, 200, "{repo} {b}");
+        }
+    }
+
+    /// Runs the retention sweep until a pass completes, returning every run's report.
+    fn sweep(&self) -> Vec<frontdoor::retention::Swept> {
+        let mut runs = Vec::new();
+        loop {
+            let sweep = frontdoor::retention::Sweep {
+                config: &self.config,
+                kv: &self.kv,
+                blobs: &self.blobs,
+                now: self.now.get(),
+            };
+            let swept = block_on(sweep.step());
+            assert!(swept.errors.is_empty(), "{:?}", swept.errors);
+            let done = swept.pass_complete;
+            runs.push(swept);
+            if done || runs.len() > 100 {
+                return runs;
+            }
+        }
+    }
+
+    fn has_blob(&self, d: &Digest) -> bool {
+        self.blobs
+            .map
+            .borrow()
+            .contains_key(&format!("blobs/sha256/{}", d.hex()))
+    }
+
+    fn kv_keys_of(&self, repo: &str) -> usize {
+        let needle = format!("/{repo}/");
+        self.kv
+            .map
+            .borrow()
+            .keys()
+            .filter(|k| k.contains(&needle))
+            .count()
+    }
+}
+
+#[test]
+fn reads_mark_records_read_at_most_once_a_day() {
+    let mut reg = FakeRegistry::new();
+    let (digest, blobs) = add_image(&mut reg, "team/app");
+    let w = World::new(reg);
+    w.pull("team/app", &blobs);
+    let by_digest = |w: &World| {
+        let (r, _) = w.get(&format!("/v2/team/app/manifests/{digest}"));
+        assert_eq!(r.status, 200);
+        for b in &blobs {
+            let (r, o) = w.get(&format!("/v2/team/app/blobs/{b}"));
+            assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
+        }
+    };
+    let puts = w.kv.puts.get();
+    by_digest(&w);
+    by_digest(&w);
+    assert_eq!(w.kv.puts.get(), puts, "hits the same day write nothing");
+
+    w.now.set(w.now.get() + DAY);
+    by_digest(&w);
+    // The manifest, and for each blob its link and its own mark.
+    assert_eq!(w.kv.puts.get(), puts + 1 + 2 * 2);
+    let today = w.now.get() / DAY;
+    let marks = w.kv.map.borrow();
+    let mark = |k: String| marks.get(&k).and_then(|e| e.read_day);
+    assert_eq!(
+        mark(format!(
+            "v1/manifests/reg.test/team/app/sha256/{}",
+            digest.hex()
+        )),
+        Some(today)
+    );
+    for b in &blobs {
+        assert_eq!(mark(format!("v1/blobs/sha256/{}", b.hex())), Some(today));
+        assert_eq!(
+            mark(format!("v1/links/reg.test/team/app/sha256/{}", b.hex())),
+            Some(today)
+        );
+    }
+    drop(marks);
+    by_digest(&w);
+    assert_eq!(w.kv.puts.get(), puts + 5, "once a day");
+}
+
+#[test]
+fn retention_deletes_what_nobody_read_keeps_pins_and_works_in_bounded_steps() {
+    let mut reg = FakeRegistry::new();
+    let (pinned, pinned_blobs) = add_image(&mut reg, "team/pinned");
+    let (_, old_blobs) = add_image(&mut reg, "team/old");
+    let (_, fresh_blobs) = add_image(&mut reg, "team/fresh");
+    let pins = format!(r#"{{"reg.test/team/pinned:v1": "{pinned}"}}"#);
+    let w = World::with(reg, &[("PINS", &pins), ("RETENTION_BATCH", "3")]);
+    let start = w.now.get();
+    for (repo, blobs) in [
+        ("team/pinned", &pinned_blobs),
+        ("team/old", &old_blobs),
+        ("team/fresh", &fresh_blobs),
+    ] {
+        w.pull(repo, blobs);
+    }
+    let records = w.kv.map.borrow().len();
+    // pinned: manifest and 2 links (a pinned tag is never looked up); old and fresh: tag,
+    // manifest, 2 links each; and the 6 blobs' marks.
+    assert_eq!(records, 3 + 4 + 4 + 6);
+    // A record from before marks existed is marked, never deleted on sight.
+    w.kv.map.borrow_mut().insert(
+        "v1/absent/reg.test/team/legacy/v0".into(),
+        Entry {
+            value: b"{}".to_vec(),
+            read_day: None,
+        },
+    );
+
+    // Thirty days on, nothing has been unread for *more* than 30 days.
+    w.now.set(start + 10 * DAY);
+    w.pull("team/fresh", &fresh_blobs);
+    w.now.set(start + 30 * DAY);
+    let runs = w.sweep();
+    assert!(runs.iter().all(|r| r.deleted == 0), "{runs:?}");
+    assert_eq!(runs.iter().map(|r| r.marked).sum::<u32>(), 1);
+    assert!(runs.iter().all(|r| r.examined <= 3), "bounded: {runs:?}");
+    assert_eq!(runs.len(), (records + 1).div_ceil(3), "each run resumes");
+    assert!(!w.kv.map.borrow().contains_key("retention"), "pass done");
+
+    // Day 35: old and pinned were last read on day 0, fresh on day 10.
+    w.now.set(start + 35 * DAY);
+    let runs = w.sweep();
+    let total = |f: fn(&frontdoor::retention::Swept) -> u32| runs.iter().map(f).sum::<u32>();
+    assert_eq!(
+        total(|r| r.deleted),
+        4 + 2,
+        "old's tag, manifest, links; 2 marks"
+    );
+    assert_eq!(total(|r| r.blobs_deleted), 2);
+    assert_eq!(total(|r| r.kept_pinned), 5);
+    assert_eq!(w.kv_keys_of("team/old"), 0);
+    assert!(old_blobs.iter().all(|b| !w.has_blob(b)));
+    assert!(pinned_blobs
+        .iter()
+        .chain(&fresh_blobs)
+        .all(|b| w.has_blob(b)));
+    assert_eq!(w.kv_keys_of("team/fresh"), 4);
+    assert_eq!(w.kv_keys_of("team/pinned"), 3);
+
+    // What was deleted is fetched again on the next pull; the pinned image costs nothing.
+    let before = w.reg.count(HttpMethod::Get, "/blobs/");
+    w.pull("team/pinned", &pinned_blobs);
+    assert_eq!(w.reg.count(HttpMethod::Get, "/blobs/"), before);
+    w.pull("team/old", &old_blobs);
+    assert_eq!(w.reg.count(HttpMethod::Get, "/blobs/"), before + 2);
+    assert!(old_blobs.iter().all(|b| w.has_blob(b)));
+
+    // RETENTION_DAYS=0 keeps everything.
+    let mut reg = FakeRegistry::new();
+    let (_, blobs) = add_image(&mut reg, "team/app");
+    let w = World::with(reg, &[("RETENTION_DAYS", "0")]);
+    w.pull("team/app", &blobs);
+    w.now.set(w.now.get() + 1000 * DAY);
+    let runs = w.sweep();
+    assert_eq!((runs.len(), runs[0].examined), (1, 0));
+    assert!(blobs.iter().all(|b| w.has_blob(b)));
 }

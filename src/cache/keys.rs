@@ -6,10 +6,16 @@
 //!     ├── manifests/<registry>/<repository>/<algorithm>/<hex>   ManifestRecord, immutable
 //!     ├── tags/<registry>/<repository>/<tag>                    TagRecord: digest + when fetched
 //!     ├── absent/<registry>/<repository>/<reference>            AbsentRecord: upstream said 404
-//!     └── links/<registry>/<repository>/<algorithm>/<hex>       the blob belongs to the repository
+//!     ├── links/<registry>/<repository>/<algorithm>/<hex>       the blob belongs to the repository
+//!     └── blobs/<algorithm>/<hex>                               empty: the blob's last-read mark
+//! retention                                                     the retention sweep's cursor
 //! R2 (binding BLOBS)
 //! └── blobs/<algorithm>/<hex>                                   blob bytes, checksum-verified on put
 //! ```
+//!
+//! Every `v1/` record carries, in its KV metadata, the day it was last read; the retention sweep
+//! (`crate::retention`) lists `v1/` and deletes what has not been read for `RETENTION_DAYS`,
+//! taking a blob's bytes from R2 with its `v1/blobs/` mark.
 //!
 //! Manifests are kept per repository (they are small, and a manifest names what a repository
 //! holds); blobs are shared by digest across repositories and registries, since the same bytes
@@ -45,6 +51,24 @@ pub fn link(registry: &str, repository: &Repository, digest: &Digest) -> String 
     )
 }
 
+/// Everything retention sweeps is under this prefix.
+pub const RECORDS: &str = "v1/";
+
+/// The retention sweep's cursor (outside `RECORDS`, so the sweep never sees it).
+pub const RETENTION_STATE: &str = "retention";
+
+/// The blob's last-read mark in KV (its bytes are in R2 under `blob`).
+pub fn blob_read(digest: &Digest) -> String {
+    format!("v1/blobs/{}/{}", digest.algorithm().as_str(), digest.hex())
+}
+
+/// The R2 key of the blob whose `blob_read` mark is `mark`, if `mark` is one.
+pub fn blob_of_mark(mark: &str) -> Option<String> {
+    mark.strip_prefix("v1/")
+        .filter(|k| k.starts_with("blobs/"))
+        .map(str::to_owned)
+}
+
 pub fn blob(digest: &Digest) -> String {
     format!("blobs/{}/{}", digest.algorithm().as_str(), digest.hex())
 }
@@ -66,6 +90,10 @@ mod tests {
             "v1/tags/docker.io/library/alpine/3.20"
         );
         assert_eq!(blob(&d), format!("blobs/sha256/{}", d.hex()));
+        assert_eq!(blob_read(&d), format!("v1/blobs/sha256/{}", d.hex()));
+        assert_eq!(blob_of_mark(&blob_read(&d)), Some(blob(&d)));
+        assert_eq!(blob_of_mark(&link("docker.io", &repo, &d)), None);
+        assert!(!RETENTION_STATE.starts_with(RECORDS));
         assert_eq!(
             link("docker.io", &repo, &d),
             format!("v1/links/docker.io/library/alpine/sha256/{}", d.hex())

@@ -7,7 +7,7 @@
 use super::ports::Stream;
 use super::{serve_request, Ports};
 use crate::error::{ErrorCode, RegistryError};
-use crate::ports::{Body, Coalesce, Headers, Reply};
+use crate::ports::{Body, Coalesce, Entry, Headers, Reply};
 use futures::future::LocalBoxFuture;
 use futures::lock::Mutex;
 use std::cell::RefCell;
@@ -23,19 +23,23 @@ const RECENT_MAX: usize = 64;
 
 /// KV values this owner wrote lately, so its next requests do not depend on KV's propagation.
 #[derive(Default)]
-pub struct Recent(RefCell<HashMap<String, Vec<u8>>>);
+pub struct Recent(RefCell<HashMap<String, Entry>>);
 
 impl Recent {
-    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+    pub fn get(&self, key: &str) -> Option<Entry> {
         self.0.borrow().get(key).cloned()
     }
 
-    pub fn put(&self, key: &str, value: Vec<u8>) {
+    pub fn put(&self, key: &str, entry: Entry) {
         let mut map = self.0.borrow_mut();
         if map.len() >= RECENT_MAX {
             map.clear();
         }
-        map.insert(key.to_owned(), value);
+        map.insert(key.to_owned(), entry);
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.0.borrow_mut().remove(key);
     }
 }
 

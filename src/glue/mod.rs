@@ -8,6 +8,7 @@ mod stats;
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
 use crate::proxy::{error_reply, Body, ClientRequest, Door, Outcome, Reply};
+use crate::retention::Sweep;
 use crate::route::RequestLine;
 use crate::upstream::token::TokenCache;
 use coalescer::{DurableCoalescer, Recent};
@@ -207,14 +208,13 @@ impl<'a> Parts<'a> {
     }
 }
 
-/// The cron trigger: pre-warms the `PREWARM` images, one JSON log line each.
+/// The cron trigger: pre-warms the `PREWARM` images, then runs one bounded step of the retention
+/// sweep; one JSON log line each. Time is the trigger's scheduled time.
 #[event(scheduled)]
-async fn scheduled(_event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
+async fn scheduled(event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
     let config = match Config::load(|name| lookup(&env, name)) {
         Ok(config) => config,
-        Err(e) => {
-            return console_error!("{{\"prewarm\":\"not run\",\"config\":{:?}}}", e.to_string())
-        }
+        Err(e) => return console_error!("{{\"cron\":\"not run\",\"config\":{:?}}}", e.to_string()),
     };
     let spawn = |f: LocalBoxFuture<'static, ()>| ctx.wait_until(f);
     let ports = Ports {
@@ -225,12 +225,26 @@ async fn scheduled(_event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
     };
     let parts = match Parts::new(&env, &config, &ports) {
         Ok(parts) => parts,
-        Err(e) => return console_error!("{{\"prewarm\":\"not run\",\"error\":{:?}}}", e.message),
+        Err(e) => return console_error!("{{\"cron\":\"not run\",\"error\":{:?}}}", e.message),
     };
-    let door = parts.door(&config, &ports, Date::now().as_millis());
+    let now_ms = event.schedule() as u64;
+    let door = parts.door(&config, &ports, now_ms);
     for image in &config.prewarm {
         let report = door.prewarm(image, None).await;
         console_log!("{}", serde_json::json!({ "prewarm": report }));
+    }
+    let sweep = Sweep {
+        config: &config,
+        kv: &parts.kv,
+        blobs: &parts.blobs,
+        now: now_ms / 1000,
+    };
+    let swept = sweep.step().await;
+    let line = serde_json::json!({ "retention": swept });
+    if swept.errors.is_empty() {
+        console_log!("{line}");
+    } else {
+        console_error!("{line}");
     }
 }
 

@@ -4,7 +4,8 @@ use super::coalescer::Recent;
 use crate::cache::multipart::PartSplitter;
 use crate::oci::{Algorithm, Digest, Hasher};
 use crate::ports::{
-    Blobs, Fetched, Headers, HttpMethod, Kv, NetError, OutboundRequest, StoreError, Upstream,
+    Blobs, Entry, Fetched, Headers, HttpMethod, Kv, NetError, OutboundRequest, Page, StoreError,
+    Upstream,
 };
 use futures::future::{Either, LocalBoxFuture};
 use futures::StreamExt;
@@ -26,28 +27,91 @@ pub struct WorkerKv<'a> {
     pub recent: Option<&'a Recent>,
 }
 
+/// The KV metadata of every record: the day it was last read (see `crate::retention`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Meta {
+    read: u64,
+}
+
 impl Kv for WorkerKv<'_> {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(v) = self.recent.and_then(|r| r.get(key)) {
-            return Ok(Some(v));
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        if let Some(entry) = self.recent.and_then(|r| r.get(key)) {
+            return Ok(Some(entry));
+        }
+        let (value, meta) = self
+            .store
+            .get(key)
+            .bytes_with_metadata::<Meta>()
+            .await
+            .map_err(|e| StoreError(e.to_string()))?;
+        Ok(value.map(|value| Entry {
+            value,
+            read_day: meta.map(|m| m.read),
+        }))
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>, read_day: u64) -> Result<(), StoreError> {
+        let failed = |e: worker::kv::KvError| StoreError(e.to_string());
+        let put = self
+            .store
+            .put_bytes(key, &value)
+            .and_then(|p| p.metadata(Meta { read: read_day }))
+            .map_err(failed)?;
+        if let Some(recent) = self.recent {
+            recent.put(
+                key,
+                Entry {
+                    value,
+                    read_day: Some(read_day),
+                },
+            );
+        }
+        put.execute().await.map_err(failed)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(recent) = self.recent {
+            recent.forget(key);
         }
         self.store
-            .get(key)
-            .bytes()
+            .delete(key)
             .await
             .map_err(|e| StoreError(e.to_string()))
     }
 
-    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        if let Some(recent) = self.recent {
-            recent.put(key, value.clone());
+    async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        let mut list = self
+            .store
+            .list()
+            .prefix(prefix.to_owned())
+            .limit(limit.into());
+        if let Some(cursor) = cursor {
+            list = list.cursor(cursor.to_owned());
         }
-        self.store
-            .put_bytes(key, &value)
-            .map_err(|e| StoreError(e.to_string()))?
+        let listed = list
             .execute()
             .await
-            .map_err(|e| StoreError(e.to_string()))
+            .map_err(|e| StoreError(e.to_string()))?;
+        let keys = listed
+            .keys
+            .into_iter()
+            .map(|k| {
+                let day = k
+                    .metadata
+                    .and_then(|m| serde_json::from_value::<Meta>(m).ok())
+                    .map(|m| m.read);
+                (k.name, day)
+            })
+            .collect();
+        Ok(Page {
+            keys,
+            cursor: listed.cursor.filter(|_| !listed.list_complete),
+        })
     }
 }
 
@@ -90,6 +154,13 @@ impl Blobs for R2Blobs<'_> {
             _ => None,
         };
         Ok(Some((size, stream)))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.bucket
+            .delete(key)
+            .await
+            .map_err(|e| StoreError(e.to_string()))
     }
 
     /// Cancels the client's branch of a tee; the storage branch goes on (Streams spec: cancelling

@@ -1,5 +1,7 @@
 //! Manifest media types and `Accept` negotiation.
 
+use super::Digest;
+
 /// What the door asks upstream for when the client sent no `Accept`: every manifest type a pull
 /// client can use. Without it, registries fall back to the legacy schema 1 (or refuse).
 pub const DEFAULT_MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -47,5 +49,74 @@ mod tests {
         for (ty, accept, want) in cases {
             assert_eq!(acceptable(ty, *accept), *want, "{ty} vs {accept:?}");
         }
+    }
+}
+
+/// What a manifest points at: the manifests an index lists (`manifests[].digest`) and the blobs an
+/// image manifest needs (`config.digest`, `layers[].digest`), in document order, each once.
+/// Anything unparsable points at nothing.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct References {
+    pub manifests: Vec<Digest>,
+    pub blobs: Vec<Digest>,
+}
+
+impl References {
+    pub fn of(manifest: &[u8]) -> References {
+        #[derive(serde::Deserialize)]
+        struct Descriptor {
+            digest: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            #[serde(default)]
+            manifests: Vec<Descriptor>,
+            config: Option<Descriptor>,
+            #[serde(default)]
+            layers: Vec<Descriptor>,
+        }
+        let Ok(doc) = serde_json::from_slice::<Doc>(manifest) else {
+            return References::default();
+        };
+        let digests = |list: Vec<Descriptor>| -> Vec<Digest> {
+            let mut out: Vec<Digest> = Vec::new();
+            for d in list {
+                if let Ok(d) = Digest::parse(&d.digest) {
+                    if !out.contains(&d) {
+                        out.push(d);
+                    }
+                }
+            }
+            out
+        };
+        References {
+            manifests: digests(doc.manifests),
+            blobs: digests(doc.config.into_iter().chain(doc.layers).collect()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod references_tests {
+    use super::*;
+    use crate::oci::Algorithm;
+
+    #[test]
+    fn index_and_image() {
+        let a = Digest::of(Algorithm::Sha256, b"a");
+        let b = Digest::of(Algorithm::Sha256, b"b");
+        let index =
+            format!(r#"{{"schemaVersion":2,"manifests":[{{"digest":"{a}"}},{{"digest":"{b}"}}]}}"#);
+        assert_eq!(
+            References::of(index.as_bytes()).manifests,
+            vec![a.clone(), b.clone()]
+        );
+        let image = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{a}"}},"layers":[{{"digest":"{b}"}},{{"digest":"{a}"}},{{"digest":"nope"}}]}}"#
+        );
+        let refs = References::of(image.as_bytes());
+        assert_eq!(refs.blobs, vec![a, b]);
+        assert!(refs.manifests.is_empty());
+        assert_eq!(References::of(b"not json"), References::default());
     }
 }

@@ -7,5 +7,5 @@ mod media;
 mod name;
 
 pub use digest::{Algorithm, Digest, Hasher};
-pub use media::{acceptable, DEFAULT_MANIFEST_ACCEPT};
+pub use media::{acceptable, References, DEFAULT_MANIFEST_ACCEPT};
 pub use name::{Reference, Repository};
