@@ -14,6 +14,7 @@
 //! - [`ports`]: the traits that are the only seam to the runtime;
 //! - [`proxy`]: pull-through orchestration, generic over the ports;
 //! - [`retention`]: the cron sweep that deletes what was not read for `RETENTION_DAYS`;
+//! - [`analytics`]: the Workers Analytics Engine data point written per request;
 //! - [`stats`]: door-wide counters for `/_frontdoor/status`;
 //! - [`status_page`]: the HTML status page at `/`.
 //!
@@ -22,6 +23,7 @@
 //! build proves the core never touches the runtime.
 
 pub mod access;
+pub mod analytics;
 pub mod cache;
 pub mod config;
 pub mod error;

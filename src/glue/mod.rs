@@ -5,6 +5,7 @@ mod coalescer;
 mod ports;
 mod stats;
 
+use crate::analytics;
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
 use crate::proxy::{error_reply, Body, ClientRequest, Door, Outcome, Reply};
@@ -16,8 +17,8 @@ use futures::future::LocalBoxFuture;
 use ports::{FetchUpstream, R2Blobs, Stream, WorkerKv};
 use std::cell::RefCell;
 use worker::{
-    console_error, console_log, event, Context, Date, Env, Request, Response, ResponseBody,
-    ScheduleContext, ScheduledEvent,
+    console_error, console_log, event, AnalyticsEngineDataPointBuilder, Context, Date, Env,
+    Request, Response, ResponseBody, ScheduleContext, ScheduledEvent,
 };
 
 /// KV namespace binding holding manifests and tag pointers.
@@ -27,6 +28,8 @@ const R2_BINDING: &str = "BLOBS";
 /// Durable Object namespace that owns cache misses (see `coalescer`). Without the binding the
 /// door still works, each isolate fetching its own misses.
 const COALESCER_BINDING: &str = "COALESCER";
+/// Workers Analytics Engine dataset: one data point per request when bound (see `analytics`).
+const ANALYTICS_BINDING: &str = "ANALYTICS";
 /// The largest `POST /token` form read.
 const MAX_TOKEN_FORM: usize = 16 * 1024;
 
@@ -140,6 +143,24 @@ pub(crate) async fn serve_request(
         .get("content-length")
         .and_then(|l| l.parse::<u64>().ok())
         .filter(|_| method != "HEAD");
+    if let Ok(dataset) = env.analytics_engine(ANALYTICS_BINDING) {
+        let req = analytics::Request {
+            role: ports.role,
+            method: &method,
+            status: reply.status,
+            bytes,
+            ms: Date::now().as_millis().saturating_sub(started),
+        };
+        let point = analytics::data_point(&req, &outcome);
+        let point = AnalyticsEngineDataPointBuilder::new()
+            .indexes([point.index.as_str()])
+            .blobs(point.blobs)
+            .doubles(point.doubles)
+            .build();
+        if let Err(e) = dataset.write_data_point(&point) {
+            console_error!("{{\"analytics\":{:?}}}", e.to_string());
+        }
+    }
     stats::record(&outcome, reply.status, bytes, started, owner);
     // The owner handles only misses: send its upstream counts at once.
     if let Some(due) = stats::take_due(started, owner) {

@@ -1,4 +1,4 @@
-// The status page at `/`, read by a real browser: after some pulls (hits and misses) and an error,
+// Observability. The status page at `/`, read by a real browser: after some pulls (hits and misses) and an error,
 // headless Chromium (Debian's package) renders the page; its DOM shows the hit ratio, bytes from
 // cache and upstream, the quota column, the most pulled image and the last error, and a screenshot
 // is written to test-output/status-page.png.
@@ -27,6 +27,7 @@ before(async () => {
       DEFAULT_REGISTRY: "registry.test",
       PW,
     },
+    analytics: true,
   });
   for (const n of [1, 2]) {
     await skopeo(["copy", "--src-tls-verify=false", `docker://${door.host}/team/web:v1`, `oci:${path.join(tmp.dir, `out${n}`)}:x`]);
@@ -62,4 +63,25 @@ test("headless Chromium renders the status page with the door's numbers", async 
   await chromium([`--screenshot=${png}`, `${door.url}/`]);
   assert.ok(statSync(png).size > 10_000, "a real screenshot");
   t.diagnostic(`status page screenshot: ${png}`);
+});
+
+test("with an ANALYTICS binding, every request writes one Analytics Engine data point", async () => {
+  const lines = door.requests();
+  const requests = lines.filter((l) => l.role);
+  const points = lines.filter((l) => l.analytics).map((l) => l.analytics);
+  assert.ok(requests.length >= 6, `${requests.length} requests`);
+  assert.equal(points.length, requests.length, "one point per request log line");
+  for (const p of points) {
+    assert.equal(p.indexes.length, 1);
+    assert.equal(p.blobs.length, 6);
+    assert.equal(p.doubles.length, 5);
+  }
+  const hit = points.find((p) => p.blobs[2] === "blob" && p.blobs[3] === "hit");
+  assert.ok(hit, "a blob hit");
+  assert.deepEqual([hit.indexes[0], hit.blobs[0], hit.blobs[1]], ["registry.test", "registry.test", "team/web"]);
+  assert.equal(hit.doubles[0], 200);
+  assert.ok(hit.doubles[1] > 0, "bytes");
+  const miss = points.find((p) => p.blobs[2] === "manifest" && p.blobs[3] === "miss" && p.doubles[0] === 404);
+  assert.ok(miss && miss.doubles[2] >= 1, "the 404 miss went upstream");
+  assert.ok(!JSON.stringify(points).includes(PW), "no credential in a data point");
 });

@@ -13,6 +13,7 @@ const PUBLIC_SETTINGS = new Set([
   "UPSTREAMS", "DEFAULT_REGISTRY", "TAG_TTL_SECONDS", "NEGATIVE_TTL_SECONDS", "UPSTREAM_TIMEOUT_SECONDS",
   "HOSTS", "ACCESS", "PINS", "DENY_LATEST", "BLOB_REDIRECT", "REDIRECT_TTL_SECONDS", "R2_S3_ENDPOINT",
   "R2_BUCKET", "R2_ACCESS_KEY_ID", "MULTIPART_THRESHOLD_BYTES", "MULTIPART_PART_BYTES", "PREWARM",
+  "RETENTION_DAYS", "RETENTION_BATCH",
 ]);
 
 /**
@@ -39,8 +40,23 @@ if (RECORD && !globalThis.fetch.frontdoorRecording) {
   globalThis.fetch = recording;
 }
 
-/** `bindings`: vars and secrets, as wrangler would pass them. Console output is collected. */
-export async function startDoor({ bindings, persistDir, coalesce = true }) {
+/**
+ * An Analytics Engine dataset that logs each data point as a JSON line (`{"analytics": point}`)
+ * next to the door's own (Miniflare's built-in dataset drops them).
+ */
+const ANALYTICS_RECORDER = {
+  name: "analytics-recorder",
+  modules: true,
+  script: `export default function () {
+    return { writeDataPoint(point) { console.log(JSON.stringify({ analytics: point })); } };
+  }`,
+};
+
+/**
+ * `bindings`: vars and secrets, as wrangler would pass them. Console output is collected. With
+ * `analytics`, the door gets an ANALYTICS dataset whose data points show up in `requests()`.
+ */
+export async function startDoor({ bindings, persistDir, coalesce = true, analytics = false }) {
   const logs = [];
   const id = `${process.pid}-${doors++}`;
   if (RECORD) {
@@ -51,7 +67,8 @@ export async function startDoor({ bindings, persistDir, coalesce = true }) {
     logs.push(d.toString());
     if (RECORD) appendFileSync(path.join(RECORD, `log-${id}.txt`), d);
   };
-  const mf = new Miniflare({
+  const door = {
+    name: "door",
     modules: true,
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
     scriptPath: path.join(ROOT, "build/index.js"),
@@ -60,16 +77,20 @@ export async function startDoor({ bindings, persistDir, coalesce = true }) {
     kvNamespaces: ["CACHE"],
     r2Buckets: ["BLOBS"],
     durableObjects: coalesce ? { COALESCER: "Coalescer", STATS: "StatsHub" } : { STATS: "StatsHub" },
+    bindings,
+    ...(analytics ? { wrappedBindings: { ANALYTICS: "analytics-recorder" } } : {}),
+  };
+  const shared = {
     kvPersist: persistDir ? path.join(persistDir, "kv") : false,
     r2Persist: persistDir ? path.join(persistDir, "r2") : false,
-    bindings,
     host: "127.0.0.1",
     port: 0,
     handleRuntimeStdio(stdout, stderr) {
       stdout.on("data", record);
       stderr.on("data", record);
     },
-  });
+  };
+  const mf = new Miniflare(analytics ? { ...shared, workers: [door, ANALYTICS_RECORDER] } : { ...shared, ...door });
   const inner = await mf.ready;
   origins.add(inner.origin);
   const front = await plainHttpFront(Number(inner.port));
@@ -80,11 +101,11 @@ export async function startDoor({ bindings, persistDir, coalesce = true }) {
     url: inner.origin,
     host: `127.0.0.1:${front.port}`,
     logs: () => logs.join(""),
-    /** Runs the cron trigger once (Miniflare's scheduled event). */
-    scheduled: async () => (await mf.getWorker()).scheduled({ cron: "*/30 * * * *" }),
+    /** Runs the cron trigger once (Miniflare's scheduled event), at `scheduledTime` if given. */
+    scheduled: async (scheduledTime) => (await mf.getWorker()).scheduled({ cron: "*/30 * * * *", scheduledTime }),
     /** Whether R2 holds `digest` (read straight from the bucket, not through the door). */
     stored: async (digest) => (await (await mf.getR2Bucket("BLOBS")).head(`blobs/sha256/${digest.slice(7)}`)) !== null,
-    /** The request log lines the worker wrote (JSON). */
+    /** The JSON lines the worker wrote: request logs, cron reports, analytics data points. */
     requests: () => logs.join("").split("\n").filter((l) => l.startsWith("{")).map((l) => { try { return JSON.parse(l); } catch { return null; } }).filter(Boolean),
     stop: async () => {
       front.close();
