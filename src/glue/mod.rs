@@ -136,13 +136,21 @@ pub(crate) async fn serve_request(
             (error_reply(&e, method == "HEAD"), outcome)
         }
     };
-    log(ports.role, &method, url.path(), &reply, &outcome, started);
     let owner = ports.role == "owner";
     let bytes = reply
         .headers
         .get("content-length")
         .and_then(|l| l.parse::<u64>().ok())
         .filter(|_| method != "HEAD");
+    log(
+        ports.role,
+        &method,
+        url.path(),
+        &reply,
+        bytes,
+        &outcome,
+        started,
+    );
     if let Ok(dataset) = env.analytics_engine(ANALYTICS_BINDING) {
         let req = analytics::Request {
             role: ports.role,
@@ -296,12 +304,21 @@ fn into_response(reply: Reply<Stream>) -> worker::Result<Response> {
 }
 
 /// One JSON line per request. Never headers: they carry credentials.
-fn log<S>(role: &str, method: &str, path: &str, reply: &Reply<S>, outcome: &Outcome, started: u64) {
+fn log<S>(
+    role: &str,
+    method: &str,
+    path: &str,
+    reply: &Reply<S>,
+    bytes: Option<u64>,
+    outcome: &Outcome,
+    started: u64,
+) {
     let line = serde_json::json!({
         "role": role,
         "method": method,
         "path": path,
         "status": reply.status,
+        "bytes": bytes,
         "kind": outcome.kind,
         "registry": outcome.registry,
         "repository": outcome.repository,

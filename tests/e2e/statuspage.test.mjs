@@ -65,7 +65,7 @@ test("headless Chromium renders the status page with the door's numbers", async 
   t.diagnostic(`status page screenshot: ${png}`);
 });
 
-test("with an ANALYTICS binding, every request writes one Analytics Engine data point", async () => {
+test("every request writes one log line and, with an ANALYTICS binding, one Analytics Engine data point", async () => {
   const lines = door.requests();
   const requests = lines.filter((l) => l.role);
   const points = lines.filter((l) => l.analytics).map((l) => l.analytics);
@@ -84,4 +84,10 @@ test("with an ANALYTICS binding, every request writes one Analytics Engine data 
   const miss = points.find((p) => p.blobs[2] === "manifest" && p.blobs[3] === "miss" && p.doubles[0] === 404);
   assert.ok(miss && miss.doubles[2] >= 1, "the 404 miss went upstream");
   assert.ok(!JSON.stringify(points).includes(PW), "no credential in a data point");
+  // The log line says the same things.
+  const line = requests.find((l) => l.kind === "blob" && l.cache === "hit");
+  for (const field of ["registry", "repository", "kind", "cache", "status", "bytes", "upstream_calls", "ms"]) {
+    assert.ok(field in line, `log line field ${field}: ${JSON.stringify(line)}`);
+  }
+  assert.equal(line.bytes, hit.doubles[1]);
 });
