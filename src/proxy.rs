@@ -329,6 +329,11 @@ where
         }
         for digest in blobs {
             if matches!(self.blobs.size(&keys::blob(&digest)).await, Ok(Some(_))) {
+                // Still wanted: marked read as a pull would, so retention keeps it. (The manifest
+                // that names it came from upstream for this repository: it belongs here.)
+                if !self.read_link(&target, &digest, &mut outcome).await {
+                    self.link_blob(&target, &digest, &mut outcome).await;
+                }
                 report.blobs_cached += 1;
                 continue;
             }
@@ -859,14 +864,9 @@ where
         //    one only when it is known to belong here: linked when it was fetched through it, or
         //    confirmed now by upstream (a HEAD, with the mirror's rights on this repository).
         //    Otherwise a private layer could be read through any public repository's name.
-        //    Reading the link marks it read; the day it changes, the blob's own mark moves too.
-        let link = keys::link(&target.registry, &target.repository, digest);
-        let linked = self.kv_read(&link, outcome).await;
-        if let Some((_, true)) = linked {
-            self.kv_put(&keys::blob_read(digest), Vec::new(), outcome)
-                .await;
-        }
-        if linked.is_none() && matches!(self.blobs.size(&key).await, Ok(Some(_))) {
+        if !self.read_link(target, digest, outcome).await
+            && matches!(self.blobs.size(&key).await, Ok(Some(_)))
+        {
             let answer = self
                 .fetch_upstream(
                     target,
@@ -1318,6 +1318,22 @@ where
     async fn kv_put(&self, key: &str, value: Vec<u8>, outcome: &mut Outcome) {
         if let Err(e) = self.kv.put(key, value, self.today()).await {
             outcome.notes.push(format!("kv put: {e}"));
+        }
+    }
+
+    /// Whether `digest` is linked to the target's repository. Reading the link marks it read; the
+    /// day its mark moves, the blob's own mark moves too (see `crate::retention`).
+    async fn read_link(&self, target: &Target, digest: &Digest, outcome: &mut Outcome) -> bool {
+        let link = keys::link(&target.registry, &target.repository, digest);
+        match self.kv_read(&link, outcome).await {
+            Some((_, marked)) => {
+                if marked {
+                    self.kv_put(&keys::blob_read(digest), Vec::new(), outcome)
+                        .await;
+                }
+                true
+            }
+            None => false,
         }
     }
 

@@ -1506,7 +1506,9 @@ fn prewarm_pulls_every_platform_into_the_cache_once() {
     }
     assert_eq!(w.reg.total(), before);
 
-    // Again: everything is already there.
+    // Again, days later: everything is already there, and is marked read again so retention
+    // keeps what PREWARM still asks for.
+    w.now.set(w.now.get() + 40 * DAY);
     *w.authorization.borrow_mut() = Some("Bearer admin-secret".into());
     let (r, _) = w.request("POST", "/_frontdoor/prewarm?image=team/multi:v1", None);
     let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
@@ -1517,6 +1519,14 @@ fn prewarm_pulls_every_platform_into_the_cache_once() {
         ),
         (Some(0), Some(5))
     );
+    let today = w.now.get() / DAY;
+    let kv = w.kv.map.borrow();
+    let old: Vec<&String> = kv
+        .iter()
+        .filter(|(_, e)| e.read_day != Some(today))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(old.is_empty(), "not marked by the pre-warm: {old:?}");
 }
 
 const DAY: u64 = 86_400;
