@@ -19,7 +19,7 @@
 //! | `PREWARM`, `ADMIN_TOKEN`* | images the cron trigger pulls into the cache; the admin endpoint's token |
 //! | `HOSTS`            | JSON: hostname the door is reached at → registry name (optional)         |
 //! | `RETENTION_DAYS`   | the cron trigger deletes what was not read for this many days; 0: never (30) |
-//! | `RETENTION_BATCH`  | keys the retention sweep looks at per cron run, 1 to 1000 (500)         |
+//! | `RETENTION_BATCH`  | keys the retention sweep looks at per cron run, 1 to 1000 (300)         |
 //!
 //! (* a secret.) `password_secret` names *another* binding (a wrangler secret) that holds the password or token, so
 //! the JSON itself never carries a secret. A bad setting is an error that names it; there is no
@@ -39,7 +39,7 @@ const DEFAULT_NEGATIVE_TTL: u64 = 60;
 const DEFAULT_UPSTREAM_TIMEOUT: u64 = 15;
 const DEFAULT_REDIRECT_TTL: u64 = 300;
 const DEFAULT_RETENTION_DAYS: u64 = 30;
-const DEFAULT_RETENTION_BATCH: u64 = 500;
+const DEFAULT_RETENTION_BATCH: u64 = 300;
 
 /// Docker Hub's name as clients write it; one-component names there live under `library/`.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -619,7 +619,7 @@ mod tests {
     #[test]
     fn retention_settings() {
         let c = load(&[]).unwrap();
-        assert_eq!((c.retention_days, c.retention_batch), (30, 500));
+        assert_eq!((c.retention_days, c.retention_batch), (30, 300));
         let c = load(&[("RETENTION_DAYS", "0"), ("RETENTION_BATCH", "1000")]).unwrap();
         assert_eq!((c.retention_days, c.retention_batch), (0, 1000));
         for (setting, value) in [
