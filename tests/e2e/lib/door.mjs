@@ -68,7 +68,6 @@ export async function startDoor({ bindings, persistDir, coalesce = true, analyti
     if (RECORD) appendFileSync(path.join(RECORD, `log-${id}.txt`), d);
   };
   const door = {
-    name: "door",
     modules: true,
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
     scriptPath: path.join(ROOT, "build/index.js"),
@@ -90,7 +89,7 @@ export async function startDoor({ bindings, persistDir, coalesce = true, analyti
       stderr.on("data", record);
     },
   };
-  const mf = new Miniflare(analytics ? { ...shared, workers: [door, ANALYTICS_RECORDER] } : { ...shared, ...door });
+  const mf = new Miniflare(analytics ? { ...shared, workers: [{ name: "door", ...door }, ANALYTICS_RECORDER] } : { ...shared, ...door });
   const inner = await mf.ready;
   origins.add(inner.origin);
   const front = await plainHttpFront(Number(inner.port));
