@@ -3,6 +3,7 @@
 
 mod coalescer;
 mod ports;
+mod request;
 mod stats;
 
 use crate::config::Config;

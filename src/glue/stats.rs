@@ -8,9 +8,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::proxy::{error_reply, Outcome};
 use crate::stats::Stats;
 use std::cell::{Cell, RefCell};
-use worker::{
-    durable_object, Date, DurableObject, Env, Method, Request, RequestInit, Response, State,
-};
+use worker::{durable_object, Date, DurableObject, Env, Method, Request, Response, State};
 
 pub const STATS_BINDING: &str = "STATS";
 /// The one hub's name.
@@ -60,10 +58,14 @@ pub async fn send(env: &Env, stats: Stats) {
             .durable_object(STATS_BINDING)?
             .id_from_name(HUB)?
             .get_stub()?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_body(Some(serde_json::to_string(&stats)?.into()));
-        let req = Request::new_with_init("https://stats/merge", &init)?;
+        let body = serde_json::to_string(&stats)?.into();
+        let init = super::request::Init {
+            method: "POST",
+            headers: None,
+            body: Some(&body),
+            manual_redirect: false,
+        };
+        let req = super::request::new("https://stats/merge", init)?;
         stub.fetch_with_request(req).await?;
         Ok::<_, worker::Error>(())
     }
