@@ -3,6 +3,7 @@
 
 mod coalescer;
 mod ports;
+mod request;
 mod stats;
 
 use crate::analytics;
@@ -282,9 +283,14 @@ fn lookup(env: &Env, name: &str) -> Option<String> {
     if let Ok(v) = env.var(name) {
         return Some(v.to_string());
     }
-    env.object_var::<serde_json::Value>(name)
-        .ok()
-        .map(|v| v.to_string())
+    // What `env.object_var` accepts (a plain object), as `JSON.stringify` writes it: going through
+    // `serde_json::Value` would cost serde-wasm-bindgen's deserializer in the upload.
+    let table = js_sys::Reflect::get(env, &name.into()).ok()?;
+    let object: &js_sys::Object = wasm_bindgen::JsCast::dyn_ref(&table)?;
+    if object.constructor().name() != "Object" {
+        return None;
+    }
+    js_sys::JSON::stringify(&table).ok()?.as_string()
 }
 
 fn into_response(reply: Reply<Stream>) -> worker::Result<Response> {

@@ -13,8 +13,8 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::FixedLengthStream;
 use worker::{
-    console_error, AbortController, Bucket, ByteStream, Data, Delay, Fetch, KvStore, Method,
-    Range as R2Range, Request, RequestInit, RequestRedirect, ResponseBody,
+    console_error, AbortController, Bucket, ByteStream, Data, Delay, Fetch, KvStore,
+    Range as R2Range, ResponseBody,
 };
 
 /// A body on its way through: `None` when upstream sent none.
@@ -303,14 +303,17 @@ impl Upstream for FetchUpstream {
         for (name, value) in req.headers.iter() {
             headers.set(name, value).map_err(failed)?;
         }
-        let mut init = RequestInit::new();
-        init.with_method(match req.method {
-            HttpMethod::Get => Method::Get,
-            HttpMethod::Head => Method::Head,
-        })
-        .with_headers(headers)
-        .with_redirect(RequestRedirect::Manual);
-        let request = Request::new_with_init(req.url.as_str(), &init).map_err(failed)?;
+        let method = match req.method {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+        };
+        let init = super::request::Init {
+            method,
+            headers: Some(&headers),
+            body: None,
+            manual_redirect: true,
+        };
+        let request = super::request::new(req.url.as_str(), init).map_err(failed)?;
         let controller = AbortController::default();
         let signal = controller.signal();
         let fetch = Fetch::Request(request);

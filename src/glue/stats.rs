@@ -8,9 +8,10 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::proxy::{error_reply, Outcome};
 use crate::stats::Stats;
 use std::cell::{Cell, RefCell};
-use worker::{
-    durable_object, Date, DurableObject, Env, Method, Request, RequestInit, Response, State,
-};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use worker::{durable_object, Date, DurableObject, Env, Method, Request, Response, State};
 
 pub const STATS_BINDING: &str = "STATS";
 /// The one hub's name.
@@ -60,10 +61,14 @@ pub async fn send(env: &Env, stats: Stats) {
             .durable_object(STATS_BINDING)?
             .id_from_name(HUB)?
             .get_stub()?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_body(Some(serde_json::to_string(&stats)?.into()));
-        let req = Request::new_with_init("https://stats/merge", &init)?;
+        let body = serde_json::to_string(&stats)?.into();
+        let init = super::request::Init {
+            method: "POST",
+            headers: None,
+            body: Some(&body),
+            manual_redirect: false,
+        };
+        let req = super::request::new("https://stats/merge", init)?;
         stub.fetch_with_request(req).await?;
         Ok::<_, worker::Error>(())
     }
@@ -153,11 +158,38 @@ impl StatsHub {
         if self.stats.borrow().is_some() {
             return;
         }
-        let stored: Option<Stats> = self.state.storage().get(STORAGE_KEY).await.ok().flatten();
+        let stored = self.stored().await;
         let mut slot = self.stats.borrow_mut();
         if slot.is_none() {
             *slot = Some(stored.unwrap_or_default());
         }
+    }
+}
+
+impl StatsHub {
+    /// The stored sum, kept as JSON text: serde_json already handles `Stats` everywhere else,
+    /// while worker's typed storage `get`/`put` would need serde-wasm-bindgen code for it too.
+    /// Older versions stored serde-wasm-bindgen's object (a JS `Map` for each map), still read.
+    async fn stored(&self) -> Option<Stats> {
+        let promise = self.state.storage().as_raw().get(STORAGE_KEY).ok()?;
+        let value = JsFuture::from(promise).await.ok()?;
+        let json = match value.as_string() {
+            Some(json) => json,
+            None if value.is_object() => {
+                let maps =
+                    Closure::<dyn Fn(JsValue, JsValue) -> JsValue>::new(|_key, v: JsValue| {
+                        match v.dyn_ref::<js_sys::Map>() {
+                            Some(map) => js_sys::Object::from_entries(map).map_or(v, JsValue::from),
+                            None => v,
+                        }
+                    });
+                js_sys::JSON::stringify_with_replacer(&value, maps.as_ref())
+                    .ok()?
+                    .as_string()?
+            }
+            None => return None,
+        };
+        serde_json::from_str(&json).ok()
     }
 }
 
@@ -171,7 +203,7 @@ impl DurableObject for StatsHub {
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
         let delta: Option<Stats> = match req.method() {
-            Method::Post => Some(req.json().await?),
+            Method::Post => Some(serde_json::from_str(&req.text().await?)?),
             _ => None,
         };
         self.load().await;
@@ -184,7 +216,8 @@ impl DurableObject for StatsHub {
             stats.clone()
         };
         if delta.is_some() {
-            self.state.storage().put(STORAGE_KEY, &snapshot).await?;
+            let json = serde_json::to_string(&snapshot)?;
+            self.state.storage().put_raw(STORAGE_KEY, json).await?;
             return Response::empty();
         }
         Response::from_json(&snapshot)
