@@ -39,8 +39,13 @@ if (RECORD && !globalThis.fetch.frontdoorRecording) {
   globalThis.fetch = recording;
 }
 
-/** `bindings`: vars and secrets, as wrangler would pass them. Console output is collected. */
-export async function startDoor({ bindings, persistDir, coalesce = true }) {
+/**
+ * `bindings`: vars and secrets, as wrangler would pass them. Console output is collected.
+ * `extraWorkers`: more Miniflare worker options (each with a `name` and `routes`) to run in the same
+ * workerd beside the door, which stays the first worker and gets every request no route of theirs
+ * claims (scripts/bench runs its floor worker this way). Without them the door runs alone.
+ */
+export async function startDoor({ bindings, persistDir, coalesce = true, extraWorkers = [] }) {
   const logs = [];
   const id = `${process.pid}-${doors++}`;
   if (RECORD) {
@@ -51,7 +56,7 @@ export async function startDoor({ bindings, persistDir, coalesce = true }) {
     logs.push(d.toString());
     if (RECORD) appendFileSync(path.join(RECORD, `log-${id}.txt`), d);
   };
-  const mf = new Miniflare({
+  const door = {
     modules: true,
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
     scriptPath: path.join(ROOT, "build/index.js"),
@@ -60,16 +65,21 @@ export async function startDoor({ bindings, persistDir, coalesce = true }) {
     kvNamespaces: ["CACHE"],
     r2Buckets: ["BLOBS"],
     durableObjects: coalesce ? { COALESCER: "Coalescer", STATS: "StatsHub" } : { STATS: "StatsHub" },
+    bindings,
+  };
+  const shared = {
     kvPersist: persistDir ? path.join(persistDir, "kv") : false,
     r2Persist: persistDir ? path.join(persistDir, "r2") : false,
-    bindings,
     host: "127.0.0.1",
     port: 0,
     handleRuntimeStdio(stdout, stderr) {
       stdout.on("data", record);
       stderr.on("data", record);
     },
-  });
+  };
+  const mf = new Miniflare(extraWorkers.length
+    ? { ...shared, workers: [{ name: "door", ...door }, ...extraWorkers] }
+    : { ...shared, ...door });
   const inner = await mf.ready;
   origins.add(inner.origin);
   const front = await plainHttpFront(Number(inner.port));
