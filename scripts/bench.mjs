@@ -4,7 +4,8 @@
 // Beside them, baselines from the same run: the floor (scripts/bench-floor.js, a JS worker doing one
 // KV read, in the door's own workerd) for warm tag pulls, direct upstream reads for cold blob
 // throughput, and the size target for the bundle wrangler would upload.
-// Progress goes to stderr; the result is one markdown table on stdout. Run through scripts/bench.
+// Progress goes to stderr; the result is one markdown table on stdout and a PNG chart
+// (test-output/bench.png, rendered by headless Chromium). Run through scripts/bench.
 import crypto from "node:crypto";
 import { execFile } from "node:child_process";
 import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
@@ -12,6 +13,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { buildImage } from "../tests/e2e/lib/image.mjs";
 import { ROOT, startDoor } from "../tests/e2e/lib/door.mjs";
+import { writeChart } from "./bench-chart.mjs";
 import { startHubSim } from "../tests/e2e/lib/hubsim.mjs";
 import { startProxyRegistry } from "../tests/e2e/lib/peer.mjs";
 import { startUpstream } from "../tests/e2e/lib/registry.mjs";
@@ -566,6 +568,79 @@ async function main() {
   ];
   console.log(out.join("\n"));
 
+  // The chart: the main numbers as bars, the door's ratios in each panel's subtitle.
+  const x = (v, digits = 2) => `${n(v, digits)}×`;
+  const num = (v, digits = 0) => n(v, digits);
+  const chartDir = tempDir("bench-chart");
+  tempDirs.push(chartDir.dir);
+  const png = await writeChart({
+    title: "frontdoor benchmark: the door vs docker-registry in proxy mode, with baselines",
+    subtitle: `One run on this machine, ${new Date().toISOString().slice(0, 10)}; the bench took ${total.toFixed(0)} s. ` +
+      `Door: the built worker in Miniflare (workerd). Upstream: docker-registry behind token auth, fronted by hubsim.`,
+    footer: "Floor: a JS worker doing one KV read in the door's workerd. Direct: the blob read from the door's upstream URL with a token. " +
+      "Numbers: scripts/bench's table.",
+    panels: [
+      {
+        title: `Warm tag pulls per second (${WARM_WORKERS} workers, higher is better)`,
+        subtitle: `door ÷ proxy ${x(d.warm.rps / p.warm.rps)}, door ÷ floor ${x(d.warm.rps / f.rps)}`,
+        bars: [
+          { label: "door", value: d.warm.rps, text: num(d.warm.rps), kind: "door" },
+          { label: "docker-registry proxy", value: p.warm.rps, text: num(p.warm.rps), kind: "peer" },
+          { label: "floor: JS worker, 1 KV read", value: f.rps, text: num(f.rps), kind: "base" },
+        ],
+      },
+      {
+        title: "Warm tag pull latency, ms (lower is better)",
+        subtitle: `p50: door ÷ proxy ${x(d.warm.p50 / p.warm.p50)}, door ÷ floor ${x(d.warm.p50 / f.p50)}`,
+        bars: [
+          { label: "door p50", value: d.warm.p50, text: num(d.warm.p50, 1), kind: "door" },
+          { label: "docker-registry proxy p50", value: p.warm.p50, text: num(p.warm.p50, 1), kind: "peer" },
+          { label: "floor p50", value: f.p50, text: num(f.p50, 1), kind: "base" },
+          { label: "door p99", value: d.warm.p99, text: num(d.warm.p99, 1), kind: "door" },
+          { label: "docker-registry proxy p99", value: p.warm.p99, text: num(p.warm.p99, 1), kind: "peer" },
+          { label: "floor p99", value: f.p99, text: num(f.p99, 1), kind: "base" },
+        ],
+      },
+      {
+        title: `Cold blob GET throughput, MB/s (${cb.door.n} × ${mib(coldSize)} MiB, higher is better)`,
+        subtitle: `door ÷ direct ${x(cb.door.mbps / cb.direct.mbps)}, door ÷ proxy ${x(cb.door.mbps / cb.peer.mbps)}`,
+        bars: [
+          { label: "door (miss)", value: cb.door.mbps, text: num(cb.door.mbps), kind: "door" },
+          { label: "docker-registry proxy (miss)", value: cb.peer.mbps, text: num(cb.peer.mbps), kind: "peer" },
+          { label: "direct upstream read", value: cb.direct.mbps, text: num(cb.direct.mbps), kind: "base" },
+        ],
+      },
+      {
+        title: `Upstream requests per ${COLD_PULLS} concurrent cold pulls (lower is better)`,
+        subtitle: `registry: door ÷ proxy ${x(d.cold.registry / p.cold.registry)}; tokens: ${x(d.cold.tokens / p.cold.tokens)}`,
+        bars: [
+          { label: "door: registry", value: d.cold.registry, text: num(d.cold.registry), kind: "door" },
+          { label: "docker-registry: registry", value: p.cold.registry, text: num(p.cold.registry), kind: "peer" },
+          { label: "door: token", value: d.cold.tokens, text: num(d.cold.tokens), kind: "door" },
+          { label: "docker-registry: token", value: p.cold.tokens, text: num(p.cold.tokens), kind: "peer" },
+        ],
+      },
+      {
+        title: "Warm blob GET p50, ms (lower is better)",
+        subtitle: `${mib(bigSize)} MiB layer; BLOB_REDIRECT=off: door ÷ proxy ${x(lat.off.p50 / lat.peer.p50)}`,
+        bars: [
+          { label: "door, BLOB_REDIRECT=off", value: lat.off.p50, text: num(lat.off.p50, 1), kind: "door" },
+          { label: "door, BLOB_REDIRECT=self", value: lat.self.p50, text: num(lat.self.p50, 1), kind: "door" },
+          { label: "door, BLOB_REDIRECT=s3", value: lat.s3.p50, text: num(lat.s3.p50, 1), kind: "door" },
+          { label: "docker-registry proxy", value: lat.peer.p50, text: num(lat.peer.p50, 1), kind: "peer" },
+        ],
+      },
+      {
+        title: "Bundle wrangler would upload, gzip KiB (lower is better)",
+        subtitle: `${n((100 * bundle.gzip) / BUNDLE_TARGET_KIB, 0)}% of the ${BUNDLE_TARGET_KIB} KiB target; ${n(bundle.total, 2)} KiB before gzip`,
+        bars: [
+          { label: "door", value: bundle.gzip, text: `${n(bundle.gzip, 2)} KiB`, kind: "door" },
+          { label: "target", value: BUNDLE_TARGET_KIB, text: `≤ ${BUNDLE_TARGET_KIB} KiB`, kind: "base" },
+        ],
+      },
+    ],
+  }, path.join(ROOT, "test-output", "bench.png"), chartDir.dir);
+  log(`chart: ${png}`);
   clearTimeout(watchdog);
 }
 
