@@ -1,19 +1,24 @@
 // Door vs docker-registry in proxy mode, in one run, with the same workload against the same
 // upstream: a real docker-registry behind token auth (tests/e2e/lib/registry.mjs) fronted by the
 // Docker Hub simulator (tests/e2e/lib/hubsim.mjs), which counts what each mirror asks of it.
-// Progress goes to stderr; the result is one markdown table on stdout. Run through scripts/bench.
+// Beside them, baselines from the same run: the floor (scripts/bench-floor.js, a JS worker doing one
+// KV read, in the door's own workerd) for warm tag pulls, direct upstream reads for cold blob
+// throughput, and the size target for the bundle wrangler would upload.
+// Progress goes to stderr; the result is one markdown table on stdout and a PNG chart
+// (test-output/bench.png, rendered by headless Chromium). Run through scripts/bench.
 import crypto from "node:crypto";
 import { execFile } from "node:child_process";
 import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { buildImage } from "../tests/e2e/lib/image.mjs";
-import { startDoor } from "../tests/e2e/lib/door.mjs";
+import { ROOT, startDoor } from "../tests/e2e/lib/door.mjs";
+import { writeChart } from "./bench-chart.mjs";
 import { startHubSim } from "../tests/e2e/lib/hubsim.mjs";
 import { startProxyRegistry } from "../tests/e2e/lib/peer.mjs";
 import { startUpstream } from "../tests/e2e/lib/registry.mjs";
 import { startS3 } from "../tests/e2e/lib/s3.mjs";
-import { skopeo, tempDir, waitFor } from "../tests/e2e/lib/util.mjs";
+import { tempDir, waitFor } from "../tests/e2e/lib/util.mjs";
 
 const execFileP = promisify(execFile);
 const SVC = "svc";
@@ -36,6 +41,15 @@ const BIG_LAYER = 1 << 20;
 const BLOB_LAYER = 4 << 20;
 const BLOB_GETS = 200;
 const BLOB_WARMUP = 10;
+// Cold blob throughput: one image per platform below, each with its own random layer, so every
+// platform's layer is read cold once through each target.
+const COLD_BLOB_LAYER = 16 << 20;
+const COLD_BLOB_PLATFORMS = ["amd64", "arm64", "ppc64le", "s390x"].map((architecture) => ({ os: "linux", architecture }));
+// What wrangler would upload, gzip'd (wrangler deploy --dry-run), must stay under this.
+const BUNDLE_TARGET_KIB = 250;
+// The floor worker's one KV key, and the path prefix Miniflare routes to it instead of the door.
+const FLOOR_KEY = "floor/manifest";
+const FLOOR_ROUTE = "/_floor/";
 const S3_AK = "FRONTDOORBENCHKEY";
 const S3_SK = crypto.randomBytes(20).toString("hex");
 const S3_BUCKET = "door-blobs";
@@ -178,22 +192,75 @@ async function load(url) {
   return { tool: "node", ok, errors };
 }
 
+/** The warm load on `url`: pulls per second and latency percentiles of the 200 answers. */
+async function warmLoad(url) {
+  const { tool, ok, errors } = await load(url);
+  ok.sort((a, b) => a - b);
+  return { tool, rps: ok.length / WARM_SECONDS, p50: percentile(ok, 50), p99: percentile(ok, 99), requests: ok.length, errors };
+}
+
 async function warmPulls(hub, upstream, base, repo) {
   for (let i = 0; i < 20; i++) await tagPull(base, repo, "v1");
   await settle(hub, upstream);
   const before = snapshot(hub, upstream);
-  const { tool, ok, errors } = await load(`${base}/v2/${repo}/manifests/v1`);
+  const result = await warmLoad(`${base}/v2/${repo}/manifests/v1`);
   await settle(hub, upstream);
-  ok.sort((a, b) => a - b);
-  return {
-    ...delta(before, snapshot(hub, upstream)),
-    tool,
-    rps: ok.length / WARM_SECONDS,
-    p50: percentile(ok, 50),
-    p99: percentile(ok, 99),
-    requests: ok.length,
-    errors,
-  };
+  return { ...delta(before, snapshot(hub, upstream)), ...result };
+}
+
+/**
+ * The floor under the warm tag rows: the same load on the floor worker, which answers every request
+ * with one KV read of the manifest the door serves for `repo:v1` (put into its KV namespace here).
+ */
+async function floorPulls(door, repo) {
+  const { bytes } = await manifestOf(door.url, repo, "v1");
+  await (await door.mf.getKVNamespace("CACHE", "floor")).put(FLOOR_KEY, bytes);
+  const url = `${door.url}${FLOOR_ROUTE}v2/${repo}/manifests/v1`;
+  for (let i = 0; i < 20; i++) {
+    const r = await fetch(url, { headers: { accept: ACCEPT } });
+    const body = Buffer.from(await r.arrayBuffer());
+    if (r.status !== 200 || !body.equals(bytes)) throw new Error(`floor: ${r.status}, ${body.length} bytes, not the manifest`);
+  }
+  return warmLoad(url);
+}
+
+/** GETs `url` to the last byte: its status, body, headers and seconds. */
+async function timedGet(url, headers = {}) {
+  const started = performance.now();
+  const r = await fetch(url, { headers });
+  const body = Buffer.from(await r.arrayBuffer());
+  return { status: r.status, headers: r.headers, body, seconds: (performance.now() - started) / 1000 };
+}
+
+/**
+ * Cold blob throughput: every digest is read once through each target (a cache miss at the door
+ * and at docker-registry, a plain read for `direct`), in turn, so that drift on the machine hits
+ * every target alike. Before the next GET the door's background fill to R2 must have finished, so
+ * it does not compete with the next measurement. MB/s = 10^6 bytes per second, to the last byte.
+ */
+async function coldBlobThroughput(targets, door, repo, digests) {
+  const out = targets.map(() => ({ bytes: 0, seconds: 0, each: [] }));
+  for (const digest of digests) {
+    for (const [k, t] of targets.entries()) {
+      const r = await timedGet(`${t.url}/v2/${repo}/blobs/${digest}`, t.headers);
+      if (r.status !== 200 || sha256(r.body) !== digest) throw new Error(`${t.name}: cold blob GET ${r.status}, ${r.body.length} bytes`);
+      if (t.door && r.headers.get("x-frontdoor-cache") !== "miss")
+        throw new Error(`${t.name}: cold blob GET answered ${r.headers.get("x-frontdoor-cache")}, not a miss`);
+      if (t.door) await waitFor(() => door.stored(digest), 20000, `${t.name}: ${digest} in R2`);
+      out[k].bytes += r.body.length;
+      out[k].seconds += r.seconds;
+      out[k].each.push(r.body.length / r.seconds / 1e6);
+    }
+  }
+  return out.map((x) => ({ mbps: x.bytes / x.seconds / 1e6, min: Math.min(...x.each), max: Math.max(...x.each), n: x.each.length }));
+}
+
+/** What `wrangler deploy --dry-run` says it would upload: total and gzip, KiB. */
+async function bundleSize(dir) {
+  const { stdout, stderr } = await execFileP("wrangler", ["deploy", "--dry-run", "--outdir", dir], { cwd: ROOT, maxBuffer: 16 << 20 });
+  const m = `${stdout}\n${stderr}`.match(/Total Upload: ([\d.]+) KiB \/ gzip: ([\d.]+) KiB/);
+  if (!m) throw new Error(`wrangler deploy --dry-run printed no "Total Upload": ${stdout}\n${stderr}`);
+  return { total: Number(m[1]), gzip: Number(m[2]) };
 }
 
 /** Fetches `url` following redirects by hand (as a client does), saying who sent each body. */
@@ -297,6 +364,9 @@ async function main() {
   tempDirs.push(tmp.dir);
   stoppers.push(async () => tmp.remove());
 
+  log("bundle size: wrangler deploy --dry-run");
+  const bundle = await bundleSize(path.join(tmp.dir, "dry-run"));
+
   log("starting upstream (token issuer + docker-registry) and hubsim");
   const upstream = await startUpstream({ dir: path.join(tmp.dir), users: { [SVC]: PW } });
   stoppers.push(() => upstream.stop());
@@ -305,21 +375,35 @@ async function main() {
   for (const repo of ["bench/cold", "bench/ttl"]) {
     await upstream.push(layout, `${repo}:v1`);
   }
-  // The limit is out of reach: the bench counts pulls, it does not want 429s to change the workload.
   const blobLayout = path.join(tmp.dir, "blob-image");
   const blobImage = buildImage(blobLayout, { layers: 2, bigLayerBytes: BLOB_LAYER });
   await upstream.push(blobLayout, `bench/blob:v1`);
+  const coldBlobLayout = path.join(tmp.dir, "cold-blob-image");
+  const coldBlobImage = buildImage(coldBlobLayout, { layers: 1, bigLayerBytes: COLD_BLOB_LAYER, platforms: COLD_BLOB_PLATFORMS });
+  await upstream.push(coldBlobLayout, "bench/coldblob:v1", { all: true });
+  // The limit is out of reach: the bench counts pulls, it does not want 429s to change the workload.
   const hub = await startHubSim({ targetUrl: upstream.url, limit: 1_000_000 });
   stoppers.push(() => hub.stop());
 
-  log("starting the door (TAG_TTL_SECONDS default and =1) and docker-registry in proxy mode");
+  log("starting the door (with the floor worker beside it; TAG_TTL_SECONDS default and =1) and docker-registry in proxy mode");
   const bindings = (extra = {}) => ({
     UPSTREAMS: JSON.stringify({ "registry.test": { url: hub.url, username: SVC, password_secret: "REGISTRY_TEST_PASSWORD" } }),
     DEFAULT_REGISTRY: "registry.test",
     REGISTRY_TEST_PASSWORD: PW,
     ...extra,
   });
-  const door = await startDoor({ bindings: bindings() });
+  // The floor runs in the door's workerd, behind the same Miniflare entry router: requests under
+  // FLOOR_ROUTE go to it, every other one to the door. It has a KV namespace of its own.
+  const floor = {
+    name: "floor",
+    modules: true,
+    scriptPath: path.join(ROOT, "scripts/bench-floor.js"),
+    modulesRoot: path.join(ROOT, "scripts"),
+    compatibilityDate: "2026-08-01",
+    kvNamespaces: { CACHE: "FLOOR_CACHE" },
+    routes: [`*${FLOOR_ROUTE}*`],
+  };
+  const door = await startDoor({ bindings: bindings(), extraWorkers: [floor] });
   stoppers.push(() => door.stop());
   const doorTtl = await startDoor({ bindings: bindings({ TAG_TTL_SECONDS: "1" }) });
   stoppers.push(() => doorTtl.stop());
@@ -350,6 +434,24 @@ async function main() {
   log(`warm tag pulls, ${WARM_WORKERS} workers × ${WARM_SECONDS} s`);
   res.door.warm = await warmPulls(hub, upstream, door.url, "bench/cold");
   res.peer.warm = await warmPulls(hub, upstream, peer.url, "bench/cold");
+  log(`warm pulls from the floor (JS worker, one KV read, in the door's workerd), ${WARM_WORKERS} workers × ${WARM_SECONDS} s`);
+  res.floor = { warm: await floorPulls(door, "bench/cold") };
+
+  // Cold blob throughput. A first manifest GET gives the door and docker-registry their token for
+  // the repository (docker-registry asks for one per request anyway), so the blob GETs time the
+  // blob alone; `direct` holds a token from the issuer, fetched before timing.
+  const coldDigests = coldBlobImage.manifests.map((m) => m.layers[0]);
+  const coldSize = statSync(path.join(coldBlobLayout, "blobs", "sha256", coldDigests[0].slice(7))).size;
+  log(`cold blob throughput: ${coldDigests.length} × ${(coldSize / 2 ** 20).toFixed(2)} MiB layers, each read once per target`);
+  for (const base of [door.url, peer.url]) await tagPull(base, "bench/coldblob", "v1");
+  const token = await upstream.issuer.token(SVC, "repository:bench/coldblob:pull");
+  const coldTargets = [
+    { key: "door", name: "door", url: door.url, door: true },
+    { key: "peer", name: "docker-registry proxy", url: peer.url },
+    { key: "direct", name: "direct upstream read", url: hub.url, headers: { authorization: `Bearer ${token}` } },
+  ];
+  const coldBlobs = await coldBlobThroughput(coldTargets, door, "bench/coldblob", coldDigests);
+  res.coldBlob = Object.fromEntries(coldTargets.map((t, i) => [t.key, coldBlobs[i]]));
 
   // The blob rows: the same cached image read through the door in each BLOB_REDIRECT mode and
   // through docker-registry. (The fills go through hubsim after the rows above are counted.)
@@ -378,35 +480,49 @@ async function main() {
   const total = (performance.now() - t0) / 1000;
 
   await cleanup();
-  clearTimeout(watchdog);
 
-  const { door: d, peer: p } = res;
+  const { door: d, peer: p, floor: { warm: f }, coldBlob: cb } = res;
   const n = (v, digits = 0) => (v === undefined || Number.isNaN(v) ? "—" : v.toFixed(digits));
-  const ratio = (a, b) => (b ? `${(a / b).toFixed(2)}×` : a ? "∞" : "—");
-  const rows = [
-    [`upstream registry requests per ${COLD_PULLS} concurrent cold pulls`, d.cold.registry, p.cold.registry],
-    ["… of which manifest GETs", d.cold.manifestGets, p.cold.manifestGets],
-    ["… of which manifest HEADs", d.cold.manifestHeads, p.cold.manifestHeads],
-    ["… of which blob GETs", d.cold.blobGets, p.cold.blobGets],
-    ["… of which blob HEADs", d.cold.blobHeads, p.cold.blobHeads],
-    ["… of which /v2/ pings", d.cold.pings, p.cold.pings],
-    ["… of which 401 challenges (all kinds)", d.cold.challenges, p.cold.challenges],
-    [`token requests per ${COLD_PULLS} concurrent cold pulls`, d.cold.tokens, p.cold.tokens],
-    [`counted pulls per ${COLD_PULLS} concurrent cold pulls`, d.cold.pulls, p.cold.pulls],
-    [`failed of ${COLD_PULLS} concurrent cold pulls`, d.cold.failed, p.cold.failed],
-    [`wall time of ${COLD_PULLS} concurrent cold pulls (s)`, d.cold.seconds, p.cold.seconds, 2],
-    [`counted pulls per ${TTL_BATCHES * TTL_BATCH} re-pulls of an unchanged tag across TTL expiries`, d.ttl.pulls, p.ttl.pulls],
-    [`upstream registry requests per ${TTL_BATCHES * TTL_BATCH} re-pulls (manifest GET/HEAD/ping)`, d.ttl.registry, p.ttl.registry, 0,
-      `${d.ttl.manifestGets}/${d.ttl.manifestHeads}/${d.ttl.pings}`, `${p.ttl.manifestGets}/${p.ttl.manifestHeads}/${p.ttl.pings}`],
-    [`token requests per ${TTL_BATCHES * TTL_BATCH} re-pulls`, d.ttl.tokens, p.ttl.tokens],
-    [`warm tag pulls per second (${WARM_WORKERS} workers, ${d.warm.tool})`, d.warm.rps, p.warm.rps],
-    ["warm tag pull p50 latency (ms)", d.warm.p50, p.warm.p50, 2],
-    ["warm tag pull p99 latency (ms)", d.warm.p99, p.warm.p99, 2],
-    ["warm run: upstream registry requests (manifest HEADs)", d.warm.registry, p.warm.registry, 0, `${d.warm.manifestHeads}`, `${p.warm.manifestHeads}`],
-    ["warm run: token requests", d.warm.tokens, p.warm.tokens],
-    ["warm run: non-200 answers or errors", d.warm.errors, p.warm.errors],
+  const ratio = (a, b) => (a === undefined || b === undefined ? "—" : b ? `${(a / b).toFixed(2)}×` : a ? "∞" : "—");
+  const cell = (v, digits, detail) => (detail ? `${n(v, digits)} (${detail})` : n(v, digits));
+  /**
+   * One table row: the door's number `a`, docker-registry's `b`, and where there is one, the
+   * baseline `c` (the floor, a direct upstream read, or a target); `la`/`lb`/`lc` add detail.
+   */
+  const row = (name, a, b, { digits = 0, la, lb, c, lc } = {}) => [
+    name, cell(a, digits, la), cell(b, digits, lb), ratio(a, b),
+    c === undefined ? "" : cell(c, digits, lc), c === undefined ? "" : ratio(a, c),
   ];
   const mib = (b) => (b / 2 ** 20).toFixed(2);
+  const minMax = (x) => `${n(x.min, 0)}–${n(x.max, 0)}`;
+  const rows = [
+    row(`upstream registry requests per ${COLD_PULLS} concurrent cold pulls`, d.cold.registry, p.cold.registry),
+    row("… of which manifest GETs", d.cold.manifestGets, p.cold.manifestGets),
+    row("… of which manifest HEADs", d.cold.manifestHeads, p.cold.manifestHeads),
+    row("… of which blob GETs", d.cold.blobGets, p.cold.blobGets),
+    row("… of which blob HEADs", d.cold.blobHeads, p.cold.blobHeads),
+    row("… of which /v2/ pings", d.cold.pings, p.cold.pings),
+    row("… of which 401 challenges (all kinds)", d.cold.challenges, p.cold.challenges),
+    row(`token requests per ${COLD_PULLS} concurrent cold pulls`, d.cold.tokens, p.cold.tokens),
+    row(`counted pulls per ${COLD_PULLS} concurrent cold pulls`, d.cold.pulls, p.cold.pulls),
+    row(`failed of ${COLD_PULLS} concurrent cold pulls`, d.cold.failed, p.cold.failed),
+    row(`wall time of ${COLD_PULLS} concurrent cold pulls (s)`, d.cold.seconds, p.cold.seconds, { digits: 2 }),
+    row(`counted pulls per ${TTL_BATCHES * TTL_BATCH} re-pulls of an unchanged tag across TTL expiries`, d.ttl.pulls, p.ttl.pulls),
+    row(`upstream registry requests per ${TTL_BATCHES * TTL_BATCH} re-pulls (manifest GET/HEAD/ping)`, d.ttl.registry, p.ttl.registry, {
+      la: `${d.ttl.manifestGets}/${d.ttl.manifestHeads}/${d.ttl.pings}`, lb: `${p.ttl.manifestGets}/${p.ttl.manifestHeads}/${p.ttl.pings}`,
+    }),
+    row(`token requests per ${TTL_BATCHES * TTL_BATCH} re-pulls`, d.ttl.tokens, p.ttl.tokens),
+    row(`warm tag pulls per second (${WARM_WORKERS} workers, ${d.warm.tool})`, d.warm.rps, p.warm.rps, { c: f.rps, lc: "floor: JS worker, one KV read" }),
+    row("warm tag pull p50 latency (ms)", d.warm.p50, p.warm.p50, { digits: 2, c: f.p50, lc: "floor" }),
+    row("warm tag pull p99 latency (ms)", d.warm.p99, p.warm.p99, { digits: 2, c: f.p99, lc: "floor" }),
+    row("warm run: upstream registry requests (manifest HEADs)", d.warm.registry, p.warm.registry, { la: `${d.warm.manifestHeads}`, lb: `${p.warm.manifestHeads}` }),
+    row("warm run: token requests", d.warm.tokens, p.warm.tokens),
+    row("warm run: non-200 answers or errors", d.warm.errors, p.warm.errors, { c: f.errors, lc: "floor" }),
+    row(`cold blob GET throughput (MB/s; ${cb.door.n} × ${mib(coldSize)} MiB layers, each read once; in parentheses min–max)`,
+      cb.door.mbps, cb.peer.mbps, { la: minMax(cb.door), lb: minMax(cb.peer), c: cb.direct.mbps, lc: `direct upstream read, ${minMax(cb.direct)}` }),
+    row(`bundle wrangler would upload, gzip (KiB; ${n(bundle.total, 2)} KiB before gzip)`, bundle.gzip, undefined,
+      { digits: 2, c: BUNDLE_TARGET_KIB, lc: `target: ≤ ${BUNDLE_TARGET_KIB} KiB` }),
+  ];
   const { lat, bytes } = res;
   const pair = (x) => `${n(x.p50, 1)} / ${n(x.p99, 1)}`;
   const pairRatio = (x, y) => `${ratio(x.p50, y.p50)} / ${ratio(x.p99, y.p99)}`;
@@ -414,30 +530,34 @@ async function main() {
   const withHop = (x) => `${pair(x)} (307: ${pair(x.hop)}; after it: ${pair(x.rest)})`;
   const bytesName = `bytes through the worker per warm pull (manifest + ${bytes.off.blobCount} blobs, ${mib(bytes.peer.total)} MiB)`;
   const extra = [
-    [`${latName}: BLOB_REDIRECT=off (streamed through the worker)`, pair(lat.off), pair(lat.peer), pairRatio(lat.off, lat.peer)],
-    [`${latName}: BLOB_REDIRECT=self (307 → /_blob/, from R2 via the worker)`, withHop(lat.self), pair(lat.peer), pairRatio(lat.self, lat.peer)],
-    [`${latName}: BLOB_REDIRECT=s3 (307 → presigned URL, from s3s-fs)`, withHop(lat.s3), pair(lat.peer), pairRatio(lat.s3, lat.peer)],
+    [`${latName}: BLOB_REDIRECT=off (streamed through the worker)`, pair(lat.off), pair(lat.peer), pairRatio(lat.off, lat.peer), "", ""],
+    [`${latName}: BLOB_REDIRECT=self (307 → /_blob/, from R2 via the worker)`, withHop(lat.self), pair(lat.peer), pairRatio(lat.self, lat.peer), "", ""],
+    [`${latName}: BLOB_REDIRECT=s3 (307 → presigned URL, from s3s-fs)`, withHop(lat.s3), pair(lat.peer), pairRatio(lat.s3, lat.peer), "", ""],
     ...["off", "self", "s3"].map((k) => {
       const b = bytes[k];
       const parts = [`manifest ${b.manifest}`, `/v2/ blobs ${b.v2Blobs}`];
       if (k === "self") parts.push(`/_blob/ ${b.signedBlobs}`);
       const tail = [b.redirects ? `${b.redirects}× 307` : null, b.elsewhere ? `${b.elsewhere} from the bucket` : null].filter(Boolean);
       return [`${bytesName}: BLOB_REDIRECT=${k}`, `${b.total} (${parts.join(" + ")}${tail.length ? `; ${tail.join(", ")}` : ""})`,
-        `${bytes.peer.total} (all of it)`, ratio(b.total, bytes.peer.total)];
+        `${bytes.peer.total} (all of it)`, ratio(b.total, bytes.peer.total), "", ""];
     }),
   ];
   const out = [
     "",
     `Image: 1 config + ${LAYERS} layers (${BIG_LAYER >> 10} KiB + 2 tiny), one tag. Upstream: docker-registry 2.8 behind token auth,`,
     `fronted by hubsim (Docker Hub's pull counting). Door TAG_TTL_SECONDS: default for cold/warm, 1 for the re-pull rows.`,
-    `Ratio = door / docker-registry proxy (lower is better except pulls per second). Run took ${total.toFixed(0)} s.`,
+    `Ratios are door ÷ the other column (lower is better except pulls per second and MB/s). Run took ${total.toFixed(0)} s.`,
     "",
-    "| metric | door | docker-registry proxy | ratio |",
-    "|---|---:|---:|---:|",
-    ...rows.map(([name, a, b, digits = 0, la, lb]) =>
-      `| ${name} | ${la ? `${n(a, digits)} (${la})` : n(a, digits)} | ${lb ? `${n(b, digits)} (${lb})` : n(b, digits)} | ${ratio(a, b)} |`),
-    ...extra.map((cells) => `| ${cells.join(" | ")} |`),
+    "| metric | door | docker-registry proxy | door ÷ proxy | baseline | door ÷ baseline |",
+    "|---|---:|---:|---:|---:|---:|",
+    ...[...rows, ...extra].map((cells) => `| ${cells.join(" | ")} |`),
     "",
+    `Floor: scripts/bench-floor.js, a JS worker answering every request with one KV read of the same manifest, run in the door's`,
+    `workerd (one Miniflare instance, behind the same entry router), under the same ${WARM_WORKERS}-worker ${d.warm.tool} load for ${WARM_SECONDS} s.`,
+    `Cold blobs: ${cb.door.n} layers (one per platform of a ${cb.door.n}-platform image), each GET once through the door (a miss: streamed`,
+    `from upstream while it fills R2; the next GET waits for that fill), once through docker-registry (a miss), and once straight from`,
+    `the door's upstream URL (hubsim → docker-registry) with a token: the direct read. MB/s = 10^6 bytes/s to the last byte.`,
+    `Bundle: "Total Upload … / gzip: …" of wrangler deploy --dry-run on build/ (what wrangler would upload).`,
     `Blob rows: a second image (1 config + a ${mib(bigSize)} MiB layer + 1 tiny), cached in every target first. Latency: ${BLOB_GETS} sequential`,
     `GETs per target to the last byte, redirects followed (in parentheses: the 307 answer alone, and the redirected GET alone),`,
     `Node fetch with keep-alive, round-robin over the four targets, ${BLOB_WARMUP} unmeasured first, every body's digest checked.`,
@@ -447,6 +567,81 @@ async function main() {
     `can answer repeats. In s3 mode they come from the bucket (here s3s-fs, a second store the bench copies the blobs into).`,
   ];
   console.log(out.join("\n"));
+
+  // The chart: the main numbers as bars, the door's ratios in each panel's subtitle.
+  const x = (v, digits = 2) => `${n(v, digits)}×`;
+  const num = (v, digits = 0) => n(v, digits);
+  const chartDir = tempDir("bench-chart");
+  tempDirs.push(chartDir.dir);
+  const png = await writeChart({
+    title: "frontdoor benchmark: the door vs docker-registry in proxy mode, with baselines",
+    subtitle: `One run on this machine, ${new Date().toISOString().slice(0, 10)}; the bench took ${total.toFixed(0)} s. ` +
+      `Door: the built worker in Miniflare (workerd). Upstream: docker-registry behind token auth, fronted by hubsim.`,
+    footer: "Floor: a JS worker doing one KV read in the door's workerd. Direct: the blob read from the door's upstream URL with a token. " +
+      "Numbers: scripts/bench's table.",
+    panels: [
+      {
+        title: `Warm tag pulls per second (${WARM_WORKERS} workers, higher is better)`,
+        subtitle: `door ÷ proxy ${x(d.warm.rps / p.warm.rps)}, door ÷ floor ${x(d.warm.rps / f.rps)}`,
+        bars: [
+          { label: "door", value: d.warm.rps, text: num(d.warm.rps), kind: "door" },
+          { label: "docker-registry proxy", value: p.warm.rps, text: num(p.warm.rps), kind: "peer" },
+          { label: "floor: JS worker, 1 KV read", value: f.rps, text: num(f.rps), kind: "base" },
+        ],
+      },
+      {
+        title: "Warm tag pull latency, ms (lower is better)",
+        subtitle: `p50: door ÷ proxy ${x(d.warm.p50 / p.warm.p50)}, door ÷ floor ${x(d.warm.p50 / f.p50)}`,
+        bars: [
+          { label: "door p50", value: d.warm.p50, text: num(d.warm.p50, 1), kind: "door" },
+          { label: "docker-registry proxy p50", value: p.warm.p50, text: num(p.warm.p50, 1), kind: "peer" },
+          { label: "floor p50", value: f.p50, text: num(f.p50, 1), kind: "base" },
+          { label: "door p99", value: d.warm.p99, text: num(d.warm.p99, 1), kind: "door" },
+          { label: "docker-registry proxy p99", value: p.warm.p99, text: num(p.warm.p99, 1), kind: "peer" },
+          { label: "floor p99", value: f.p99, text: num(f.p99, 1), kind: "base" },
+        ],
+      },
+      {
+        title: `Cold blob GET throughput, MB/s (${cb.door.n} × ${mib(coldSize)} MiB, higher is better)`,
+        subtitle: `door ÷ direct ${x(cb.door.mbps / cb.direct.mbps)}, door ÷ proxy ${x(cb.door.mbps / cb.peer.mbps)}`,
+        bars: [
+          { label: "door (miss)", value: cb.door.mbps, text: num(cb.door.mbps), kind: "door" },
+          { label: "docker-registry proxy (miss)", value: cb.peer.mbps, text: num(cb.peer.mbps), kind: "peer" },
+          { label: "direct upstream read", value: cb.direct.mbps, text: num(cb.direct.mbps), kind: "base" },
+        ],
+      },
+      {
+        title: `Upstream requests per ${COLD_PULLS} concurrent cold pulls (lower is better)`,
+        subtitle: `registry: door ÷ proxy ${x(d.cold.registry / p.cold.registry)}; tokens: ${x(d.cold.tokens / p.cold.tokens)}`,
+        bars: [
+          { label: "door: registry", value: d.cold.registry, text: num(d.cold.registry), kind: "door" },
+          { label: "docker-registry: registry", value: p.cold.registry, text: num(p.cold.registry), kind: "peer" },
+          { label: "door: token", value: d.cold.tokens, text: num(d.cold.tokens), kind: "door" },
+          { label: "docker-registry: token", value: p.cold.tokens, text: num(p.cold.tokens), kind: "peer" },
+        ],
+      },
+      {
+        title: "Warm blob GET p50, ms (lower is better)",
+        subtitle: `${mib(bigSize)} MiB layer; BLOB_REDIRECT=off: door ÷ proxy ${x(lat.off.p50 / lat.peer.p50)}`,
+        bars: [
+          { label: "door, BLOB_REDIRECT=off", value: lat.off.p50, text: num(lat.off.p50, 1), kind: "door" },
+          { label: "door, BLOB_REDIRECT=self", value: lat.self.p50, text: num(lat.self.p50, 1), kind: "door" },
+          { label: "door, BLOB_REDIRECT=s3", value: lat.s3.p50, text: num(lat.s3.p50, 1), kind: "door" },
+          { label: "docker-registry proxy", value: lat.peer.p50, text: num(lat.peer.p50, 1), kind: "peer" },
+        ],
+      },
+      {
+        title: "Bundle wrangler would upload, gzip KiB (lower is better)",
+        subtitle: `${n((100 * bundle.gzip) / BUNDLE_TARGET_KIB, 0)}% of the ${BUNDLE_TARGET_KIB} KiB target; ${n(bundle.total, 2)} KiB before gzip`,
+        bars: [
+          { label: "door", value: bundle.gzip, text: `${n(bundle.gzip, 2)} KiB`, kind: "door" },
+          { label: "target", value: BUNDLE_TARGET_KIB, text: `≤ ${BUNDLE_TARGET_KIB} KiB`, kind: "base" },
+        ],
+      },
+    ],
+  }, path.join(ROOT, "test-output", "bench.png"), chartDir.dir);
+  log(`chart: ${png}`);
+  clearTimeout(watchdog);
 }
 
 main().catch(async (e) => {

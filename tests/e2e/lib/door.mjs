@@ -55,8 +55,11 @@ const ANALYTICS_RECORDER = {
 /**
  * `bindings`: vars and secrets, as wrangler would pass them. Console output is collected. With
  * `analytics`, the door gets an ANALYTICS dataset whose data points show up in `requests()`.
+ * `extraWorkers`: more Miniflare worker options (each with a `name` and `routes`) to run in the same
+ * workerd beside the door, which stays the first worker and gets every request no route of theirs
+ * claims (scripts/bench runs its floor worker this way). Without either the door runs alone.
  */
-export async function startDoor({ bindings, persistDir, coalesce = true, analytics = false }) {
+export async function startDoor({ bindings, persistDir, coalesce = true, analytics = false, extraWorkers = [] }) {
   const logs = [];
   const id = `${process.pid}-${doors++}`;
   if (RECORD) {
@@ -89,7 +92,10 @@ export async function startDoor({ bindings, persistDir, coalesce = true, analyti
       stderr.on("data", record);
     },
   };
-  const mf = new Miniflare(analytics ? { ...shared, workers: [{ name: "door", ...door }, ANALYTICS_RECORDER] } : { ...shared, ...door });
+  const workers = [...(analytics ? [ANALYTICS_RECORDER] : []), ...extraWorkers];
+  const mf = new Miniflare(workers.length
+    ? { ...shared, workers: [{ name: "door", ...door }, ...workers] }
+    : { ...shared, ...door });
   const inner = await mf.ready;
   origins.add(inner.origin);
   const front = await plainHttpFront(Number(inner.port));
