@@ -2,6 +2,7 @@
 //! names `worker::`; it decides nothing, it only translates between JS objects and the core.
 
 mod coalescer;
+mod js;
 mod ports;
 mod request;
 mod stats;
@@ -18,8 +19,8 @@ use futures::future::LocalBoxFuture;
 use ports::{FetchUpstream, R2Blobs, Stream, WorkerKv};
 use std::cell::RefCell;
 use worker::{
-    console_error, console_log, event, AnalyticsEngineDataPointBuilder, Context, Date, Env,
-    Request, Response, ResponseBody, ScheduleContext, ScheduledEvent,
+    console_error, console_log, event, Context, Date, Env, Request, Response, ResponseBody,
+    ScheduleContext, ScheduledEvent,
 };
 
 /// KV namespace binding holding manifests and tag pointers.
@@ -152,7 +153,7 @@ pub(crate) async fn serve_request(
         &outcome,
         started,
     );
-    if let Ok(dataset) = env.analytics_engine(ANALYTICS_BINDING) {
+    if let Some(dataset) = js::binding::<js::AnalyticsEngineDataset>(env, ANALYTICS_BINDING) {
         let req = analytics::Request {
             role: ports.role,
             method: &method,
@@ -161,13 +162,8 @@ pub(crate) async fn serve_request(
             ms: Date::now().as_millis().saturating_sub(started),
         };
         let point = analytics::data_point(&req, &outcome);
-        let point = AnalyticsEngineDataPointBuilder::new()
-            .indexes([point.index.as_str()])
-            .blobs(point.blobs)
-            .doubles(point.doubles)
-            .build();
-        if let Err(e) = dataset.write_data_point(&point) {
-            console_error!("{{\"analytics\":{:?}}}", e.to_string());
+        if let Err(e) = dataset.write_data_point(&point.index, &point.blobs, &point.doubles) {
+            console_error!("{{\"analytics\":{e:?}}}");
         }
     }
     stats::record(&outcome, reply.status, bytes, started, owner);
@@ -205,7 +201,9 @@ impl<'a> Parts<'a> {
         };
         Ok(Parts {
             kv: WorkerKv {
-                store: env.kv(KV_BINDING).map_err(|e| binding(KV_BINDING, e))?,
+                store: js::binding(env, KV_BINDING).ok_or_else(|| {
+                    binding(KV_BINDING, format!("invalid kv store: {KV_BINDING}").into())
+                })?,
                 recent: ports.recent,
             },
             blobs: R2Blobs {

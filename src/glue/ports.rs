@@ -1,6 +1,7 @@
 //! Workers implementations of the core's ports: KV, R2 and `fetch`.
 
 use super::coalescer::Recent;
+use super::js::{failure, KvNamespace};
 use crate::cache::multipart::PartSplitter;
 use crate::oci::{Algorithm, Digest, Hasher};
 use crate::ports::{
@@ -13,24 +14,18 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::FixedLengthStream;
 use worker::{
-    console_error, AbortController, Bucket, ByteStream, Data, Delay, Fetch, KvStore,
-    Range as R2Range, ResponseBody,
+    console_error, AbortController, Bucket, ByteStream, Data, Delay, Fetch, Range as R2Range,
+    ResponseBody,
 };
 
 /// A body on its way through: `None` when upstream sent none.
 pub type Stream = Option<web_sys::ReadableStream>;
 
 pub struct WorkerKv<'a> {
-    pub store: KvStore,
+    pub store: KvNamespace,
     /// Writes this Durable Object made recently: KV is eventually consistent, and the requests
     /// queued behind a fill must see what it wrote.
     pub recent: Option<&'a Recent>,
-}
-
-/// The KV metadata of every record: the day it was last read (see `crate::retention`).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Meta {
-    read: u64,
 }
 
 impl Kv for WorkerKv<'_> {
@@ -38,25 +33,15 @@ impl Kv for WorkerKv<'_> {
         if let Some(entry) = self.recent.and_then(|r| r.get(key)) {
             return Ok(Some(entry));
         }
-        let (value, meta) = self
-            .store
-            .get(key)
-            .bytes_with_metadata::<Meta>()
-            .await
-            .map_err(|e| StoreError(e.to_string()))?;
-        Ok(value.map(|value| Entry {
-            value,
-            read_day: meta.map(|m| m.read),
-        }))
+        let got = self.store.get_entry(key).await.map_err(StoreError)?;
+        Ok(got.map(|(value, read_day)| Entry { value, read_day }))
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, read_day: u64) -> Result<(), StoreError> {
-        let failed = |e: worker::kv::KvError| StoreError(e.to_string());
         let put = self
             .store
-            .put_bytes(key, &value)
-            .and_then(|p| p.metadata(Meta { read: read_day }))
-            .map_err(failed)?;
+            .put_entry(key, &value, read_day)
+            .map_err(StoreError)?;
         if let Some(recent) = self.recent {
             recent.put(
                 key,
@@ -66,17 +51,14 @@ impl Kv for WorkerKv<'_> {
                 },
             );
         }
-        put.execute().await.map_err(failed)
+        put.await.map(drop).map_err(|e| StoreError(failure(e)))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         if let Some(recent) = self.recent {
             recent.forget(key);
         }
-        self.store
-            .delete(key)
-            .await
-            .map_err(|e| StoreError(e.to_string()))
+        self.store.delete(key).await.map_err(StoreError)
     }
 
     async fn list(
@@ -85,33 +67,12 @@ impl Kv for WorkerKv<'_> {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page, StoreError> {
-        let mut list = self
+        let (keys, cursor) = self
             .store
-            .list()
-            .prefix(prefix.to_owned())
-            .limit(limit.into());
-        if let Some(cursor) = cursor {
-            list = list.cursor(cursor.to_owned());
-        }
-        let listed = list
-            .execute()
+            .list_page(prefix, cursor, limit)
             .await
-            .map_err(|e| StoreError(e.to_string()))?;
-        let keys = listed
-            .keys
-            .into_iter()
-            .map(|k| {
-                let day = k
-                    .metadata
-                    .and_then(|m| serde_json::from_value::<Meta>(m).ok())
-                    .map(|m| m.read);
-                (k.name, day)
-            })
-            .collect();
-        Ok(Page {
-            keys,
-            cursor: listed.cursor.filter(|_| !listed.list_complete),
-        })
+            .map_err(StoreError)?;
+        Ok(Page { keys, cursor })
     }
 }
 

@@ -62,26 +62,37 @@ pub struct References {
 }
 
 impl References {
+    /// Read through `serde_json::Value`, which the door parses anyway: derived structs would add
+    /// a deserializer of their own to the upload. As strict as those were: `manifests` and
+    /// `layers` must be lists (or absent), `config` an object (or absent or null), and each
+    /// descriptor an object with a string `digest`; otherwise the manifest points at nothing.
     pub fn of(manifest: &[u8]) -> References {
-        #[derive(serde::Deserialize)]
-        struct Descriptor {
-            digest: String,
-        }
-        #[derive(serde::Deserialize)]
-        struct Doc {
-            #[serde(default)]
-            manifests: Vec<Descriptor>,
-            config: Option<Descriptor>,
-            #[serde(default)]
-            layers: Vec<Descriptor>,
-        }
-        let Ok(doc) = serde_json::from_slice::<Doc>(manifest) else {
+        use serde_json::Value;
+        let Ok(Value::Object(doc)) = serde_json::from_slice::<Value>(manifest) else {
             return References::default();
         };
-        let digests = |list: Vec<Descriptor>| -> Vec<Digest> {
+        fn digest(descriptor: &Value) -> Option<&str> {
+            descriptor.as_object()?.get("digest")?.as_str()
+        }
+        let list = |name: &str| -> Option<Vec<&str>> {
+            match doc.get(name) {
+                None => Some(Vec::new()),
+                Some(list) => list.as_array()?.iter().map(digest).collect(),
+            }
+        };
+        let config = match doc.get("config") {
+            None | Some(Value::Null) => Some(None),
+            Some(descriptor) => digest(descriptor).map(Some),
+        };
+        let (Some(manifests), Some(config), Some(layers)) =
+            (list("manifests"), config, list("layers"))
+        else {
+            return References::default();
+        };
+        let digests = |list: &mut dyn Iterator<Item = &str>| -> Vec<Digest> {
             let mut out: Vec<Digest> = Vec::new();
             for d in list {
-                if let Ok(d) = Digest::parse(&d.digest) {
+                if let Ok(d) = Digest::parse(d) {
                     if !out.contains(&d) {
                         out.push(d);
                     }
@@ -90,8 +101,8 @@ impl References {
             out
         };
         References {
-            manifests: digests(doc.manifests),
-            blobs: digests(doc.config.into_iter().chain(doc.layers).collect()),
+            manifests: digests(&mut manifests.into_iter()),
+            blobs: digests(&mut config.into_iter().chain(layers)),
         }
     }
 }
@@ -118,5 +129,27 @@ mod references_tests {
         assert_eq!(refs.blobs, vec![a, b]);
         assert!(refs.manifests.is_empty());
         assert_eq!(References::of(b"not json"), References::default());
+    }
+
+    #[test]
+    fn a_malformed_manifest_points_at_nothing() {
+        let a = Digest::of(Algorithm::Sha256, b"a");
+        let nothing: &[&str] = &[
+            r#"[]"#,
+            r#"{"manifests":null}"#,
+            r#"{"layers":{}}"#,
+            r#"{"layers":[{"size":1}]}"#,
+            r#"{"layers":[{"digest":1}]}"#,
+            r#"{"config":"x"}"#,
+        ];
+        for doc in nothing {
+            assert_eq!(
+                References::of(doc.as_bytes()),
+                References::default(),
+                "{doc}"
+            );
+        }
+        let bare = format!(r#"{{"config":null,"layers":[{{"digest":"{a}","size":1}}]}}"#);
+        assert_eq!(References::of(bare.as_bytes()).blobs, vec![a]);
     }
 }
