@@ -27,10 +27,10 @@
 
 use crate::access::Access;
 use crate::cache::multipart;
+use crate::http_url::{HttpUrl, ParseError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
-use url::Url;
 
 /// What the door does when `UPSTREAMS` is not set at all: mirror Docker Hub anonymously.
 pub const DEFAULT_UPSTREAMS: &str = r#"{"docker.io": {"url": "https://registry-1.docker.io"}}"#;
@@ -93,7 +93,7 @@ pub enum BlobRedirect {
 /// R2's S3 API: where the bucket is and the access key to presign with. `Debug` redacts the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct S3Access {
-    pub endpoint: Url,
+    pub endpoint: HttpUrl,
     pub bucket: String,
     pub access_key_id: String,
     pub secret_access_key: String,
@@ -125,7 +125,7 @@ pub struct UpstreamConfig {
     /// The registry's name as clients write it (`docker.io`, `ghcr.io`, `127.0.0.1:5000`).
     pub name: String,
     /// Base URL without a trailing slash, e.g. `https://registry-1.docker.io`.
-    pub url: Url,
+    pub url: HttpUrl,
     pub credentials: Option<Credentials>,
     /// Tried in order when this upstream answers 429 or 5xx or cannot be reached; content from
     /// them is verified exactly like the primary's.
@@ -494,13 +494,12 @@ fn blob_redirect(lookup: &impl Fn(&str) -> Option<String>) -> Result<BlobRedirec
     }
 }
 
-fn parse_url(s: &str) -> Result<Url, String> {
-    let url =
-        Url::parse(s.trim_end_matches('/')).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(format!("{s:?} must be an http(s) URL with a host"));
-    }
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+fn parse_url(s: &str) -> Result<HttpUrl, String> {
+    let url = HttpUrl::parse(s.trim_end_matches('/')).map_err(|e| match e {
+        ParseError::NotHttp => format!("{s:?} must be an http(s) URL with a host"),
+        e => format!("{s:?} is not a URL: {e}"),
+    })?;
+    if url.query().is_some() || url.fragment().is_some() || url.has_credentials() {
         return Err(format!(
             "{s:?} must not carry a query, fragment or credentials"
         ));
@@ -650,6 +649,10 @@ mod tests {
             (&[("UPSTREAMS", "{}")], "UPSTREAMS"),
             (
                 &[("UPSTREAMS", r#"{"docker.io": {"url": "ftp://x"}}"#)],
+                r#"UPSTREAMS["docker.io"].url"#,
+            ),
+            (
+                &[("UPSTREAMS", r#"{"docker.io": {"url": "https://:pw@x"}}"#)],
                 r#"UPSTREAMS["docker.io"].url"#,
             ),
             (

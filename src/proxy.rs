@@ -18,6 +18,7 @@ use crate::cache::{keys, AbsentRecord, ManifestRecord, TagRecord};
 use crate::config::Config;
 use crate::config::{pin_key, BlobRedirect};
 use crate::error::{ErrorCode, RegistryError};
+use crate::http_url::HttpUrl;
 use crate::oci::{acceptable, Digest, Reference, References, DEFAULT_MANIFEST_ACCEPT};
 use crate::ports::{Blobs, Coalesce, Fetched, Headers, HttpMethod, Kv, Upstream};
 use crate::range::{self, ByteRange};
@@ -262,7 +263,7 @@ where
             e.www_authenticate = Some("Bearer realm=\"frontdoor admin\"".to_owned());
             return Err(e);
         }
-        let mut images: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
+        let mut images: Vec<String> = form_urlencoded::parse(query.as_bytes())
             .filter(|(k, _)| k == "image")
             .map(|(_, v)| v.into_owned())
             .collect();
@@ -359,7 +360,7 @@ where
         outcome: &mut Outcome,
     ) -> Reply<U::Body> {
         let mut results = Vec::new();
-        for (key, image) in url::form_urlencoded::parse(query.as_bytes()) {
+        for (key, image) in form_urlencoded::parse(query.as_bytes()) {
             if key != "image" {
                 continue;
             }
@@ -458,7 +459,7 @@ where
         } else {
             query
         };
-        let form: Vec<(String, String)> = url::form_urlencoded::parse(form_body.as_bytes())
+        let form: Vec<(String, String)> = form_urlencoded::parse(form_body.as_bytes())
             .into_owned()
             .collect();
         let field = |name: &str| {
@@ -1115,7 +1116,7 @@ where
         head: bool,
         outcome: &mut Outcome,
     ) -> Result<Reply<U::Body>, RegistryError> {
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        let mut query = form_urlencoded::Serializer::new(String::new());
         if let Some(n) = n {
             query.append_pair("n", &n.to_string());
         }
@@ -1209,7 +1210,7 @@ where
     ) -> Result<Reply<U::Body>, RegistryError> {
         let mut tail = format!("referrers/{digest}");
         if let Some(t) = artifact_type {
-            let q: String = url::form_urlencoded::Serializer::new(String::new())
+            let q: String = form_urlencoded::Serializer::new(String::new())
                 .append_pair("artifactType", t)
                 .finish();
             tail = format!("{tail}?{q}");
@@ -1355,11 +1356,11 @@ where
 /// name as the client wrote it) with the same page query, plus `ns` if the client sent one.
 fn next_link(link: &str, link_path: &str, link_ns: Option<&str>) -> Option<String> {
     let target = link.split('<').nth(1)?.split('>').next()?;
-    let url = url::Url::parse("http://upstream.invalid/")
+    let url = HttpUrl::parse("http://upstream.invalid/")
         .ok()?
         .join(target)
         .ok()?;
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    let mut query = form_urlencoded::Serializer::new(String::new());
     for (k, v) in url.query_pairs() {
         if k == "n" || k == "last" {
             query.append_pair(&k, &v);

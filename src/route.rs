@@ -268,7 +268,7 @@ struct Query {
 impl Query {
     fn parse(raw: Option<&str>) -> Query {
         let mut q = Query::default();
-        for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
             let slot = match k.as_ref() {
                 "ns" => &mut q.ns,
                 "n" => &mut q.n,

@@ -1,5 +1,6 @@
 //! Property-based fuzzing of the parsers that read what clients and upstreams send: digests,
-//! repository names, references, `WWW-Authenticate`, `Range`, and the router.
+//! repository names, references, `WWW-Authenticate`, `Range`, the router, and URLs (against the
+//! `url` crate).
 //!
 //! Every parser is driven twice: with arbitrary strings (it must never panic), and with inputs
 //! generated from its grammar, then lightly mutated (an inserted, deleted or replaced character), so
@@ -11,6 +12,7 @@
 //! and its seed kept in `tests/properties.proptest-regressions`, which belongs in the repository.
 
 use frontdoor::config::Config;
+use frontdoor::http_url::{Host, HttpUrl, ParseError};
 use frontdoor::oci::{Algorithm, Digest, Reference, Repository};
 use frontdoor::range::{self, ByteRange};
 use frontdoor::route::{route, RequestLine};
@@ -674,5 +676,251 @@ proptest! {
     ) {
         let cfg = door_config();
         routes_or_refuses(&cfg, &method, host.as_deref(), &path, query.as_deref())?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// http_url, against the url crate
+// ---------------------------------------------------------------------------------------------
+
+/// A scheme, with the separators the standard tolerates after it.
+fn url_scheme() -> impl Strategy<Value = String> {
+    let scheme = prop_oneof![
+        4 => prop::sample::select(&["http", "https", "HTTP", "hTtPs"][..]),
+        1 => prop::sample::select(&["ftp", "ws", "file", "mailto", "h-t+t.p"][..]),
+    ];
+    let separator = prop_oneof![
+        4 => Just("://"),
+        1 => prop::sample::select(&[":", ":/", ":///", ":\\\\", ":/\\"][..]),
+    ];
+    (scheme, separator).prop_map(|(s, sep)| format!("{s}{sep}"))
+}
+
+/// Hosts: ASCII domains (with escapes and near misses), IPv4 in the standard's forms, IPv6.
+fn url_host() -> impl Strategy<Value = String> {
+    let label = prop_oneof![
+        8 => "[a-zA-Z0-9_~!$&'()*+,;=\"{}`-]{1,6}",
+        1 => "%4[1-9]|%2[eE]|%25|%zz|[ ^|<>]",
+    ];
+    let domain = prop::collection::vec(label, 1..4).prop_map(|l| l.join("."));
+    let v4_part = prop_oneof![
+        "[0-9]{1,3}",
+        "0[0-9]{0,3}",
+        "0[xX][0-9a-fA-F]{0,9}",
+        "[0-9]{9,11}",
+    ];
+    let ipv4 = (prop::collection::vec(v4_part, 1..6), any::<bool>()).prop_map(|(p, dot)| {
+        let mut s = p.join(".");
+        if dot {
+            s.push('.');
+        }
+        s
+    });
+    let hex = "[0-9a-fA-F]{1,4}";
+    let dotted = "(25[0-5]|1?[0-9]{1,2})(\\.(25[0-5]|1?[0-9]{1,2}|0[0-9])){2,4}";
+    let ipv6 = prop_oneof![
+        prop::collection::vec(hex, 8).prop_map(|p| p.join(":")),
+        (
+            prop::collection::vec(hex, 0..4),
+            prop::collection::vec(hex, 0..4)
+        )
+            .prop_map(|(a, b)| format!("{}::{}", a.join(":"), b.join(":"))),
+        (prop::collection::vec(hex, 0..4), dotted)
+            .prop_map(|(a, v4)| format!("{}::{v4}", a.join(":"))),
+        prop::collection::vec(prop_oneof![hex, Just(String::new()), dotted], 1..10)
+            .prop_map(|p| p.join(":")),
+    ];
+    prop_oneof![
+        4 => domain,
+        1 => domain_with_number(),
+        3 => ipv4,
+        3 => ipv6.prop_map(|a| format!("[{a}]")),
+        1 => Just(String::new()),
+    ]
+}
+
+/// A domain whose last label looks like a number: an IPv4 address or an error.
+fn domain_with_number() -> impl Strategy<Value = String> {
+    ("[a-z]{1,4}", "[0-9]{1,3}|0[xX][0-9a-f]{0,3}|0[xX]")
+        .prop_map(|(name, number)| format!("{name}.{number}"))
+}
+
+fn url_userinfo() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => Just(String::new()),
+        1 => "[a-z:@%/ é]{0,8}".prop_map(|u| format!("{u}@")),
+    ]
+}
+
+fn url_port() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => Just(String::new()),
+        1 => Just(":".to_owned()),
+        1 => prop::sample::select(&[":80", ":443", ":0", ":00080", ":65535", ":65536", ":8a"][..])
+            .prop_map(str::to_owned),
+        1 => (0u32..70000).prop_map(|p| format!(":{p}")),
+    ]
+}
+
+/// A path, query and fragment with dot segments, backslashes and what must be escaped.
+fn url_rest() -> impl Strategy<Value = String> {
+    let segment = "\\.|\\.\\.|%2[eE]|\\.%2[eE]|%2[eE]%2[eE]|[a-zA-Z0-9%'\"<>`{}^| é\t-]{0,5}";
+    let path = prop::collection::vec((prop::sample::select(&["/", "\\"][..]), segment), 0..5)
+        .prop_map(|s| {
+            s.into_iter()
+                .map(|(sep, seg)| format!("{sep}{seg}"))
+                .collect::<String>()
+        });
+    let query = prop::option::of("[a-zA-Z0-9=&+%'\"<>`#? é]{0,10}");
+    let fragment = prop::option::of("[a-zA-Z0-9%'\"<>`#? é]{0,6}");
+    (path, query, fragment).prop_map(|(path, query, fragment)| {
+        let mut s = path;
+        if let Some(q) = query {
+            s = format!("{s}?{q}");
+        }
+        if let Some(f) = fragment {
+            s = format!("{s}#{f}");
+        }
+        s
+    })
+}
+
+fn url_absolute() -> impl Strategy<Value = String> {
+    (
+        url_scheme(),
+        url_userinfo(),
+        url_host(),
+        url_port(),
+        url_rest(),
+    )
+        .prop_map(|(scheme, user, host, port, rest)| format!("{scheme}{user}{host}{port}{rest}"))
+}
+
+/// A reference as a `Location` or `Link` carries one.
+fn url_reference() -> impl Strategy<Value = String> {
+    prop_oneof![
+        2 => url_absolute(),
+        1 => (url_userinfo(), url_host(), url_port(), url_rest())
+            .prop_map(|(u, h, p, r)| format!("//{u}{h}{p}{r}")),
+        3 => url_rest(),
+        1 => url_rest().prop_map(|r| r.trim_start_matches(['/', '\\']).to_owned()),
+        1 => (prop::sample::select(&["http:", "https:", "HTTP:"][..]), url_rest())
+            .prop_map(|(s, r)| format!("{s}{r}")),
+    ]
+}
+
+/// The url crate's verdict in `http_url`'s terms: `Some(Ok(text))` for an http(s) URL,
+/// `Some(Err(message))` for an error, `None` for a URL of another scheme.
+fn reference_verdict(got: Result<url::Url, url::ParseError>) -> Option<Result<url::Url, String>> {
+    match got {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Some(Ok(u)),
+        Ok(_) => None,
+        Err(e) => Some(Err(e.to_string())),
+    }
+}
+
+/// `http_url` agrees with the url crate: the same URL (text and parts), or the same error; a
+/// URL of another scheme is `NotHttp`. Where `http_url` knowingly differs: it refuses Unicode
+/// hostnames (the url crate writes them as `xn--` labels), takes `xn--` labels without decoding
+/// them (the url crate refuses a malformed one), and its error for a Unicode hostname may name
+/// another cause.
+fn agrees_with_url_crate(
+    input: &str,
+    ours: Result<HttpUrl, ParseError>,
+    reference: Result<url::Url, url::ParseError>,
+) -> Result<(), TestCaseError> {
+    let escaped_non_ascii = input.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(w[1], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+            && w[2].is_ascii_hexdigit()
+    });
+    let unicode_host = escaped_non_ascii || !input.is_ascii();
+    match (ours, reference_verdict(reference)) {
+        // The url crate applies `file:`'s rule to every scheme: `..` does not remove a segment
+        // that looks like a Windows drive letter (`/c:/..` stays `/c:/`). The standard, and
+        // `http_url`, remove it.
+        (Ok(_), Some(Ok(reference))) if has_drive_letter_segment(reference.path()) => {}
+        (Ok(ours), Some(Ok(reference))) => {
+            prop_assert_eq!(ours.as_str(), reference.as_str(), "{:?}", input);
+            prop_assert_eq!(ours.scheme(), reference.scheme());
+            prop_assert_eq!(Some(ours.host_str()), reference.host_str());
+            prop_assert_eq!(ours.port(), reference.port());
+            prop_assert_eq!(
+                ours.port_or_default(),
+                reference.port_or_known_default().unwrap()
+            );
+            prop_assert_eq!(ours.path(), reference.path());
+            prop_assert_eq!(ours.query(), reference.query());
+            prop_assert_eq!(ours.fragment(), reference.fragment());
+            let credentials = !reference.username().is_empty() || reference.password().is_some();
+            prop_assert_eq!(ours.has_credentials(), credentials);
+            let host_matches = match (ours.host(), reference.host()) {
+                (Host::Domain(a), Some(url::Host::Domain(b))) => a == b,
+                (Host::Ipv4(a), Some(url::Host::Ipv4(b))) => a == b,
+                (Host::Ipv6(a), Some(url::Host::Ipv6(b))) => a == b,
+                _ => false,
+            };
+            prop_assert!(host_matches, "{:?}: {:?}", input, ours.host());
+            // A serialization parses to itself.
+            prop_assert_eq!(HttpUrl::parse(ours.as_str()), Ok(ours));
+        }
+        (Err(ParseError::NotHttp), None | Some(Err(_))) => {}
+        (Err(_), Some(Err(_))) if unicode_host => {}
+        (Err(e), Some(Err(reference))) => {
+            prop_assert_eq!(e.to_string(), reference, "{:?}", input)
+        }
+        (Err(ParseError::InvalidDomain), Some(Ok(_))) if unicode_host => {}
+        (Ok(ours), Some(Err(_))) if ours.host_str().contains("xn--") => {}
+        (ours, reference) => {
+            return Err(TestCaseError::fail(format!(
+                "{input:?}: http_url {ours:?}, url crate {reference:?}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+fn has_drive_letter_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let b = segment.as_bytes();
+        b.len() == 2 && b[0].is_ascii_alphabetic() && matches!(b[1], b':' | b'|')
+    })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn url_parse_agrees_with_url_crate(input in near(url_absolute())) {
+        agrees_with_url_crate(&input, HttpUrl::parse(&input), url::Url::parse(&input))?;
+    }
+
+    #[test]
+    fn url_parse_of_any_string_agrees_with_url_crate(input in any::<String>()) {
+        agrees_with_url_crate(&input, HttpUrl::parse(&input), url::Url::parse(&input))?;
+    }
+
+    #[test]
+    fn url_join_agrees_with_url_crate(base in url_absolute(), input in near(url_reference())) {
+        let (Ok(ours), Ok(reference)) = (HttpUrl::parse(&base), url::Url::parse(&base)) else {
+            return Ok(());
+        };
+        agrees_with_url_crate(&input, ours.join(&input), reference.join(&input))?;
+    }
+
+    #[test]
+    fn url_query_pair_agrees_with_url_crate(base in url_absolute(), name in ".{0,6}", value in ".{0,6}") {
+        let (Ok(mut ours), Ok(mut reference)) = (HttpUrl::parse(&base), url::Url::parse(&base)) else {
+            return Ok(());
+        };
+        if has_drive_letter_segment(reference.path()) {
+            return Ok(());
+        }
+        ours.append_query_pair(&name, &value);
+        reference.query_pairs_mut().append_pair(&name, &value);
+        prop_assert_eq!(ours.as_str(), reference.as_str());
+        let ours: Vec<_> = ours.query_pairs().collect();
+        let reference: Vec<_> = reference.query_pairs().collect();
+        prop_assert_eq!(ours, reference);
     }
 }

@@ -11,10 +11,10 @@
 //! methods other than `GET`, or verify signatures (the bucket does that). It reads no clock: the
 //! signing time is a parameter.
 
+use crate::http_url::HttpUrl;
 use hmac::{Hmac, Mac};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
-use url::Url;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -39,7 +39,7 @@ const MAX_TIME: u64 = 253_402_300_799;
 pub struct PresignRequest {
     /// The S3 API's origin, e.g. `https://<account>.r2.cloudflarestorage.com`; no path, query or
     /// credentials.
-    pub endpoint: Url,
+    pub endpoint: HttpUrl,
     pub bucket: String,
     /// The object key, unencoded (`blobs/sha256/<hex>`); `/` in it separates path segments.
     pub key: String,
@@ -115,16 +115,7 @@ impl PresignRequest {
 
     fn validate(&self) -> Result<(), PresignError> {
         let e = &self.endpoint;
-        if !matches!(e.scheme(), "http" | "https") {
-            return Err(PresignError::Endpoint(format!(
-                "scheme must be http or https, not {:?}",
-                e.scheme()
-            )));
-        }
-        if e.host_str().unwrap_or_default().is_empty() {
-            return Err(PresignError::Endpoint("has no host".into()));
-        }
-        if !e.username().is_empty() || e.password().is_some() {
+        if e.has_credentials() {
             return Err(PresignError::Endpoint("must not carry credentials".into()));
         }
         // Path-style puts the bucket right after the origin; a base path would have to be signed
@@ -241,10 +232,10 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// The `Host` header: the host, and the port only if it is not the scheme's default (a client
-/// sends `Host: h` for `https://h:443/`, and the signature must match what it sends). `Url`
+/// sends `Host: h` for `https://h:443/`, and the signature must match what it sends). `HttpUrl`
 /// already lowercases domain names and brackets IPv6 addresses.
-fn host_header(endpoint: &Url) -> String {
-    let host = endpoint.host_str().unwrap_or_default();
+fn host_header(endpoint: &HttpUrl) -> String {
+    let host = endpoint.host_str();
     match endpoint.port() {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
@@ -375,7 +366,7 @@ mod tests {
     /// (AWS Signature Version 4)": GET `test.txt` from `examplebucket`, us-east-1, one day.
     fn aws_example() -> PresignRequest {
         PresignRequest {
-            endpoint: Url::parse("https://s3.amazonaws.com").unwrap(),
+            endpoint: HttpUrl::parse("https://s3.amazonaws.com").unwrap(),
             bucket: "examplebucket".into(),
             key: "test.txt".into(),
             region: "us-east-1".into(),
@@ -389,7 +380,7 @@ mod tests {
 
     fn r2(key: &str) -> PresignRequest {
         PresignRequest {
-            endpoint: Url::parse("https://0123456789abcdef.r2.cloudflarestorage.com").unwrap(),
+            endpoint: HttpUrl::parse("https://0123456789abcdef.r2.cloudflarestorage.com").unwrap(),
             bucket: "frontdoor-blobs".into(),
             key: key.into(),
             region: R2_REGION.into(),
@@ -571,7 +562,7 @@ mod tests {
             |r| r.region = "us-east-1".into(),
             |r| r.secret_access_key = "another".into(),
             |r| r.access_key_id = "AKIDOTHER".into(),
-            |r| r.endpoint = Url::parse("https://other.r2.cloudflarestorage.com").unwrap(),
+            |r| r.endpoint = HttpUrl::parse("https://other.r2.cloudflarestorage.com").unwrap(),
         ];
         for change in changes {
             let mut req = r2("blobs/x");
@@ -592,7 +583,7 @@ mod tests {
         ];
         for (endpoint, prefix) in cases {
             let req = PresignRequest {
-                endpoint: Url::parse(endpoint).unwrap(),
+                endpoint: HttpUrl::parse(endpoint).unwrap(),
                 ..r2("k")
             };
             let url = req.presign().unwrap();
@@ -626,12 +617,11 @@ mod tests {
     #[test]
     fn refuses_unusable_inputs() {
         type Change = fn(&mut PresignRequest);
-        fn endpoint(s: &str) -> Url {
-            Url::parse(s).unwrap()
+        fn endpoint(s: &str) -> HttpUrl {
+            HttpUrl::parse(s).unwrap()
         }
         #[rustfmt::skip]
-        let cases: [(Change, &str); 19] = [
-            (|r| r.endpoint = endpoint("ftp://h"), "endpoint"),
+        let cases: [(Change, &str); 18] = [
             (|r| r.endpoint = endpoint("https://u:p@h"), "endpoint"),
             (|r| r.endpoint = endpoint("https://h/base"), "endpoint"),
             (|r| r.endpoint = endpoint("https://h/?x=1"), "endpoint"),

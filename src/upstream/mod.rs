@@ -10,12 +10,12 @@ pub mod token;
 
 use crate::config::UpstreamConfig;
 use crate::error::{ErrorCode, RegistryError};
+use crate::http_url::{Host, HttpUrl, ParseError};
 use crate::oci::Repository;
 use crate::ports::{Fetched, Headers, HttpMethod, NetError, OutboundRequest, Upstream};
 use base64::Engine as _;
 use std::cell::{Cell, RefCell};
 use token::{parse_token_response, pull_scope, BearerRealm, TokenCache};
-use url::Url;
 
 const MAX_REDIRECTS: usize = 5;
 /// Token answers are small; anything bigger is not a token endpoint.
@@ -56,7 +56,7 @@ impl<'a, U: Upstream> Client<'a, U> {
         tail: &str,
         headers: Headers,
     ) -> Result<Fetched<U::Body>, RegistryError> {
-        let url = Url::parse(&format!(
+        let url = HttpUrl::parse(&format!(
             "{}/v2/{repository}/{tail}",
             self.upstream.url.as_str().trim_end_matches('/')
         ))
@@ -149,26 +149,18 @@ impl<'a, U: Upstream> Client<'a, U> {
                 format!("{registry} sent a bearer challenge without a realm"),
             ));
         }
-        let mut url = Url::parse(&realm.realm).map_err(|_| {
-            RegistryError::new(
-                ErrorCode::Unavailable,
-                format!("{registry} sent an unusable token realm"),
-            )
+        let mut url = HttpUrl::parse(&realm.realm).map_err(|e| {
+            let what = match e {
+                ParseError::NotHttp => "a token realm that is not http(s)",
+                _ => "an unusable token realm",
+            };
+            RegistryError::new(ErrorCode::Unavailable, format!("{registry} sent {what}"))
         })?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(RegistryError::new(
-                ErrorCode::Unavailable,
-                format!("{registry} sent a token realm that is not http(s)"),
-            ));
-        }
         self.check_host(&url, "token realm")?;
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(service) = &realm.service {
-                q.append_pair("service", service);
-            }
-            q.append_pair("scope", asked_scope.unwrap_or(scope));
+        if let Some(service) = &realm.service {
+            url.append_query_pair("service", service);
         }
+        url.append_query_pair("scope", asked_scope.unwrap_or(scope));
         let mut headers = Headers::new();
         if let Some(basic) = self.basic() {
             headers.set("authorization", basic);
@@ -226,7 +218,6 @@ impl<'a, U: Upstream> Client<'a, U> {
         let registry = self.upstream.name.as_str();
         for _ in 0..=MAX_REDIRECTS {
             self.calls.set(self.calls.get() + 1);
-            let origin = req.url.origin();
             let res = self
                 .port
                 .send(req.clone())
@@ -239,7 +230,6 @@ impl<'a, U: Upstream> Client<'a, U> {
                 .headers
                 .get("location")
                 .and_then(|l| req.url.join(l).ok())
-                .filter(|u| matches!(u.scheme(), "http" | "https"))
                 .ok_or_else(|| {
                     RegistryError::new(
                         ErrorCode::Unavailable,
@@ -247,7 +237,7 @@ impl<'a, U: Upstream> Client<'a, U> {
                     )
                 })?;
             self.check_host(&next, "redirect")?;
-            if next.origin() != origin {
+            if !next.same_origin(&req.url) {
                 req.headers.remove("authorization");
             }
             req.url = next;
@@ -262,7 +252,7 @@ impl<'a, U: Upstream> Client<'a, U> {
 impl<U> Client<'_, U> {
     /// No SSRF: a realm or redirect may name any public host, but a private, loopback or
     /// link-local one only when the upstream itself was configured on such an address.
-    fn check_host(&self, url: &Url, what: &str) -> Result<(), RegistryError> {
+    fn check_host(&self, url: &HttpUrl, what: &str) -> Result<(), RegistryError> {
         if is_private(url) && !is_private(&self.upstream.url) {
             return Err(RegistryError::new(
                 ErrorCode::Unavailable,
@@ -277,33 +267,31 @@ impl<U> Client<'_, U> {
 }
 
 /// Whether `url` names a loopback, private, link-local or otherwise internal address.
-pub fn is_private(url: &Url) -> bool {
+pub fn is_private(url: &HttpUrl) -> bool {
+    let private_v4 = |ip: std::net::Ipv4Addr| {
+        let [a, b, ..] = ip.octets();
+        ip.is_loopback()
+            || ip.is_private()
+            || ip.is_link_local()
+            || ip.is_unspecified()
+            || ip.is_broadcast()
+            || a == 0
+            || (a == 100 && (64..128).contains(&b))
+    };
     match url.host() {
-        Some(url::Host::Ipv4(ip)) => {
-            let [a, b, ..] = ip.octets();
-            ip.is_loopback()
-                || ip.is_private()
-                || ip.is_link_local()
-                || ip.is_unspecified()
-                || ip.is_broadcast()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-        }
-        Some(url::Host::Ipv6(ip)) => {
+        Host::Ipv4(ip) => private_v4(ip),
+        Host::Ipv6(ip) => {
             let first = ip.segments()[0];
             ip.is_loopback()
                 || ip.is_unspecified()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
-                || ip.to_ipv4_mapped().is_some_and(|v4| {
-                    is_private(&Url::parse(&format!("http://{v4}/")).expect("an IPv4 URL"))
-                })
+                || ip.to_ipv4_mapped().is_some_and(private_v4)
         }
-        Some(url::Host::Domain(d)) => {
-            let d = d.trim_end_matches('.').to_ascii_lowercase();
+        Host::Domain(d) => {
+            let d = d.trim_end_matches('.');
             d == "localhost" || d.ends_with(".localhost") || d.ends_with(".internal")
         }
-        None => true,
     }
 }
 
@@ -374,7 +362,7 @@ mod tests {
             "http://metadata.google.internal/",
         ];
         for u in private {
-            assert!(is_private(&Url::parse(u).unwrap()), "{u}");
+            assert!(is_private(&HttpUrl::parse(u).unwrap()), "{u}");
         }
         for u in [
             "https://auth.docker.io/token",
@@ -382,7 +370,7 @@ mod tests {
             "https://[2606:4700::1]/",
             "https://172.32.0.1/",
         ] {
-            assert!(!is_private(&Url::parse(u).unwrap()), "{u}");
+            assert!(!is_private(&HttpUrl::parse(u).unwrap()), "{u}");
         }
     }
 }
