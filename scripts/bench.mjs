@@ -53,7 +53,9 @@ const FLOOR_ROUTE = "/_floor/";
 const S3_AK = "FRONTDOORBENCHKEY";
 const S3_SK = crypto.randomBytes(20).toString("hex");
 const S3_BUCKET = "door-blobs";
-const DEADLINE_MS = 170_000;
+const DEADLINE_MS = 200_000;
+// The outage rows: how long the door waits for a hung upstream's headers.
+const OUTAGE_TIMEOUT_S = 2;
 
 const log = (...a) => console.error("bench:", ...a);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -206,6 +208,34 @@ async function warmPulls(hub, upstream, base, repo) {
   const result = await warmLoad(`${base}/v2/${repo}/manifests/v1`);
   await settle(hub, upstream);
   return { ...delta(before, snapshot(hub, upstream)), ...result };
+}
+
+/**
+ * Warm tag pulls with the tag always past its TTL (TAG_TTL_SECONDS=1): upstream healthy, then hung
+ * (every registry request accepted and never answered). `urls.backoff` is the door with a back-off,
+ * `urls.none` the same door without one. Each hung run starts after one pull has met the outage.
+ */
+async function outagePulls(hub, upstream, urls, repo) {
+  const out = {};
+  for (const [key, base] of Object.entries(urls)) {
+    for (let i = 0; i < 20; i++) await tagPull(base, repo, "v1");
+    out[key] = { healthy: await warmPulls(hub, upstream, base, repo) };
+  }
+  hub.state.mode = "timeout";
+  try {
+    for (const [key, base] of Object.entries(urls)) {
+      await sleep(1100); // past the TTL
+      await tagPull(base, repo, "v1"); // meets the outage (waits the timeout), then stale
+      const before = snapshot(hub, upstream);
+      const faultsBefore = hub.state.counts.faults;
+      out[key].down = { ...(await warmLoad(`${base}/v2/${repo}/manifests/v1`)) };
+      out[key].down.upstream = hub.state.counts.faults - faultsBefore;
+      out[key].down.registry = delta(before, snapshot(hub, upstream)).registry;
+    }
+  } finally {
+    hub.state.mode = "ok";
+  }
+  return out;
 }
 
 /**
@@ -407,6 +437,14 @@ async function main() {
   stoppers.push(() => door.stop());
   const doorTtl = await startDoor({ bindings: bindings({ TAG_TTL_SECONDS: "1" }) });
   stoppers.push(() => doorTtl.stop());
+  // The outage rows: tags past their TTL all the time, an upstream that stops answering, and a
+  // short back-off so probes happen during the load; beside it the same door with no back-off
+  // (every request asks upstream first, as the door did before the back-off existed).
+  const outage = { TAG_TTL_SECONDS: "1", UPSTREAM_TIMEOUT_SECONDS: String(OUTAGE_TIMEOUT_S), UPSTREAM_BACKOFF_SECONDS: "2" };
+  const doorOutage = await startDoor({ bindings: bindings(outage) });
+  stoppers.push(() => doorOutage.stop());
+  const doorNoBackoff = await startDoor({ bindings: bindings({ ...outage, UPSTREAM_BACKOFF_SECONDS: "0" }) });
+  stoppers.push(() => doorNoBackoff.stop());
   const peerDir = path.join(tmp.dir, "peer");
   const peer = await startProxyRegistry({ dir: peerDir, remoteurl: hub.url, username: SVC, password: PW });
   stoppers.push(() => peer.stop());
@@ -436,6 +474,8 @@ async function main() {
   res.peer.warm = await warmPulls(hub, upstream, peer.url, "bench/cold");
   log(`warm pulls from the floor (JS worker, one KV read, in the door's workerd), ${WARM_WORKERS} workers × ${WARM_SECONDS} s`);
   res.floor = { warm: await floorPulls(door, "bench/cold") };
+  log(`warm tag pulls past the TTL, upstream healthy then hung (hubsim "timeout"), ${WARM_WORKERS} workers × ${WARM_SECONDS} s each`);
+  res.outage = await outagePulls(hub, upstream, { backoff: doorOutage.url, none: doorNoBackoff.url }, "bench/ttl");
 
   // Cold blob throughput. A first manifest GET gives the door and docker-registry their token for
   // the repository (docker-registry asks for one per request anyway), so the blob GETs time the
@@ -481,7 +521,7 @@ async function main() {
 
   await cleanup();
 
-  const { door: d, peer: p, floor: { warm: f }, coldBlob: cb } = res;
+  const { door: d, peer: p, floor: { warm: f }, coldBlob: cb, outage: o } = res;
   const n = (v, digits = 0) => (v === undefined || Number.isNaN(v) ? "—" : v.toFixed(digits));
   const ratio = (a, b) => (a === undefined || b === undefined ? "—" : b ? `${(a / b).toFixed(2)}×` : a ? "∞" : "—");
   const cell = (v, digits, detail) => (detail ? `${n(v, digits)} (${detail})` : n(v, digits));
@@ -518,6 +558,14 @@ async function main() {
     row("warm run: upstream registry requests (manifest HEADs)", d.warm.registry, p.warm.registry, { la: `${d.warm.manifestHeads}`, lb: `${p.warm.manifestHeads}` }),
     row("warm run: token requests", d.warm.tokens, p.warm.tokens),
     row("warm run: non-200 answers or errors", d.warm.errors, p.warm.errors, { c: f.errors, lc: "floor" }),
+    row(`tag past its TTL, upstream healthy: pulls per second (door, UPSTREAM_BACKOFF_SECONDS=2)`, o.backoff.healthy.rps, undefined),
+    row(`tag past its TTL, upstream hung: pulls per second (door, UPSTREAM_BACKOFF_SECONDS=2; baseline: the same door healthy)`, o.backoff.down.rps, undefined, { c: o.backoff.healthy.rps, lc: "healthy" }),
+    row(`tag past its TTL, upstream hung: pulls per second with the back-off off (UPSTREAM_BACKOFF_SECONDS=0; baseline: that door healthy)`, o.none.down.rps, undefined, { c: o.none.healthy.rps, lc: "healthy" }),
+    row(`tag past its TTL, upstream healthy: p99 latency (ms)`, o.backoff.healthy.p99, undefined, { digits: 2 }),
+    row(`tag past its TTL, upstream hung: p99 latency (ms), back-off on (baseline: healthy)`, o.backoff.down.p99, undefined, { digits: 2, c: o.backoff.healthy.p99, lc: "healthy" }),
+    row(`tag past its TTL, upstream hung: p99 latency (ms), back-off off (baseline: healthy)`, o.none.down.p99, undefined, { digits: 2, c: o.none.healthy.p99, lc: "healthy" }),
+    row(`tag past its TTL, upstream hung: requests that reached upstream in ${WARM_SECONDS} s, back-off on / off`, o.backoff.down.upstream, undefined, { la: `off: ${o.none.down.upstream}` }),
+    row(`tag past its TTL, upstream hung: non-200 answers or errors, back-off on / off`, o.backoff.down.errors, undefined, { la: `off: ${o.none.down.errors}` }),
     row(`cold blob GET throughput (MB/s; ${cb.door.n} × ${mib(coldSize)} MiB layers, each read once; in parentheses min–max)`,
       cb.door.mbps, cb.peer.mbps, { la: minMax(cb.door), lb: minMax(cb.peer), c: cb.direct.mbps, lc: `direct upstream read, ${minMax(cb.direct)}` }),
     row(`bundle wrangler would upload, gzip (KiB; ${n(bundle.total, 2)} KiB before gzip)`, bundle.gzip, undefined,

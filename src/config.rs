@@ -38,6 +38,9 @@ const DEFAULT_TAG_TTL: u64 = 300;
 const DEFAULT_NEGATIVE_TTL: u64 = 60;
 const DEFAULT_UPSTREAM_TIMEOUT: u64 = 15;
 const DEFAULT_REDIRECT_TTL: u64 = 300;
+const DEFAULT_UPSTREAM_BACKOFF: u64 = 10;
+/// Back-offs double up to 8× the setting: 10 minutes here is over an hour there.
+const MAX_UPSTREAM_BACKOFF: u64 = 600;
 const DEFAULT_RETENTION_DAYS: u64 = 30;
 const DEFAULT_RETENTION_BATCH: u64 = 300;
 
@@ -54,6 +57,9 @@ pub struct Config {
     pub negative_ttl_seconds: u64,
     /// How long to wait for an upstream's answer (its headers) before giving up on it.
     pub upstream_timeout_seconds: u64,
+    /// `UPSTREAM_BACKOFF_SECONDS`: after an outage, how long an upstream is left alone before one
+    /// probe checks whether it is back (see `crate::upstream::health`); 0 turns it off.
+    pub upstream_backoff_seconds: u64,
     /// Hostname (lowercase, no port) → registry name, for one-hostname-per-registry deployments.
     pub hosts: BTreeMap<String, String>,
     /// How blob reads that R2 already holds are answered.
@@ -271,6 +277,14 @@ impl Config {
         if upstream_timeout_seconds == 0 {
             return Err(bad("UPSTREAM_TIMEOUT_SECONDS", "must be at least 1"));
         }
+        let upstream_backoff_seconds =
+            seconds("UPSTREAM_BACKOFF_SECONDS", DEFAULT_UPSTREAM_BACKOFF)?;
+        if upstream_backoff_seconds > MAX_UPSTREAM_BACKOFF {
+            return Err(bad(
+                "UPSTREAM_BACKOFF_SECONDS",
+                format!("must be 0 (off) to {MAX_UPSTREAM_BACKOFF}"),
+            ));
+        }
 
         let upstreams_for_pins: Vec<(String, bool)> = upstreams
             .values()
@@ -356,6 +370,7 @@ impl Config {
             tag_ttl_seconds,
             negative_ttl_seconds,
             upstream_timeout_seconds,
+            upstream_backoff_seconds,
             hosts,
             blob_redirect,
             redirect_ttl_seconds,

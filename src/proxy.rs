@@ -25,6 +25,7 @@ use crate::range::{self, ByteRange};
 use crate::route::{resolve_name, route, Method, RequestLine, Route, Routed, Target};
 use crate::signing::sigv4::{PresignRequest, R2_REGION, S3_SERVICE};
 use crate::signing::url_token;
+use crate::upstream::health::{Admit, Backoff, Health};
 use crate::upstream::token::TokenCache;
 use crate::upstream::{net_error, upstream_status, Client};
 use std::cell::RefCell;
@@ -107,6 +108,8 @@ pub struct Door<'a, K, B, U, C> {
     pub blobs: &'a B,
     pub upstream: &'a U,
     pub tokens: &'a RefCell<TokenCache>,
+    /// Which upstreams are down (per isolate, like the tokens).
+    pub health: &'a RefCell<Health>,
     /// Where cache misses go so that only one place fetches each object from upstream. `None`
     /// inside that place (or where there is no such place): fetch directly.
     pub coalesce: Option<&'a C>,
@@ -807,7 +810,8 @@ where
     }
 
     /// Sends one request upstream: to the registry, then to each configured fallback while the
-    /// answer is a transient failure (429, 5xx, unreachable). The last answer is returned.
+    /// answer is a transient failure (429, 5xx, unreachable). The last answer is returned. An
+    /// upstream that is down (see [`crate::upstream::health`]) is skipped without a request.
     async fn fetch_upstream(
         &self,
         target: &Target,
@@ -819,16 +823,57 @@ where
         let primary = self.config.upstream(&target.registry).ok_or_else(|| {
             RegistryError::new(ErrorCode::NameUnknown, "registry is not configured")
         })?;
+        let backoff = Backoff {
+            seconds: self.config.upstream_backoff_seconds,
+            // Headers, then the body (read under the same limit), plus a token request.
+            probe_timeout: self.config.upstream_timeout_seconds.saturating_mul(3),
+        };
         let mut answer = None;
         for (i, upstream) in std::iter::once(primary)
             .chain(primary.fallbacks.iter())
             .enumerate()
         {
+            let health_key = upstream.url.as_str();
+            let admit = self
+                .health
+                .borrow_mut()
+                .admit(health_key, self.now, backoff);
+            if let Admit::Down { retry_in } = admit {
+                outcome.notes.push(format!(
+                    "{} is down: not asked (next probe in {retry_in} s)",
+                    upstream.url
+                ));
+                let mut e = RegistryError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "{} is unreachable; the mirror retries it in {retry_in} s",
+                        target.registry
+                    ),
+                )
+                .with_status(503);
+                e.retry_after = Some(retry_in.to_string());
+                answer = Some(Err(e));
+                continue;
+            }
             let client = Client::new(self.upstream, upstream, self.tokens, self.now);
             let result = client
                 .fetch(method, &target.repository, tail, headers.clone())
                 .await;
             outcome.upstream_calls += client.calls.get();
+            let reachable = !is_outage(&result);
+            self.health
+                .borrow_mut()
+                .record(health_key, reachable, self.now, backoff);
+            match (admit, reachable) {
+                (Admit::Probe, true) => outcome
+                    .notes
+                    .push(format!("{} is back (probe answered)", upstream.url)),
+                (_, false) => outcome.notes.push(format!(
+                    "{} is down: backing off for {} s",
+                    upstream.url, backoff.seconds
+                )),
+                _ => {}
+            }
             if let Ok(f) = &result {
                 if let Some(r) = f.headers.get("ratelimit-remaining") {
                     outcome.ratelimit_remaining = Some(r.to_owned());
@@ -1457,6 +1502,18 @@ fn is_transient<B>(answer: &Result<Fetched<B>, RegistryError>) -> bool {
     match answer {
         Ok(f) => f.status == 429 || f.status >= 500,
         Err(e) => matches!(e.code, ErrorCode::Unavailable | ErrorCode::TooManyRequests),
+    }
+}
+
+/// Whether an answer means the upstream is not serving at all (unreachable, timed out, rate
+/// limiting, or a gateway saying so), as opposed to an answer about one resource.
+fn is_outage<B>(answer: &Result<Fetched<B>, RegistryError>) -> bool {
+    match answer {
+        Ok(f) => matches!(f.status, 429 | 502 | 503 | 504),
+        Err(e) => {
+            e.code == ErrorCode::TooManyRequests
+                || (e.code == ErrorCode::Unavailable && e.status >= 502)
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use frontdoor::oci::{Algorithm, Digest};
 use frontdoor::ports::*;
 use frontdoor::proxy::{Body, CacheOutcome, ClientRequest, Door, Outcome, Reply};
 use frontdoor::route::RequestLine;
+use frontdoor::upstream::health::Health;
 use frontdoor::upstream::token::TokenCache;
 use futures::executor::block_on;
 use std::cell::{Cell, RefCell};
@@ -384,6 +385,7 @@ struct World {
     blobs: MemBlobs,
     reg: FakeRegistry,
     tokens: RefCell<TokenCache>,
+    health: RefCell<Health>,
     now: Cell<u64>,
     /// `Range` header for the next requests.
     range: RefCell<Option<String>>,
@@ -423,6 +425,7 @@ impl World {
             blobs: MemBlobs::default(),
             reg,
             tokens: RefCell::new(TokenCache::default()),
+            health: RefCell::new(Health::default()),
             now: Cell::new(1_000_000),
             range: RefCell::new(None),
             authorization: RefCell::new(None),
@@ -457,6 +460,7 @@ impl World {
             blobs: &self.blobs,
             upstream: &self.reg,
             tokens: &self.tokens,
+            health: &self.health,
             coalesce,
             now: self.now.get(),
         };
@@ -719,6 +723,8 @@ fn upstream_errors_become_oci_errors() {
     let (r, _) = w.get("/v2/team/app/manifests/v1");
     assert_eq!((r.status, error_code(&r)), (429, "TOOMANYREQUESTS".into()));
     assert_eq!(r.headers.get("retry-after"), Some("60"));
+    // (Past the back-off the 429 started: the next request is the probe.)
+    w.now.set(w.now.get() + 10);
     w.reg.status.set(Some(503));
     let (r, _) = w.get("/v2/team/app/manifests/v1");
     assert_eq!((r.status, error_code(&r)), (502, "UNAVAILABLE".into()));
@@ -992,9 +998,11 @@ fn upstream_failures_serve_the_stale_copy() {
         let (r, o) = w.get(&format!("/v2/team/app/manifests/{digest}"));
         assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
     }
-    // Nothing cached and upstream down: a clean 502, not a hang or a panic.
+    // Nothing cached and upstream down (just now: inside the back-off): a clean 503 with
+    // Retry-After, not a hang or a panic.
     let (r, _) = w.get("/v2/team/other/manifests/v1");
-    assert_eq!((r.status, error_code(&r)), (502, "UNAVAILABLE".into()));
+    assert_eq!((r.status, error_code(&r)), (503, "UNAVAILABLE".into()));
+    assert!(r.headers.get("retry-after").is_some());
 }
 
 #[test]
@@ -1713,4 +1721,88 @@ fn retention_deletes_what_nobody_read_keeps_pins_and_works_in_bounded_steps() {
     let runs = w.sweep();
     assert_eq!((runs.len(), runs[0].examined), (1, 0));
     assert!(blobs.iter().all(|b| w.has_blob(b)));
+}
+
+#[test]
+fn an_outage_costs_one_probe_per_backoff_not_one_request_per_client() {
+    let (reg, _, _) = image();
+    let w = World::new(reg);
+    let (fresh, _) = w.get("/v2/team/app/manifests/v1");
+    w.now.set(w.now.get() + TTL + 1);
+    w.reg.down.set(true);
+    let before = w.reg.total();
+
+    // The first client finds upstream down (one attempt: a token request and the HEAD); the next
+    // 49 are served stale at once.
+    let mut calls = 0;
+    for i in 0..50 {
+        let (r, o) = w.get("/v2/team/app/manifests/v1");
+        assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Stale)), "{i}");
+        assert_eq!(body(&r), body(&fresh));
+        assert_eq!(o.upstream_calls > 0, i == 0, "client {i}");
+        calls += o.upstream_calls;
+    }
+    assert_eq!(
+        w.reg.total() - before,
+        calls as usize,
+        "one attempt for fifty clients"
+    );
+    assert!(calls <= 2);
+
+    // Nothing cached during the back-off: a clean 503 with Retry-After, and still no request.
+    let (r, o) = w.get("/v2/team/other/manifests/v1");
+    assert_eq!((r.status, error_code(&r)), (503, "UNAVAILABLE".into()));
+    assert_eq!(r.headers.get("retry-after"), Some("10"));
+    assert_eq!(o.upstream_calls, 0);
+
+    // After the back-off one probe goes out; it fails, and the next back-off is twice as long.
+    w.now.set(w.now.get() + 10);
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Stale)));
+    assert!(o.upstream_calls > 0, "the probe");
+    let (_, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(o.upstream_calls, 0);
+    w.now.set(w.now.get() + 19);
+    assert_eq!(w.get("/v2/team/app/manifests/v1").1.upstream_calls, 0);
+
+    // Upstream is back: the next probe revalidates, and everyone goes upstream again.
+    w.reg.down.set(false);
+    w.now.set(w.now.get() + 1);
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Revalidated)));
+    assert!(
+        o.notes.iter().any(|n| n.contains("is back")),
+        "{:?}",
+        o.notes
+    );
+    let (r, _) = w.get("/v2/team/other/manifests/v1");
+    assert_eq!(error_code(&r), "MANIFEST_UNKNOWN");
+}
+
+#[test]
+fn a_plain_500_is_an_answer_not_an_outage() {
+    let (reg, _, _) = image();
+    let w = World::new(reg);
+    w.get("/v2/team/app/manifests/v1");
+    w.reg.status.set(Some(500));
+    let (r, _) = w.get("/v2/team/app/manifests/nope");
+    assert_eq!(r.status, 502);
+    w.reg.status.set(None);
+    let (r, o) = w.get("/v2/team/app/manifests/nope");
+    assert_eq!(error_code(&r), "MANIFEST_UNKNOWN");
+    assert!(o.upstream_calls > 0);
+}
+
+#[test]
+fn backoff_zero_sends_every_request() {
+    let (reg, _, _) = image();
+    let w = World::with(reg, &[("UPSTREAM_BACKOFF_SECONDS", "0")]);
+    w.get("/v2/team/app/manifests/v1");
+    w.now.set(w.now.get() + TTL + 1);
+    w.reg.down.set(true);
+    for _ in 0..3 {
+        let (r, o) = w.get("/v2/team/app/manifests/v1");
+        assert_eq!(r.status, 200);
+        assert!(o.upstream_calls > 0);
+    }
 }

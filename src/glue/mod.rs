@@ -14,6 +14,7 @@ use crate::http_url::Serialized;
 use crate::proxy::{error_reply, Body, ClientRequest, Door, Outcome, Reply};
 use crate::retention::Sweep;
 use crate::route::RequestLine;
+use crate::upstream::health::Health;
 use crate::upstream::token::TokenCache;
 use coalescer::{DurableCoalescer, Recent};
 use futures::future::LocalBoxFuture;
@@ -39,6 +40,8 @@ const MAX_TOKEN_FORM: usize = 16 * 1024;
 thread_local! {
     /// Upstream tokens live as long as the isolate; an isolate is single-threaded.
     static TOKENS: &'static RefCell<TokenCache> = Box::leak(Box::default());
+    /// Which upstreams are down, for as long as the isolate lives.
+    static HEALTH: &'static RefCell<Health> = Box::leak(Box::default());
 }
 
 #[event(start)]
@@ -227,6 +230,7 @@ impl<'a> Parts<'a> {
             blobs: &self.blobs,
             upstream: &self.upstream,
             tokens: TOKENS.with(|t| *t),
+            health: HEALTH.with(|h| *h),
             coalesce: ports.coalesce,
             now: now_ms / 1000,
         }

@@ -6,6 +6,7 @@
 //! followed here, not by the runtime, so `Authorization` is never sent to another origin.
 
 pub mod challenge;
+pub mod health;
 pub mod token;
 
 use crate::config::UpstreamConfig;
