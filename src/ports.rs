@@ -172,23 +172,72 @@ pub trait Kv {
     ) -> Result<Page, StoreError>;
 }
 
+/// What storage holds under a blob's key: its size, and the registries whose upstreams delivered
+/// exactly these bytes. That list is stored with the object itself (R2 custom metadata), so it is
+/// written only by a put that storage accepted — one whose bytes hashed to the digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub size: u64,
+    /// Registry names as configured; empty for an object stored before the list existed.
+    pub registries: Vec<String>,
+}
+
+impl Stored {
+    /// Whether `registry`'s upstream delivered these bytes itself.
+    pub fn vouched_by(&self, registry: &str) -> bool {
+        self.registries.iter().any(|r| r == registry)
+    }
+
+    /// The list to store with a new copy that `registry` delivered.
+    pub fn with(&self, registry: &str) -> Vec<String> {
+        let mut registries = self.registries.clone();
+        if !self.vouched_by(registry) {
+            registries.push(registry.to_owned());
+        }
+        registries
+    }
+
+    /// The list as stored in the object's metadata: a JSON array of names.
+    pub fn encode_registries(registries: &[String]) -> String {
+        serde_json::to_string(registries).expect("a list of strings serializes")
+    }
+
+    /// Reads the stored list; anything unreadable vouches for nobody.
+    pub fn decode_registries(value: Option<&str>) -> Vec<String> {
+        value
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// The custom-metadata name under which a blob object keeps [`Stored::registries`].
+pub const REGISTRIES_METADATA: &str = "registries";
+
 /// Blob storage.
 pub trait Blobs {
     /// A body to hand the client (a stream in the worker).
     type Body;
-    /// The stored size, if the blob is stored.
-    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError>;
-    /// The blob's total size and its bytes, or only `len` bytes from `offset` when `part` is
+    /// What is stored under `key`, if anything.
+    async fn stat(&self, key: &str) -> Result<Option<Stored>, StoreError>;
+    /// The blob and its bytes, or only `len` bytes from `offset` when `part` is
     /// `Some((offset, len))` (the caller has checked the part lies inside the blob).
     async fn get(
         &self,
         key: &str,
         part: Option<(u64, u64)>,
-    ) -> Result<Option<(u64, Self::Body)>, StoreError>;
+    ) -> Result<Option<(Stored, Self::Body)>, StoreError>;
     /// Returns a body that yields `body`'s bytes to the client while the same bytes are stored under
-    /// `key` in the background. Storage must refuse the object unless it is exactly `len` bytes that
-    /// hash to `digest`, so a corrupt or truncated transfer is never cached.
-    fn fill(&self, key: &str, body: Self::Body, len: u64, digest: &Digest) -> Self::Body;
+    /// `key` in the background, with `registries` (see [`Stored`]). Storage must refuse the object
+    /// unless it is exactly `len` bytes that hash to `digest`, so a corrupt or truncated transfer
+    /// is never cached — and a refused put leaves what was stored before untouched.
+    fn fill(
+        &self,
+        key: &str,
+        body: Self::Body,
+        len: u64,
+        digest: &Digest,
+        registries: &[String],
+    ) -> Self::Body;
     /// Lets go of a body nobody will read (pre-warming): a filling blob keeps filling.
     fn discard(&self, body: Self::Body);
     /// Removes a stored blob (retention); removing one that is not stored is not an error.

@@ -20,7 +20,7 @@ use crate::config::{pin_key, BlobRedirect};
 use crate::error::{ErrorCode, RegistryError};
 use crate::http_url::HttpUrl;
 use crate::oci::{acceptable, Digest, Reference, References, DEFAULT_MANIFEST_ACCEPT};
-use crate::ports::{Blobs, Coalesce, Fetched, Headers, HttpMethod, Kv, Upstream};
+use crate::ports::{Blobs, Coalesce, Fetched, Headers, HttpMethod, Kv, Stored, Upstream};
 use crate::range::{self, ByteRange};
 use crate::route::{resolve_name, route, Method, RequestLine, Route, Routed, Target};
 use crate::signing::sigv4::{PresignRequest, R2_REGION, S3_SERVICE};
@@ -332,7 +332,8 @@ where
             }
         }
         for digest in blobs {
-            if matches!(self.blobs.size(&keys::blob(&digest)).await, Ok(Some(_))) {
+            let stored = self.blobs.stat(&keys::blob(&digest)).await;
+            if matches!(&stored, Ok(Some(s)) if s.vouched_by(&target.registry)) {
                 // Still wanted: marked read as a pull would, so retention keeps it. (The manifest
                 // that names it came from upstream for this repository: it belongs here.)
                 if !self.read_link(&target, &digest, &mut outcome).await {
@@ -906,46 +907,70 @@ where
         // HEAD ignores Range, as registries do.
         let range = parse_range(range_header, head)?;
 
-        // 0. Blobs are stored once for every repository, so a stored blob is served through this
-        //    one only when it is known to belong here: linked when it was fetched through it, or
-        //    confirmed now by upstream (a HEAD, with the mirror's rights on this repository).
-        //    Otherwise a private layer could be read through any public repository's name.
-        if !self.read_link(target, digest, outcome).await
-            && matches!(self.blobs.size(&key).await, Ok(Some(_)))
-        {
-            let answer = self
-                .fetch_upstream(
-                    target,
-                    HttpMethod::Head,
-                    &format!("blobs/{digest}"),
-                    Headers::new(),
-                    outcome,
-                )
-                .await?;
-            if answer.status != 200 {
-                return Err(upstream_status(
-                    answer.status,
-                    &answer.headers,
-                    ErrorCode::BlobUnknown,
-                    &target.registry,
-                ));
+        // 0. Blobs are stored once for every repository and registry, so a stored blob is served
+        //    through this name only on this registry's own evidence: its upstream delivered these
+        //    bytes (storage keeps the registries whose puts it verified), and the blob belongs to
+        //    this repository — linked when it was fetched through it, or confirmed now by this
+        //    registry's upstream (a HEAD, with the mirror's rights on this repository). Otherwise a
+        //    private layer could be read through any public repository's name, or through another
+        //    registry whose upstream says yes to every digest.
+        let linked = self.read_link(target, digest, outcome).await;
+        let mut known = None;
+        if !linked || self.config.blob_redirect != BlobRedirect::Off || head || range.is_some() {
+            known = match self.blobs.stat(&key).await {
+                Ok(stored) => stored,
+                Err(e) => {
+                    outcome.notes.push(format!("blob store: {e}"));
+                    None
+                }
+            };
+        }
+        let mut refill = None;
+        match &known {
+            Some(stored) if !stored.vouched_by(&target.registry) => refill = Some(stored.clone()),
+            Some(_) if !linked => {
+                let answer = self
+                    .fetch_upstream(
+                        target,
+                        HttpMethod::Head,
+                        &format!("blobs/{digest}"),
+                        Headers::new(),
+                        outcome,
+                    )
+                    .await?;
+                if answer.status != 200 {
+                    return Err(upstream_status(
+                        answer.status,
+                        &answer.headers,
+                        ErrorCode::BlobUnknown,
+                        &target.registry,
+                    ));
+                }
+                self.link_blob(target, digest, outcome).await;
             }
-            self.link_blob(target, digest, outcome).await;
+            _ => {}
         }
 
         // 1. From R2: a redirect to storage when configured, else the bytes.
-        if !head && self.config.blob_redirect != BlobRedirect::Off {
-            match self.blobs.size(&key).await {
-                Ok(Some(_)) => {
-                    outcome.cache = Some(CacheOutcome::Hit);
-                    return self.redirect(digest);
-                }
-                Ok(None) => {}
-                Err(e) => outcome.notes.push(format!("blob store: {e}")),
+        if refill.is_none() {
+            if !head && self.config.blob_redirect != BlobRedirect::Off && known.is_some() {
+                outcome.cache = Some(CacheOutcome::Hit);
+                return self.redirect(digest);
+            }
+            match self
+                .stored_blob(digest, head, range, Some(&target.registry), known, outcome)
+                .await?
+            {
+                Served::Reply(reply) => return Ok(reply),
+                Served::Absent => {}
+                Served::NotVouched(stored) => refill = Some(stored),
             }
         }
-        if let Some(reply) = self.stored_blob(digest, head, range, outcome).await? {
-            return Ok(reply);
+        if refill.is_some() {
+            outcome.notes.push(format!(
+                "{digest} is stored, but not from {}: fetched from it",
+                target.registry
+            ));
         }
         outcome.cache = Some(CacheOutcome::Miss);
 
@@ -993,7 +1018,15 @@ where
         // A whole blob (asked for, or upstream ignored the range): fill the cache as it streams.
         match len {
             Some(len) => {
-                let body = self.blobs.fill(&key, fetched.body, len, digest);
+                // A copy already stored keeps the registries that vouched for it; this one adds
+                // itself — if storage accepts the bytes.
+                let registries = match &refill {
+                    Some(stored) => stored.with(&target.registry),
+                    None => vec![target.registry.clone()],
+                };
+                let body = self
+                    .blobs
+                    .fill(&key, fetched.body, len, digest, &registries);
                 Ok(reply(
                     200,
                     blob_headers(digest, Some(len)),
@@ -1016,43 +1049,59 @@ where
         }
     }
 
-    /// A blob as R2 holds it (`None` when it does not): whole, a range (206), or headers only;
-    /// a stored blob counts as a hit even when the range asked for is outside it.
+    /// A blob as R2 holds it: whole, a range (206), or headers only; a stored blob counts as a hit
+    /// even when the range asked for is outside it. With `registry`, only a copy that registry
+    /// vouched for is served (see [`crate::ports::Stored`]). `known`: what a `stat` just said.
     async fn stored_blob(
         &self,
         digest: &Digest,
         head: bool,
         range: Option<ByteRange>,
+        registry: Option<&str>,
+        known: Option<Stored>,
         outcome: &mut Outcome,
-    ) -> Result<Option<Reply<U::Body>>, RegistryError> {
+    ) -> Result<Served<U::Body>, RegistryError> {
         let key = keys::blob(digest);
-        let size = match (head, range) {
-            (false, None) => match self.blobs.get(&key, None).await {
-                Ok(Some((len, body))) => {
+        let vouched = |s: &Stored| registry.is_none_or(|r| s.vouched_by(r));
+        let stored = match (head, range, known) {
+            (false, None, _) => match self.blobs.get(&key, None).await {
+                Ok(Some((stored, body))) if vouched(&stored) => {
                     outcome.cache = Some(CacheOutcome::Hit);
-                    let headers = blob_headers(digest, Some(len));
-                    return Ok(Some(reply(200, headers, Body::Stream(body), false)));
+                    let headers = blob_headers(digest, Some(stored.size));
+                    return Ok(Served::Reply(reply(
+                        200,
+                        headers,
+                        Body::Stream(body),
+                        false,
+                    )));
                 }
-                Ok(None) => return Ok(None),
+                Ok(Some((stored, body))) => {
+                    self.blobs.discard(body);
+                    return Ok(Served::NotVouched(stored));
+                }
+                Ok(None) => return Ok(Served::Absent),
                 Err(e) => {
                     outcome.notes.push(format!("blob store: {e}"));
-                    return Ok(None);
+                    return Ok(Served::Absent);
                 }
             },
-            _ => match self.blobs.size(&key).await {
-                Ok(Some(size)) => {
-                    outcome.cache = Some(CacheOutcome::Hit);
-                    size
-                }
-                Ok(None) => return Ok(None),
+            (_, _, Some(known)) => known,
+            _ => match self.blobs.stat(&key).await {
+                Ok(Some(stored)) => stored,
+                Ok(None) => return Ok(Served::Absent),
                 Err(e) => {
                     outcome.notes.push(format!("blob store: {e}"));
-                    return Ok(None);
+                    return Ok(Served::Absent);
                 }
             },
         };
+        if !vouched(&stored) {
+            return Ok(Served::NotVouched(stored));
+        }
+        outcome.cache = Some(CacheOutcome::Hit);
+        let size = stored.size;
         let Some(range) = range else {
-            return Ok(Some(reply(
+            return Ok(Served::Reply(reply(
                 200,
                 blob_headers(digest, Some(size)),
                 Body::Empty,
@@ -1072,9 +1121,14 @@ where
             Ok(Some((_, body))) => {
                 let mut headers = blob_headers(digest, Some(len));
                 headers.set("content-range", format!("bytes {first}-{last}/{size}"));
-                Ok(Some(reply(206, headers, Body::Stream(body), false)))
+                Ok(Served::Reply(reply(
+                    206,
+                    headers,
+                    Body::Stream(body),
+                    false,
+                )))
             }
-            _ => Ok(None),
+            _ => Ok(Served::Absent),
         }
     }
 
@@ -1136,14 +1190,17 @@ where
         url_token::verify_query(&key.0, &digest.to_string(), query, self.now)
             .map_err(|e| RegistryError::new(ErrorCode::Denied, format!("blob URL refused: {e}")))?;
         let range = parse_range(range_header, head)?;
-        match self.stored_blob(digest, head, range, outcome).await? {
-            Some(mut reply) => {
+        match self
+            .stored_blob(digest, head, range, None, None, outcome)
+            .await?
+        {
+            Served::Reply(mut reply) => {
                 reply
                     .headers
                     .set("cache-control", "public, max-age=31536000, immutable");
                 Ok(reply)
             }
-            None => Err(RegistryError::new(
+            Served::Absent | Served::NotVouched(_) => Err(RegistryError::new(
                 ErrorCode::BlobUnknown,
                 format!("{digest} is not stored"),
             )),
@@ -1463,6 +1520,14 @@ fn parse_range(header: Option<&str>, head: bool) -> Result<Option<ByteRange>, Re
         None => Ok(None),
         Some(h) => range::parse(h).map_err(|e| RegistryError::new(ErrorCode::RangeInvalid, e)),
     }
+}
+
+/// What storage had for a blob read.
+enum Served<S> {
+    Reply(Reply<S>),
+    Absent,
+    /// Stored, but not vouched for by the registry asked through.
+    NotVouched(Stored),
 }
 
 /// What pre-warming one image did.

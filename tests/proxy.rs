@@ -71,29 +71,43 @@ impl Kv for MemKv {
     }
 }
 
-/// Stores a filled blob only when its length and digest match, as R2's checksum check does.
+/// Stores a filled blob only when its length and digest match, as R2's checksum check does, with
+/// the registries the fill names; a refused fill leaves what was stored.
 #[derive(Default)]
 struct MemBlobs {
-    map: RefCell<HashMap<String, Vec<u8>>>,
+    map: RefCell<HashMap<String, (Vec<u8>, Vec<String>)>>,
     refused: Cell<u32>,
+}
+
+impl MemBlobs {
+    fn bytes(&self, key: &str) -> Option<Vec<u8>> {
+        self.map.borrow().get(key).map(|(b, _)| b.clone())
+    }
 }
 
 impl Blobs for MemBlobs {
     type Body = Vec<u8>;
-    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.map.borrow().get(key).map(|b| b.len() as u64))
+    async fn stat(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        Ok(self.map.borrow().get(key).map(|(b, r)| Stored {
+            size: b.len() as u64,
+            registries: r.clone(),
+        }))
     }
     async fn get(
         &self,
         key: &str,
         part: Option<(u64, u64)>,
-    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        Ok(self.map.borrow().get(key).map(|b| {
+    ) -> Result<Option<(Stored, Vec<u8>)>, StoreError> {
+        Ok(self.map.borrow().get(key).map(|(b, r)| {
             let bytes = match part {
                 Some((offset, len)) => b[offset as usize..(offset + len) as usize].to_vec(),
                 None => b.clone(),
             };
-            (b.len() as u64, bytes)
+            let stored = Stored {
+                size: b.len() as u64,
+                registries: r.clone(),
+            };
+            (stored, bytes)
         }))
     }
     fn discard(&self, _body: Vec<u8>) {}
@@ -103,9 +117,18 @@ impl Blobs for MemBlobs {
         Ok(())
     }
 
-    fn fill(&self, key: &str, body: Vec<u8>, len: u64, digest: &Digest) -> Vec<u8> {
+    fn fill(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        len: u64,
+        digest: &Digest,
+        registries: &[String],
+    ) -> Vec<u8> {
         if body.len() as u64 == len && digest.verifies(&body) {
-            self.map.borrow_mut().insert(key.into(), body.clone());
+            self.map
+                .borrow_mut()
+                .insert(key.into(), (body.clone(), registries.to_vec()));
         } else {
             self.refused.set(self.refused.get() + 1);
         }
@@ -135,6 +158,10 @@ struct FakeRegistry {
     down: Cell<bool>,
     /// The Docker Hub-style fallback mirror, when configured.
     fallback: Option<Box<FakeRegistry>>,
+    /// A second configured registry, `other.test`, when there is one.
+    other: Option<Box<FakeRegistry>>,
+    /// Says yes to every blob: HEAD 200 for any digest, and GET 200 with bytes of its own.
+    permissive: Cell<bool>,
     /// The token realm its challenges name.
     realm: &'static str,
     /// Blob digest → the only repository it exists in (others answer 404).
@@ -156,6 +183,8 @@ impl FakeRegistry {
             base: UPSTREAM,
             down: Cell::new(false),
             fallback: None,
+            other: None,
+            permissive: Cell::new(false),
             realm: "http://auth.test/token",
             only_in: HashMap::new(),
         }
@@ -206,7 +235,7 @@ impl Upstream for FakeRegistry {
     type Body = Vec<u8>;
 
     async fn send(&self, req: OutboundRequest) -> Result<Fetched<Vec<u8>>, NetError> {
-        if let Some(f) = &self.fallback {
+        for f in [&self.fallback, &self.other].into_iter().flatten() {
             if req.url.as_str().starts_with(f.base) {
                 return Box::pin(f.send(req)).await;
             }
@@ -333,6 +362,15 @@ impl Upstream for FakeRegistry {
                 }
                 None => Ok(answer(404, &[], b"{}".to_vec())),
             },
+            "blobs" if self.permissive.get() => {
+                let junk = b"says yes to everything".to_vec();
+                let len = junk.len().to_string();
+                let headers = [
+                    ("content-length", len.as_str()),
+                    ("docker-content-digest", &reference),
+                ];
+                Ok(answer(200, &headers, if head { vec![] } else { junk }))
+            }
             "blobs" => match self
                 .blobs
                 .get(&reference)
@@ -409,9 +447,16 @@ impl World {
             ),
             None => String::new(),
         };
+        let other = match &reg.other {
+            Some(o) => format!(
+                r#", "other.test": {{"url": "{}", "username": "svc", "password_secret": "PW"}}"#,
+                o.base
+            ),
+            None => String::new(),
+        };
         let config = Config::load(|k| match k {
             "UPSTREAMS" => Some(format!(
-                r#"{{"reg.test": {{"url": "{UPSTREAM}", "username": "svc", "password_secret": "PW"{fallback}}}}}"#
+                r#"{{"reg.test": {{"url": "{UPSTREAM}", "username": "svc", "password_secret": "PW"{fallback}}}{other}}}"#
             )),
             "PW" => Some("pw".into()),
             "DEFAULT_REGISTRY" => Some("reg.test".into()),
@@ -1805,4 +1850,99 @@ fn backoff_zero_sends_every_request() {
         assert_eq!(r.status, 200);
         assert!(o.upstream_calls > 0);
     }
+}
+
+#[test]
+fn a_permissive_registry_cannot_unlock_another_registrys_blobs() {
+    let (mut reg, _, layer) = image();
+    let mut open = FakeRegistry::new();
+    open.base = "http://open.test";
+    open.permissive.set(true);
+    reg.other = Some(Box::new(open));
+    let w = World::new(reg);
+    let (r, _) = w.get(&format!("/v2/team/app/blobs/{layer}"));
+    assert_eq!(body(&r), b"layer bytes");
+    let key = format!("blobs/sha256/{}", layer.hex());
+
+    // Through the registry that says yes to every digest: its HEAD is no evidence, and the stored
+    // private bytes are never handed out; the door asks it for the bytes themselves.
+    for path in [
+        format!("/v2/other.test/any/thing/blobs/{layer}"),
+        format!("/v2/other.test/team/app/blobs/{layer}"),
+    ] {
+        for method in ["GET", "HEAD"] {
+            let (r, o) = w.request(method, &path, None);
+            assert_ne!(body(&r), b"layer bytes", "{method} {path}");
+            assert_ne!(o.cache, Some(CacheOutcome::Hit), "{method} {path}");
+        }
+    }
+    let open = w.reg.other.as_ref().unwrap();
+    assert_eq!(
+        open.count(HttpMethod::Get, "/blobs/"),
+        3,
+        "a GET for each of the two GETs (the first one after a 401 challenge)"
+    );
+    assert_eq!(w.blobs.bytes(&key).as_deref(), Some(&b"layer bytes"[..]));
+    let stored = block_on(w.blobs.stat(&key)).unwrap().unwrap();
+    assert_eq!(
+        stored.registries,
+        ["reg.test"],
+        "the refused bytes vouch for nothing"
+    );
+    assert!(w.blobs.refused.get() >= 2);
+
+    // The registry that did deliver the bytes still serves them from the cache.
+    let (r, o) = w.get(&format!("/v2/team/app/blobs/{layer}"));
+    assert_eq!(
+        (body(&r), o.cache),
+        (b"layer bytes".to_vec(), Some(CacheOutcome::Hit))
+    );
+}
+
+#[test]
+fn a_second_registry_that_delivers_the_bytes_is_vouched_for_too() {
+    let (mut reg, _, layer) = image();
+    let mut mirror = FakeRegistry::new();
+    mirror.base = "http://mirror.test";
+    mirror.blobs = reg.blobs.clone();
+    reg.other = Some(Box::new(mirror));
+    let w = World::new(reg);
+    w.get(&format!("/v2/team/app/blobs/{layer}"));
+    let path = format!("/v2/other.test/team/app/blobs/{layer}");
+    let (r, o) = w.get(&path);
+    assert_eq!(
+        (body(&r), o.cache),
+        (b"layer bytes".to_vec(), Some(CacheOutcome::Miss))
+    );
+    let key = format!("blobs/sha256/{}", layer.hex());
+    let stored = block_on(w.blobs.stat(&key)).unwrap().unwrap();
+    assert_eq!(stored.registries, ["reg.test", "other.test"]);
+    let (r, o) = w.get(&path);
+    assert_eq!(
+        (body(&r), o.cache, o.upstream_calls),
+        (b"layer bytes".to_vec(), Some(CacheOutcome::Hit), 0)
+    );
+}
+
+#[test]
+fn a_blob_stored_before_registries_were_recorded_is_fetched_once_more() {
+    let (reg, _, layer) = image();
+    let w = World::new(reg);
+    let key = format!("blobs/sha256/{}", layer.hex());
+    w.blobs
+        .map
+        .borrow_mut()
+        .insert(key.clone(), (b"layer bytes".to_vec(), vec![]));
+    let path = format!("/v2/team/app/blobs/{layer}");
+    let (r, o) = w.get(&path);
+    assert_eq!(
+        (body(&r), o.cache),
+        (b"layer bytes".to_vec(), Some(CacheOutcome::Miss))
+    );
+    assert_eq!(
+        block_on(w.blobs.stat(&key)).unwrap().unwrap().registries,
+        ["reg.test"]
+    );
+    let (_, o) = w.get(&path);
+    assert_eq!((o.cache, o.upstream_calls), (Some(CacheOutcome::Hit), 0));
 }

@@ -6,10 +6,11 @@ use crate::cache::multipart::PartSplitter;
 use crate::oci::{Algorithm, Digest, Hasher};
 use crate::ports::{
     Blobs, Entry, Fetched, Headers, HttpMethod, Kv, NetError, OutboundRequest, Page, StoreError,
-    Upstream,
+    Stored, Upstream, REGISTRIES_METADATA,
 };
 use futures::future::{Either, LocalBoxFuture};
 use futures::StreamExt;
+use std::collections::HashMap;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::FixedLengthStream;
@@ -88,20 +89,20 @@ pub struct R2Blobs<'a> {
 impl Blobs for R2Blobs<'_> {
     type Body = Stream;
 
-    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+    async fn stat(&self, key: &str) -> Result<Option<Stored>, StoreError> {
         let object = self
             .bucket
             .head(key)
             .await
             .map_err(|e| StoreError(e.to_string()))?;
-        Ok(object.map(|o| o.size()))
+        Ok(object.map(|o| stored(&o)))
     }
 
     async fn get(
         &self,
         key: &str,
         part: Option<(u64, u64)>,
-    ) -> Result<Option<(u64, Stream)>, StoreError> {
+    ) -> Result<Option<(Stored, Stream)>, StoreError> {
         let mut get = self.bucket.get(key);
         if let Some((offset, length)) = part {
             get = get.range(R2Range::OffsetWithLength { offset, length });
@@ -109,12 +110,12 @@ impl Blobs for R2Blobs<'_> {
         let Some(object) = get.execute().await.map_err(|e| StoreError(e.to_string()))? else {
             return Ok(None);
         };
-        let size = object.size();
+        let info = stored(&object);
         let stream = match object.body().map(|b| b.response_body()) {
             Some(Ok(ResponseBody::Stream(s))) => Some(s),
             _ => None,
         };
-        Ok(Some((size, stream)))
+        Ok(Some((info, stream)))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -136,14 +137,23 @@ impl Blobs for R2Blobs<'_> {
     /// `FixedLengthStream` (R2 needs the length up front) into an R2 put that carries the
     /// expected checksum, so R2 itself refuses bytes that do not match the digest. A blob above
     /// the single-put limit goes up as a multipart upload instead (see `multipart_fill`).
-    fn fill(&self, key: &str, body: Stream, len: u64, digest: &Digest) -> Stream {
+    fn fill(
+        &self,
+        key: &str,
+        body: Stream,
+        len: u64,
+        digest: &Digest,
+        registries: &[String],
+    ) -> Stream {
         let bucket = self.bucket.clone();
         let owned_key = key.to_owned();
         let raw = digest.raw();
         let algorithm = digest.algorithm();
+        let metadata = registries_metadata(registries);
+        let put_metadata = metadata.clone();
         let put = move |data: Data| async move {
             let key = owned_key;
-            let builder = bucket.put(&key, data);
+            let builder = bucket.put(&key, data).custom_metadata(put_metadata);
             let builder = match algorithm {
                 Algorithm::Sha256 => builder.sha256(raw),
                 Algorithm::Sha512 => builder.sha512(raw),
@@ -169,6 +179,7 @@ impl Blobs for R2Blobs<'_> {
                 len,
                 digest.clone(),
                 self.part_bytes,
+                metadata,
             );
             (self.spawn)(Box::pin(fill));
             return Some(to_client);
@@ -189,6 +200,24 @@ impl Blobs for R2Blobs<'_> {
     }
 }
 
+/// What an R2 object says about itself: its size and the registries that vouched for its bytes.
+fn stored(object: &worker::Object) -> Stored {
+    let metadata = object.custom_metadata().unwrap_or_default();
+    Stored {
+        size: object.size(),
+        registries: Stored::decode_registries(
+            metadata.get(REGISTRIES_METADATA).map(String::as_str),
+        ),
+    }
+}
+
+fn registries_metadata(registries: &[String]) -> HashMap<String, String> {
+    HashMap::from([(
+        REGISTRIES_METADATA.to_owned(),
+        Stored::encode_registries(registries),
+    )])
+}
+
 /// `fetch`, bounded by a time limit for the answer's headers (a hung upstream must not hang the
 /// client: the door answers 504, or serves its stale copy).
 /// Stores a blob too large for one put as a multipart upload. R2 checks no checksum of a
@@ -201,9 +230,14 @@ async fn multipart_fill(
     len: u64,
     digest: Digest,
     part_bytes: u64,
+    metadata: HashMap<String, String>,
 ) {
     let result = async {
-        let upload = bucket.create_multipart_upload(&key).execute().await?;
+        let upload = bucket
+            .create_multipart_upload(&key)
+            .custom_metadata(metadata)
+            .execute()
+            .await?;
         let mut hasher = Hasher::new(digest.algorithm());
         let mut splitter = PartSplitter::new(part_bytes as usize);
         let mut parts = Vec::new();

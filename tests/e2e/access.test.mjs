@@ -4,13 +4,14 @@
 // served through a public repository's name; no secret shows up in any answer or log line.
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
+import http from "node:http";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { buildImage } from "./lib/image.mjs";
 import { ROOT, startDoor } from "./lib/door.mjs";
 import { startUpstream } from "./lib/registry.mjs";
 import { startContainerd, writeHostsToml } from "./lib/containerd.mjs";
-import { execFileP, skopeo, tempDir } from "./lib/util.mjs";
+import { execFileP, sha256, skopeo, tempDir } from "./lib/util.mjs";
 
 const SVC = "svc";
 const SECRETS = {
@@ -19,7 +20,7 @@ const SECRETS = {
   B_PW: crypto.randomBytes(12).toString("hex"),
   ACCESS_TOKEN_KEY: crypto.randomBytes(32).toString("hex"),
 };
-let tmp, upstream, door, priv, pub, ctrd, hostsDir;
+let tmp, upstream, door, priv, pub, ctrd, hostsDir, permissive;
 const answers = [];
 
 before(async () => {
@@ -30,12 +31,16 @@ before(async () => {
   for (const [dir, ref] of [["priv", "private/app:v1"], ["pub", "public/app:v1"]]) {
     await upstream.push(path.join(tmp.dir, dir), ref);
   }
+  permissive = await startPermissive();
   door = await startDoor({
     bindings: {
-      UPSTREAMS: JSON.stringify({ "registry.test": { url: upstream.url, username: SVC, password_secret: "SVC_PW" } }),
+      UPSTREAMS: JSON.stringify({
+        "registry.test": { url: upstream.url, username: SVC, password_secret: "SVC_PW" },
+        "open.test": { url: permissive.url },
+      }),
       DEFAULT_REGISTRY: "registry.test",
       ACCESS: JSON.stringify({
-        anonymous: ["registry.test/public/*"],
+        anonymous: ["registry.test/public/*", "open.test/*"],
         users: {
           a: { password_secret: "A_PW", pull: ["registry.test/*"] },
           b: { password_secret: "B_PW", pull: ["registry.test/public/*"] },
@@ -51,11 +56,30 @@ before(async () => {
 });
 
 after(async () => {
+  permissive?.close();
   await ctrd?.stop();
   await door?.stop();
   await upstream?.stop();
   tmp?.remove();
 });
+
+/**
+ * A registry that says yes to every blob: HEAD 200 with the digest echoed back for any digest, and
+ * GET 200 with bytes of its own (which hash to nothing anyone asked for). It records what it saw.
+ */
+async function startPermissive() {
+  const seen = [];
+  const junk = Buffer.from("a permissive registry's bytes\n");
+  const server = http.createServer((req, res) => {
+    seen.push(`${req.method} ${req.url}`);
+    const m = req.url.match(/^\/v2\/.+\/blobs\/(sha256:[0-9a-f]{64})$/);
+    if (!m) return res.writeHead(req.url === "/v2/" ? 200 : 404, { "content-type": "application/json" }).end("{}");
+    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": junk.length, "docker-content-digest": m[1] });
+    res.end(req.method === "HEAD" ? undefined : junk);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return { url: `http://127.0.0.1:${server.address().port}`, seen, close: () => server.close() };
+}
 
 async function skopeoPull(ref, creds) {
   const args = ["copy", "--src-tls-verify=false"];
@@ -118,6 +142,35 @@ test("a private layer is never served through a public repository's name", async
   await a.arrayBuffer();
 });
 
+test("a registry that says yes to every digest cannot unlock another registry's cached blobs", async () => {
+  const layer = priv.manifests[0].layers[0];
+  assert.ok(await door.stored(layer), "the private layer is cached (user a pulled it)");
+  const privateBytes = await (await fetch(`${door.url}/v2/private/app/blobs/${layer}`, {
+    headers: { authorization: `Basic ${Buffer.from(cred("a")).toString("base64")}` },
+  })).arrayBuffer();
+  for (const name of ["anything", "private/app"]) {
+    const url = `${door.url}/v2/open.test/${name}/blobs/${layer}`;
+    const head = await fetch(url, { method: "HEAD" });
+    assert.notEqual(head.headers.get("x-frontdoor-cache"), "hit", `HEAD ${name}`);
+    const r = await fetch(url);
+    assert.notEqual(r.headers.get("x-frontdoor-cache"), "hit", `GET ${name}`);
+    // The door streams what that registry sent; the bytes do not match the digest, so either the
+    // transfer fails or they are that registry's own bytes — never the cached private layer.
+    const got = await r.arrayBuffer().then((b) => Buffer.from(b), () => null);
+    if (got) {
+      assert.ok(!got.equals(Buffer.from(privateBytes)), `the private layer came out through open.test/${name}`);
+      assert.notEqual(sha256(got), layer);
+    }
+  }
+  assert.ok(permissive.seen.some((l) => l.startsWith("GET ") && l.includes(layer)), "the door asked that registry for the bytes");
+  assert.ok(await door.stored(layer), "the cached copy is untouched");
+  const again = await fetch(`${door.url}/v2/private/app/blobs/${layer}`, {
+    headers: { authorization: `Basic ${Buffer.from(cred("a")).toString("base64")}` },
+  });
+  assert.equal(again.headers.get("x-frontdoor-cache"), "hit");
+  assert.ok(Buffer.from(await again.arrayBuffer()).equals(Buffer.from(privateBytes)));
+});
+
 test("a restricted door shows its status only with credentials", async () => {
   const anon = await fetch(`${door.url}/_frontdoor/status`);
   assert.equal(anon.status, 401);
@@ -128,7 +181,7 @@ test("a restricted door shows its status only with credentials", async () => {
   assert.equal(b.status, 200);
   const status = await b.json();
   answers.push(JSON.stringify(status));
-  assert.ok(status.registries["registry.test"].hits >= 0);
+  assert.ok(status.registries["registry.test"].hits > 0, "the pulls above were counted");
 });
 
 test("no configured secret appears in any answer or log line", async () => {
