@@ -14,6 +14,7 @@
 //!   upstream's API, or from the referrers tag schema (`sha256-<hex>`) when upstream lacks it.
 
 use crate::access::{AuthError, Principal};
+use crate::cache::decide::{tag_plan, AcceptSet, TagPlan, CANONICAL_ACCEPT};
 use crate::cache::{keys, AbsentRecord, ManifestRecord, TagRecord};
 use crate::config::Config;
 use crate::config::{pin_key, BlobRedirect};
@@ -34,10 +35,6 @@ use std::cell::RefCell;
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const INDEX_TYPES: [&str; 2] = [
-    OCI_INDEX,
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-];
 
 /// What the client sent that matters to the door.
 #[derive(Debug, Clone, Copy, Default)]
@@ -561,149 +558,369 @@ where
             }
             Reference::Digest(_) => reference,
         };
-        // 1. What the cache knows: for a tag, the pointer (fresh or not); then the manifest.
-        let pointer = match reference {
-            Reference::Digest(_) => None,
-            Reference::Tag(tag) => self
-                .kv_get(&keys::tag(registry, repo, tag), outcome)
-                .await
-                .and_then(|b| TagRecord::decode(&b)),
-        };
-        let known = match reference {
-            Reference::Digest(d) => Some(d.clone()),
-            Reference::Tag(_) => pointer.as_ref().and_then(|t| Digest::parse(&t.digest).ok()),
-        };
-        let mut cached = None;
-        if let Some(digest) = known {
-            if let Some(record) = self
-                .kv_get(&keys::manifest(registry, repo, &digest), outcome)
-                .await
-                .and_then(|b| ManifestRecord::decode(&b, &digest))
-                .filter(|r| acceptable(&r.media_type, accept))
-            {
-                cached = Some((record, digest));
+        match reference {
+            Reference::Digest(digest) => {
+                self.manifest_by_digest(target, digest, head, accept, outcome)
+                    .await
+            }
+            Reference::Tag(tag) => {
+                self.manifest_by_tag(target, tag, head, accept, outcome)
+                    .await
             }
         }
-        // Digests are immutable; a tag is trusted for the TTL.
-        let fresh = pointer
-            .as_ref()
-            .is_none_or(|p| p.is_fresh(self.now, self.config.tag_ttl_seconds));
-        if let Some((record, digest)) = &cached {
-            if fresh {
-                outcome.cache = Some(CacheOutcome::Hit);
-                return Ok(manifest_reply(record.clone(), digest, head));
-            }
-        }
-        let absent_key = keys::absent(registry, repo, &reference.to_string());
-        // (Read without marking it read: a 404 is remembered only for NEGATIVE_TTL_SECONDS.)
-        if cached.is_none()
-            && self
-                .kv
-                .get(&absent_key)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|e| AbsentRecord::decode(&e.value))
-                .is_some_and(|a| a.is_fresh(self.now, self.config.negative_ttl_seconds))
+    }
+
+    /// A manifest by digest: immutable, so a cached copy is always served; otherwise fetched,
+    /// verified and stored.
+    async fn manifest_by_digest(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        head: bool,
+        accept: Option<&str>,
+        outcome: &mut Outcome,
+    ) -> Result<Reply<U::Body>, RegistryError> {
+        let (registry, repo) = (&target.registry, &target.repository);
+        if let Some(record) = self
+            .cached_manifest(target, digest, outcome)
+            .await
+            .filter(|r| acceptable(&r.media_type, accept))
         {
+            outcome.cache = Some(CacheOutcome::Hit);
+            return Ok(manifest_reply(record, digest, head));
+        }
+        let reference = Reference::Digest(digest.clone());
+        if self.absent_fresh(target, &reference).await {
             outcome.cache = Some(CacheOutcome::Hit);
             return Err(RegistryError::new(
                 ErrorCode::ManifestUnknown,
-                format!("{registry} does not have {repo}:{reference}"),
+                format!("{registry} does not have {repo}@{digest}"),
             ));
         }
         outcome.cache = Some(CacheOutcome::Miss);
         if let Some(owner) = self.coalesce {
-            let key = match reference {
-                Reference::Tag(tag) => keys::tag(registry, repo, tag),
-                Reference::Digest(d) => keys::manifest(registry, repo, d),
-            };
-            return self.forward(owner, &key, outcome).await;
+            return self
+                .forward(owner, &keys::manifest(registry, repo, digest), outcome)
+                .await;
         }
-
-        let tail = format!("manifests/{reference}");
+        let tail = format!("manifests/{digest}");
         let mut headers = Headers::new();
         headers.set("accept", accept.unwrap_or(DEFAULT_MANIFEST_ACCEPT));
+        if head {
+            let fetched = self
+                .fetch_upstream(target, HttpMethod::Head, &tail, headers, outcome)
+                .await?;
+            if fetched.status != 200 {
+                return Err(self
+                    .refused(target, &reference, &fetched, true, outcome)
+                    .await);
+            }
+            return Ok(head_reply(&fetched.headers));
+        }
+        let fetched = self
+            .fetch_upstream(target, HttpMethod::Get, &tail, headers, outcome)
+            .await?;
+        if fetched.status != 200 {
+            return Err(self
+                .refused(target, &reference, &fetched, true, outcome)
+                .await);
+        }
+        let (digest, record) = self.receive(target, &reference, fetched, outcome).await?;
+        Ok(manifest_reply(record, &digest, false))
+    }
 
-        // 2. A stale tag: ask with a HEAD (free on Docker Hub) whether it still names the same
-        //    digest; GET only if it changed. When upstream fails, serve what we have.
-        let mut head_answer = None;
-        if let (Some((record, digest)), Reference::Tag(tag)) = (&cached, reference) {
+    /// A manifest by tag, from the tag's canonical entry (see [`crate::cache::decide`]).
+    async fn manifest_by_tag(
+        &self,
+        target: &Target,
+        tag: &str,
+        head: bool,
+        accept: Option<&str>,
+        outcome: &mut Outcome,
+    ) -> Result<Reply<U::Body>, RegistryError> {
+        let (registry, repo) = (&target.registry, &target.repository);
+        let tag_key = keys::tag(registry, repo, tag);
+        let pointer = self
+            .kv_get(&tag_key, outcome)
+            .await
+            .and_then(|b| TagRecord::decode(&b));
+        let digest = pointer.as_ref().and_then(|p| Digest::parse(&p.digest).ok());
+        let pointer = pointer.filter(|_| digest.is_some());
+        // A GET needs the manifest; so does a HEAD when the pointer predates type and size.
+        let needs_manifest = !head
+            || pointer
+                .as_ref()
+                .is_some_and(|p| p.media_type.is_none() || p.size.is_none());
+        let mut cached = None;
+        if let (Some(d), true) = (&digest, needs_manifest) {
+            cached = self.cached_manifest(target, d, outcome).await;
+        }
+        let canonical_type = pointer
+            .as_ref()
+            .and_then(|p| p.media_type.clone())
+            .or_else(|| cached.as_ref().map(|r| r.media_type.clone()));
+        let reference = Reference::Tag(tag.to_owned());
+        let absent_fresh = pointer.is_none() && self.absent_fresh(target, &reference).await;
+        let plan = tag_plan(
+            pointer.as_ref(),
+            canonical_type.as_deref(),
+            accept,
+            absent_fresh,
+            self.now,
+            self.config.tag_ttl_seconds,
+        );
+        match plan {
+            TagPlan::Absent => {
+                outcome.cache = Some(CacheOutcome::Hit);
+                return Err(RegistryError::new(
+                    ErrorCode::ManifestUnknown,
+                    format!("{registry} does not have {repo}:{tag}"),
+                ));
+            }
+            TagPlan::Narrow => return self.narrow(target, tag, head, accept, outcome).await,
+            TagPlan::Serve => {
+                let (pointer, digest) = (pointer.expect("planned"), digest.expect("planned"));
+                if head && cached.is_none() {
+                    outcome.cache = Some(CacheOutcome::Hit);
+                    return Ok(pointer_reply(&pointer, &digest));
+                }
+                if let Some(record) = cached {
+                    outcome.cache = Some(CacheOutcome::Hit);
+                    return Ok(manifest_reply(record, &digest, head));
+                }
+                // Known from a HEAD only: the manifest itself, by digest.
+                return self
+                    .manifest_by_digest(target, &digest, false, Some(CANONICAL_ACCEPT), outcome)
+                    .await;
+            }
+            TagPlan::Revalidate | TagPlan::Fetch => {}
+        }
+
+        outcome.cache = Some(CacheOutcome::Miss);
+        if let Some(owner) = self.coalesce {
+            return self.forward(owner, &tag_key, outcome).await;
+        }
+        let tail = format!("manifests/{tag}");
+        let mut headers = Headers::new();
+        headers.set("accept", CANONICAL_ACCEPT);
+
+        // A HEAD first — free on Docker Hub — for a stale tag (did it move?), a client HEAD, or a
+        // client that may not take the canonical type (which one is it?). A GET from a client
+        // that takes everything skips it.
+        let full = AcceptSet::of(accept).is_full();
+        if plan == TagPlan::Revalidate || head || !full {
             let answer = self
                 .fetch_upstream(target, HttpMethod::Head, &tail, headers.clone(), outcome)
                 .await;
             if is_transient(&answer) {
-                return Ok(self.stale(record.clone(), digest, head, &answer, outcome));
+                if let (Some(pointer), Some(digest)) = (&pointer, &digest) {
+                    let why = match &answer {
+                        Ok(f) => format!("upstream answered {}", f.status),
+                        Err(e) => e.message.clone(),
+                    };
+                    if let Some(record) = cached
+                        .as_ref()
+                        .filter(|r| acceptable(&r.media_type, accept))
+                    {
+                        return Ok(self.stale(record.clone(), digest, head, &why, outcome));
+                    }
+                    let takes = pointer
+                        .media_type
+                        .as_deref()
+                        .is_some_and(|t| acceptable(t, accept));
+                    if head && takes && pointer.size.is_some() {
+                        outcome.cache = Some(CacheOutcome::Stale);
+                        outcome.notes.push(format!("served stale {digest}: {why}"));
+                        return Ok(pointer_reply(pointer, digest));
+                    }
+                }
             }
             let answer = answer?;
-            let same = answer.status == 200
-                && answer
-                    .headers
-                    .get("docker-content-digest")
-                    .is_some_and(|d| d.trim() == digest.to_string());
+            if answer.status != 200 {
+                return Err(self
+                    .refused(target, &reference, &answer, true, outcome)
+                    .await);
+            }
+            let Some(learned) = pointer_from_head(&answer.headers, self.now) else {
+                return Err(RegistryError::new(
+                    ErrorCode::Unavailable,
+                    format!("{registry} answered a manifest HEAD without a usable Docker-Content-Digest"),
+                ));
+            };
+            let learned_digest = Digest::parse(&learned.digest).expect("parsed above");
+            let same = digest.as_ref() == Some(&learned_digest);
+            self.kv_put(&tag_key, learned.encode(), outcome).await;
             if same {
                 outcome.cache = Some(CacheOutcome::Revalidated);
-                let pointer = TagRecord {
-                    digest: digest.to_string(),
-                    fetched_at: self.now,
-                };
-                self.kv_put(&keys::tag(registry, repo, tag), pointer.encode(), outcome)
-                    .await;
-                return Ok(manifest_reply(record.clone(), digest, head));
             }
-            head_answer = Some(answer);
-        }
-
-        // 3. A client HEAD is answered with an upstream HEAD: never a pull, nothing to cache.
-        if head {
-            let fetched = match head_answer {
-                Some(a) => a,
-                None => {
-                    self.fetch_upstream(target, HttpMethod::Head, &tail, headers, outcome)
-                        .await?
+            let media_type = learned.media_type.clone().unwrap_or_default();
+            if !acceptable(&media_type, accept) {
+                return self.narrow(target, tag, head, accept, outcome).await;
+            }
+            if head {
+                return Ok(pointer_reply(&learned, &learned_digest));
+            }
+            if same {
+                if let Some(record) = cached {
+                    return Ok(manifest_reply(record, &learned_digest, false));
                 }
+            }
+            // The manifest HEAD named, by digest: exactly those bytes, verified.
+            let direct = Door {
+                coalesce: None,
+                ..*self
             };
-            if fetched.status != 200 {
-                return Err(self.refused(target, reference, &fetched, outcome).await);
-            }
-            // containerd resolves a tag with a HEAD and then GETs by digest, never by tag: record
-            // the tag → digest answer so its next resolve is a cache hit (and can be served stale).
-            let claimed = fetched
-                .headers
-                .get("docker-content-digest")
-                .and_then(|d| Digest::parse(d.trim()).ok());
-            if let (Reference::Tag(tag), Some(digest)) = (reference, claimed) {
-                self.point(target, tag, &digest, accept, outcome).await;
-            }
-            let mut headers = Headers::new();
-            for name in ["content-type", "content-length", "docker-content-digest"] {
-                if let Some(v) = fetched.headers.get(name) {
-                    headers.set(name, v);
-                }
-            }
-            return Ok(reply(200, headers, Body::Empty, true));
+            let cache = outcome.cache;
+            let reply = direct
+                .manifest_by_digest(
+                    target,
+                    &learned_digest,
+                    false,
+                    Some(CANONICAL_ACCEPT),
+                    outcome,
+                )
+                .await?;
+            outcome.cache = cache;
+            return Ok(reply);
         }
 
-        // 4. GET it.
-        let answer = self
+        // A GET with the full Accept: the canonical answer, stored with its pointer.
+        let fetched = self
             .fetch_upstream(target, HttpMethod::Get, &tail, headers, outcome)
+            .await?;
+        if fetched.status != 200 {
+            return Err(self
+                .refused(target, &reference, &fetched, true, outcome)
+                .await);
+        }
+        let (digest, record) = self.receive(target, &reference, fetched, outcome).await?;
+        let pointer = TagRecord {
+            digest: digest.to_string(),
+            fetched_at: self.now,
+            media_type: Some(record.media_type.clone()),
+            size: Some(record.bytes.len() as u64),
+        };
+        self.kv_put(&tag_key, pointer.encode(), outcome).await;
+        Ok(manifest_reply(record, &digest, false))
+    }
+
+    /// A client that cannot take the tag's canonical type: served from a pointer of its own (per
+    /// set of accepted types), else upstream with its own `Accept`. Nothing here touches the
+    /// canonical pointer, and a 404 here is not remembered (it answers only this `Accept`).
+    async fn narrow(
+        &self,
+        target: &Target,
+        tag: &str,
+        head: bool,
+        accept: Option<&str>,
+        outcome: &mut Outcome,
+    ) -> Result<Reply<U::Body>, RegistryError> {
+        let (registry, repo) = (&target.registry, &target.repository);
+        let key = keys::narrow_tag(registry, repo, tag, &AcceptSet::of(accept).key());
+        let pointer = self
+            .kv_get(&key, outcome)
+            .await
+            .and_then(|b| TagRecord::decode(&b));
+        let digest = pointer.as_ref().and_then(|p| Digest::parse(&p.digest).ok());
+        let mut cached = None;
+        if let Some(d) = &digest {
+            cached = self
+                .cached_manifest(target, d, outcome)
+                .await
+                .filter(|r| acceptable(&r.media_type, accept));
+        }
+        let fresh = pointer
+            .as_ref()
+            .is_some_and(|p| p.is_fresh(self.now, self.config.tag_ttl_seconds));
+        if let (true, Some(record), Some(digest)) = (fresh, &cached, &digest) {
+            outcome.cache = Some(CacheOutcome::Hit);
+            return Ok(manifest_reply(record.clone(), digest, head));
+        }
+        outcome.cache = Some(CacheOutcome::Miss);
+        outcome.notes.push(format!(
+            "{tag}: the client does not accept the tag's canonical type"
+        ));
+        let tail = format!("manifests/{tag}");
+        let mut headers = Headers::new();
+        headers.set("accept", accept.unwrap_or(DEFAULT_MANIFEST_ACCEPT));
+        let method = HttpMethod::for_client(head);
+        let answer = self
+            .fetch_upstream(target, method, &tail, headers, outcome)
             .await;
-        if let Some((record, digest)) = &cached {
+        if let (Some(record), Some(digest)) = (cached, &digest) {
             if is_transient(&answer) {
-                return Ok(self.stale(record.clone(), digest, false, &answer, outcome));
+                let why = match &answer {
+                    Ok(f) => format!("upstream answered {}", f.status),
+                    Err(e) => e.message.clone(),
+                };
+                return Ok(self.stale(record, digest, head, &why, outcome));
             }
         }
         let fetched = answer?;
         if fetched.status != 200 {
-            return Err(self.refused(target, reference, &fetched, outcome).await);
+            let reference = Reference::Tag(tag.to_owned());
+            return Err(self
+                .refused(target, &reference, &fetched, false, outcome)
+                .await);
         }
+        if head {
+            return Ok(head_reply(&fetched.headers));
+        }
+        let (digest, record) = self
+            .receive(target, &Reference::Tag(tag.to_owned()), fetched, outcome)
+            .await?;
+        let pointer = TagRecord {
+            digest: digest.to_string(),
+            fetched_at: self.now,
+            media_type: Some(record.media_type.clone()),
+            size: Some(record.bytes.len() as u64),
+        };
+        self.kv_put(&key, pointer.encode(), outcome).await;
+        Ok(manifest_reply(record, &digest, false))
+    }
+
+    /// The manifest stored under `digest` for this repository, if any (and if it still verifies).
+    async fn cached_manifest(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        outcome: &mut Outcome,
+    ) -> Option<ManifestRecord> {
+        self.kv_get(
+            &keys::manifest(&target.registry, &target.repository, digest),
+            outcome,
+        )
+        .await
+        .and_then(|b| ManifestRecord::decode(&b, digest))
+    }
+
+    /// Whether upstream said 404 for `reference` less than `NEGATIVE_TTL_SECONDS` ago. (Read
+    /// without marking it read: a 404 is remembered only briefly.)
+    async fn absent_fresh(&self, target: &Target, reference: &Reference) -> bool {
+        let key = keys::absent(&target.registry, &target.repository, &reference.to_string());
+        self.kv
+            .get(&key)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|e| AbsentRecord::decode(&e.value))
+            .is_some_and(|a| a.is_fresh(self.now, self.config.negative_ttl_seconds))
+    }
+
+    /// Reads a manifest GET's body, verifies it against `reference` and upstream's claimed digest,
+    /// and stores it by digest (immutable).
+    async fn receive(
+        &self,
+        target: &Target,
+        reference: &Reference,
+        fetched: Fetched<U::Body>,
+        outcome: &mut Outcome,
+    ) -> Result<(Digest, ManifestRecord), RegistryError> {
         let bytes = self
             .upstream
             .read(fetched.body, MAX_MANIFEST_BYTES)
             .await
-            .map_err(|e| net_error(registry, e))?;
-
-        // 5. Verify before anything is stored.
+            .map_err(|e| net_error(&target.registry, e))?;
         let digest = verified_digest(
             reference,
             fetched.headers.get("docker-content-digest"),
@@ -715,38 +932,13 @@ where
         })?;
         let media_type = media_type_of(fetched.headers.get("content-type"), &bytes);
         let record = ManifestRecord { media_type, bytes };
-
-        // 6. Store: the manifest by digest, and the tag pointer.
         self.kv_put(
-            &keys::manifest(registry, repo, &digest),
+            &keys::manifest(&target.registry, &target.repository, &digest),
             record.encode(),
             outcome,
         )
         .await;
-        if let Reference::Tag(tag) = reference {
-            self.point(target, tag, &digest, accept, outcome).await;
-        }
-        Ok(manifest_reply(record, &digest, false))
-    }
-
-    /// Records what `tag` names now — only for a client that accepts every manifest type: a pointer
-    /// written for one that cannot take an index would point a multi-platform tag at one platform.
-    async fn point(
-        &self,
-        target: &Target,
-        tag: &str,
-        digest: &Digest,
-        accept: Option<&str>,
-        outcome: &mut Outcome,
-    ) {
-        if INDEX_TYPES.iter().all(|t| acceptable(t, accept)) {
-            let pointer = TagRecord {
-                digest: digest.to_string(),
-                fetched_at: self.now,
-            };
-            let key = keys::tag(&target.registry, &target.repository, tag);
-            self.kv_put(&key, pointer.encode(), outcome).await;
-        }
+        Ok((digest, record))
     }
 
     /// Hands a miss to the owner of `key`; the owner's answer says what happened there.
@@ -775,27 +967,25 @@ where
         record: ManifestRecord,
         digest: &Digest,
         head: bool,
-        answer: &Result<Fetched<U::Body>, RegistryError>,
+        why: &str,
         outcome: &mut Outcome,
     ) -> Reply<U::Body> {
         outcome.cache = Some(CacheOutcome::Stale);
-        let why = match answer {
-            Ok(f) => format!("upstream answered {}", f.status),
-            Err(e) => e.message.clone(),
-        };
         outcome.notes.push(format!("served stale {digest}: {why}"));
         manifest_reply(record, digest, head)
     }
 
-    /// The error for a manifest answer that is not 200; a 404 is remembered for a short while.
+    /// The error for a manifest answer that is not 200; a 404 to the full `Accept` (`remember`)
+    /// is remembered for a short while.
     async fn refused(
         &self,
         target: &Target,
         reference: &Reference,
         fetched: &Fetched<U::Body>,
+        remember: bool,
         outcome: &mut Outcome,
     ) -> RegistryError {
-        if fetched.status == 404 {
+        if fetched.status == 404 && remember {
             let key = keys::absent(&target.registry, &target.repository, &reference.to_string());
             let record = AbsentRecord {
                 fetched_at: self.now,
@@ -1599,6 +1789,49 @@ fn media_type_of(content_type: Option<&str>, bytes: &[u8]) -> String {
         .ok()
         .and_then(|p| p.media_type)
         .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_owned())
+}
+
+/// A HEAD answered from a tag pointer: what upstream's HEAD said, without the bytes.
+fn pointer_reply<S>(pointer: &TagRecord, digest: &Digest) -> Reply<S> {
+    let mut headers = Headers::new();
+    if let Some(t) = &pointer.media_type {
+        headers.set("content-type", t.clone());
+    }
+    if let Some(size) = pointer.size {
+        headers.set("content-length", size.to_string());
+    }
+    headers.set("docker-content-digest", digest.to_string());
+    headers.set("etag", format!("\"{digest}\""));
+    reply(200, headers, Body::Empty, true)
+}
+
+/// Upstream's answer to a manifest HEAD, passed on.
+fn head_reply<S>(upstream: &Headers) -> Reply<S> {
+    let mut headers = Headers::new();
+    for name in ["content-type", "content-length", "docker-content-digest"] {
+        if let Some(v) = upstream.get(name) {
+            headers.set(name, v);
+        }
+    }
+    reply(200, headers, Body::Empty, true)
+}
+
+/// What a manifest HEAD tells about a tag: its digest (required), type and size.
+fn pointer_from_head(headers: &Headers, now: u64) -> Option<TagRecord> {
+    let digest = Digest::parse(headers.get("docker-content-digest")?.trim()).ok()?;
+    let media_type = headers
+        .get("content-type")
+        .map(|c| c.split(';').next().unwrap_or("").trim().to_owned())
+        .filter(|c| !c.is_empty());
+    let size = headers
+        .get("content-length")
+        .and_then(|l| l.trim().parse::<u64>().ok());
+    Some(TagRecord {
+        digest: digest.to_string(),
+        fetched_at: now,
+        media_type,
+        size,
+    })
 }
 
 fn manifest_reply<S>(record: ManifestRecord, digest: &Digest, head: bool) -> Reply<S> {

@@ -71,11 +71,14 @@ impl Kv for MemKv {
     }
 }
 
+type StoredBlob = (Vec<u8>, Vec<String>);
+
 /// Stores a filled blob only when its length and digest match, as R2's checksum check does, with
 /// the registries the fill names; a refused fill leaves what was stored.
 #[derive(Default)]
 struct MemBlobs {
-    map: RefCell<HashMap<String, (Vec<u8>, Vec<String>)>>,
+    /// Key → (bytes, registries that vouched for them).
+    map: RefCell<HashMap<String, StoredBlob>>,
     refused: Cell<u32>,
 }
 
@@ -166,6 +169,9 @@ struct FakeRegistry {
     realm: &'static str,
     /// Blob digest → the only repository it exists in (others answer 404).
     only_in: HashMap<String, String>,
+    /// Honour `Accept` as distribution does: a manifest whose type the client does not take is
+    /// answered with the (repository, tag)'s entry here (the default platform of an index), else 404.
+    platform_fallback: Option<HashMap<(String, String), String>>,
 }
 
 impl FakeRegistry {
@@ -187,6 +193,7 @@ impl FakeRegistry {
             permissive: Cell::new(false),
             realm: "http://auth.test/token",
             only_in: HashMap::new(),
+            platform_fallback: None,
         }
     }
 
@@ -345,7 +352,28 @@ impl Upstream for FakeRegistry {
                 }
                 None => Ok(answer(404, &[], b"404 page not found".to_vec())),
             },
-            "manifests" => match self.manifests.get(&(repo, reference)) {
+            "manifests" => match self
+                .manifests
+                .get(&(repo.clone(), reference.clone()))
+                .and_then(|found| {
+                    let Some(fallback) = &self.platform_fallback else {
+                        return Some(found);
+                    };
+                    // An independent reading of Accept: exact type names, parameters dropped.
+                    let takes = |ct: &str| {
+                        req.headers.get("accept").is_none_or(|a| {
+                            a.split(',')
+                                .any(|t| t.split(';').next().unwrap_or("").trim() == ct)
+                        })
+                    };
+                    if takes(&found.0) {
+                        return Some(found);
+                    }
+                    fallback
+                        .get(&(repo.clone(), reference.clone()))
+                        .and_then(|d| self.manifests.get(&(repo.clone(), d.clone())))
+                        .filter(|m| takes(&m.0))
+                }) {
                 Some((ct, bytes)) => {
                     let d = Digest::of(Algorithm::Sha256, bytes).to_string();
                     let mut body = bytes.clone();
@@ -1007,7 +1035,13 @@ fn a_stale_tag_is_revalidated_with_a_head_and_fetched_only_when_it_changed() {
     let (r, o) = w.get("/v2/team/app/manifests/v1");
     assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Miss)));
     assert_eq!(body(&r), moved);
-    assert_eq!(w.reg.count(HttpMethod::Get, "/manifests/v1"), gets + 1);
+    // (By the digest the HEAD named: exactly the bytes it announced.)
+    assert_eq!(w.reg.count(HttpMethod::Get, "/manifests/"), gets + 1);
+    assert_eq!(
+        w.reg
+            .count(HttpMethod::Get, &format!("/manifests/{new_digest}")),
+        1
+    );
 
     // A client HEAD on a stale tag costs one upstream HEAD and never a GET.
     w.now.set(w.now.get() + TTL + 1);
@@ -1945,4 +1979,161 @@ fn a_blob_stored_before_registries_were_recorded_is_fetched_once_more() {
     );
     let (_, o) = w.get(&path);
     assert_eq!((o.cache, o.upstream_calls), (Some(CacheOutcome::Hit), 0));
+}
+
+/// A multi-platform tag (an OCI index over two Docker v2 manifests) on a registry that honours
+/// `Accept` as distribution does: a client that takes no index gets the amd64 manifest.
+fn multi_platform() -> (FakeRegistry, Digest, Digest) {
+    let mut reg = FakeRegistry::new();
+    let amd = reg.add_manifest(
+        "team/app",
+        "amd64-only",
+        DOCKER_V2,
+        format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_V2}","arch":"amd64"}}"#).as_bytes(),
+    );
+    let arm = reg.add_manifest(
+        "team/app",
+        "arm64-only",
+        DOCKER_V2,
+        format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_V2}","arch":"arm64"}}"#).as_bytes(),
+    );
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{INDEX}","manifests":[{{"digest":"{amd}","mediaType":"{DOCKER_V2}"}},{{"digest":"{arm}","mediaType":"{DOCKER_V2}"}}]}}"#
+    );
+    let top = reg.add_manifest("team/app", "multi", INDEX, index.as_bytes());
+    reg.platform_fallback = Some(HashMap::from([(
+        ("team/app".to_owned(), "multi".to_owned()),
+        amd.to_string(),
+    )]));
+    (reg, top, amd)
+}
+
+const OCI_ONLY: &str =
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
+
+#[test]
+fn one_canonical_entry_per_tag_serves_every_client_that_can_take_it() {
+    let (reg, top, _) = multi_platform();
+    let w = World::new(reg);
+    // Fifty OCI-only clients: one HEAD (which type is it?) and one counted GET, then nothing.
+    for i in 0..50 {
+        let (r, o) = w.request("GET", "/v2/team/app/manifests/multi", Some(OCI_ONLY));
+        assert_eq!(r.status, 200, "{i}");
+        assert_eq!(r.headers.get("content-type"), Some(INDEX));
+        assert_eq!(o.upstream_calls > 0, i == 0, "client {i}: {:?}", o.cache);
+    }
+    assert_eq!(w.reg.count(HttpMethod::Get, "/manifests/"), 1, "one pull");
+    assert_eq!(
+        w.reg.count(HttpMethod::Get, &format!("/manifests/{top}")),
+        1,
+        "by the digest the HEAD named"
+    );
+    // A client that takes everything is served the same canonical entry, from the cache.
+    let (r, o) = w.get("/v2/team/app/manifests/multi");
+    assert_eq!((o.cache, o.upstream_calls), (Some(CacheOutcome::Hit), 0));
+    let top_s = top.to_string();
+    assert_eq!(r.headers.get("docker-content-digest"), Some(top_s.as_str()));
+}
+
+#[test]
+fn a_docker_only_client_gets_its_own_entry_and_never_repoints_the_tag() {
+    let (reg, top, amd) = multi_platform();
+    let w = World::new(reg);
+    let top_s = top.to_string();
+    let amd_s = amd.to_string();
+    // The Docker-v2-only client first: upstream is asked with the full Accept (a HEAD: free),
+    // finds an index, and then with the client's own Accept for its manifest.
+    for i in 0..20 {
+        let (r, o) = w.request("GET", "/v2/team/app/manifests/multi", Some(DOCKER_V2));
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.headers.get("docker-content-digest"),
+            Some(amd_s.as_str()),
+            "{i}"
+        );
+        assert_eq!(o.upstream_calls > 0, i == 0, "client {i}");
+    }
+    assert_eq!(
+        w.reg.count(HttpMethod::Get, "/manifests/multi"),
+        1,
+        "one pull with the client's Accept"
+    );
+    // Everyone else still gets the index the canonical pointer names (known from the HEAD;
+    // its bytes fetched by digest once), and then from the cache.
+    for expected in [CacheOutcome::Miss, CacheOutcome::Hit] {
+        let (r, o) = w.get("/v2/team/app/manifests/multi");
+        assert_eq!(r.headers.get("docker-content-digest"), Some(top_s.as_str()));
+        assert_eq!(o.cache, Some(expected));
+    }
+    assert_eq!(
+        w.reg.count(HttpMethod::Get, &format!("/manifests/{top}")),
+        1
+    );
+}
+
+#[test]
+fn a_remembered_404_is_only_the_answer_to_the_full_accept() {
+    let (mut reg, top, _) = multi_platform();
+    // A registry that has no platform to fall back to: a Docker-only client gets 404.
+    reg.platform_fallback = Some(HashMap::new());
+    let w = World::new(reg);
+    let (r, _) = w.request("GET", "/v2/team/app/manifests/multi", Some(DOCKER_V2));
+    assert_eq!(error_code(&r), "MANIFEST_UNKNOWN");
+    // Which does not make the tag missing for anyone else.
+    let (r, _) = w.get("/v2/team/app/manifests/multi");
+    assert_eq!(r.status, 200);
+    let top_s = top.to_string();
+    assert_eq!(r.headers.get("docker-content-digest"), Some(top_s.as_str()));
+    assert!(
+        !w.kv
+            .map
+            .borrow()
+            .keys()
+            .any(|k| k.starts_with("v1/absent/")),
+        "nothing remembered as absent"
+    );
+}
+
+#[test]
+fn heads_are_first_class() {
+    let (reg, digest, _) = image();
+    let w = World::new(reg);
+    let digest_s = digest.to_string();
+    // A tag only ever HEADed: one upstream HEAD, then none inside the TTL.
+    for i in 0..10 {
+        let (r, o) = w.request("HEAD", "/v2/team/app/manifests/v1", None);
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.headers.get("docker-content-digest"),
+            Some(digest_s.as_str())
+        );
+        assert_eq!(r.headers.get("content-type"), Some(MANIFEST));
+        assert!(r.headers.get("content-length").is_some());
+        assert_eq!(o.upstream_calls > 0, i == 0, "HEAD {i}");
+    }
+    assert_eq!(
+        w.reg.count(HttpMethod::Get, "/manifests/"),
+        0,
+        "never a pull"
+    );
+    // A GET of it fetches by digest, once.
+    let (r, _) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        w.reg
+            .count(HttpMethod::Get, &format!("/manifests/{digest}")),
+        1
+    );
+    assert_eq!(w.reg.count(HttpMethod::Get, "/manifests/v1"), 0);
+    // During an outage, past the TTL, a HEAD is answered from what is known.
+    let w2 = World::new(image().0);
+    w2.request("HEAD", "/v2/team/app/manifests/v1", None);
+    w2.now.set(w2.now.get() + TTL + 1);
+    w2.reg.down.set(true);
+    let (r, o) = w2.request("HEAD", "/v2/team/app/manifests/v1", None);
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Stale)));
+    assert_eq!(
+        r.headers.get("docker-content-digest"),
+        Some(digest_s.as_str())
+    );
 }

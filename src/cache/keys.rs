@@ -4,7 +4,8 @@
 //! KV (binding CACHE)
 //! └── v1/
 //!     ├── manifests/<registry>/<repository>/<algorithm>/<hex>   ManifestRecord, immutable
-//!     ├── tags/<registry>/<repository>/<tag>                    TagRecord: digest + when fetched
+//!     ├── tags/<registry>/<repository>/<tag>                    TagRecord: the canonical answer
+//!     ├── tags/<registry>/<repository>/<tag>@t<set>             TagRecord: a narrow client's answer
 //!     ├── absent/<registry>/<repository>/<reference>            AbsentRecord: upstream said 404
 //!     ├── links/<registry>/<repository>/<algorithm>/<hex>       the blob belongs to the repository
 //!     └── blobs/<algorithm>/<hex>                               empty: the blob's last-read mark
@@ -35,6 +36,12 @@ pub fn manifest(registry: &str, repository: &Repository, digest: &Digest) -> Str
 
 pub fn tag(registry: &str, repository: &Repository, tag: &str) -> String {
     format!("v1/tags/{registry}/{repository}/{tag}")
+}
+
+/// What `tag` named for clients that accept only the manifest types in `set` (see
+/// `crate::cache::decide`); `@` cannot occur in a tag, so this never collides with a tag's key.
+pub fn narrow_tag(registry: &str, repository: &Repository, tag: &str, set: &str) -> String {
+    format!("v1/tags/{registry}/{repository}/{tag}@{set}")
 }
 
 /// A manifest upstream answered 404 for (`reference` is a tag or a digest).

@@ -41,11 +41,17 @@ impl ManifestRecord {
     }
 }
 
-/// What a tag pointed at, and when upstream said so (Unix seconds).
+/// What a tag pointed at, and when upstream said so (Unix seconds). An upstream `HEAD` tells the
+/// manifest's type and size as well as its digest, so a `HEAD` of the tag can be answered from
+/// this record alone (older records carry only the digest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagRecord {
     pub digest: String,
     pub fetched_at: u64,
+    #[serde(default, rename = "mediaType", skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 impl TagRecord {
@@ -112,8 +118,21 @@ mod tests {
         let t = TagRecord {
             digest: "sha256:x".into(),
             fetched_at: 1000,
+            media_type: None,
+            size: None,
         };
         assert_eq!(TagRecord::decode(&t.encode()), Some(t.clone()));
+        assert_eq!(
+            TagRecord::decode(br#"{"digest":"sha256:x","fetched_at":1000}"#),
+            Some(t.clone()),
+            "records written before type and size were kept"
+        );
+        let full = TagRecord {
+            media_type: Some("application/vnd.oci.image.index.v1+json".into()),
+            size: Some(512),
+            ..t.clone()
+        };
+        assert_eq!(TagRecord::decode(&full.encode()), Some(full));
         assert!(t.is_fresh(1000, 300));
         assert!(t.is_fresh(1299, 300));
         assert!(!t.is_fresh(1300, 300));
