@@ -10,8 +10,11 @@
 //! - A client HEAD on a miss becomes an upstream HEAD, never a GET.
 //! - `Range` reads are served from R2 as `206`; on a miss a range from byte 0 fills the cache as a
 //!   whole read would, any other range is passed upstream and not cached.
-//! - Tag lists are passed through with their `Link` pointed back at the door; referrers come from
-//!   upstream's API, or from the referrers tag schema (`sha256-<hex>`) when upstream lacks it.
+//! - Manifests are served only with a checked manifest media type (`crate::oci::serving_type`):
+//!   nothing upstream says becomes active content on the door's origin.
+//! - Tag lists are sorted (the spec's MUST) with their `Link` pointed back at the door; referrers
+//!   come from upstream's API, or from the referrers tag schema (`sha256-<hex>`) when upstream
+//!   lacks it.
 
 use crate::access::{AuthError, Principal};
 use crate::cache::{keys, AbsentRecord, ManifestRecord, TagRecord};
