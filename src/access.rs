@@ -192,6 +192,37 @@ impl Access {
         patterns.iter().any(|p| glob(p, repository))
     }
 
+    /// Whether `principal` may read the door's status (`/` and `/_frontdoor/status`, which name
+    /// private repositories and recent errors): anyone on a public door; on a restricted one only
+    /// a person — a configured user, by Basic credentials or by a token issued to a user who is
+    /// still configured. An anonymous token (what `/token` hands anyone) is anonymous.
+    pub fn may_read_status(&self, principal: &Principal) -> bool {
+        let Some(rules) = &self.rules else {
+            return true;
+        };
+        match principal {
+            Principal::Anonymous => false,
+            Principal::User(name) | Principal::Token { subject: name, .. } => {
+                rules.users.contains_key(name)
+            }
+        }
+    }
+
+    /// The user a refusal of `repository` is final for: asking for a new token cannot help,
+    /// because the user's own patterns do not allow it. `Some` for Basic credentials of a user
+    /// who may not pull it, and for a token issued to such a user; `None` for anonymous clients
+    /// and for a token that merely lacks a scope its user could get (a new token fixes that).
+    pub fn denied_user<'p>(&self, principal: &'p Principal, repository: &str) -> Option<&'p str> {
+        let rules = self.rules.as_ref()?;
+        let name = match principal {
+            Principal::Anonymous => return None,
+            Principal::User(name) => name,
+            Principal::Token { subject, .. } if rules.users.contains_key(subject) => subject,
+            Principal::Token { .. } => return None,
+        };
+        (!self.can_pull(&Principal::User(name.clone()), repository)).then_some(name.as_str())
+    }
+
     /// Checks a user name and password (in constant time over the password).
     pub fn login(&self, user: &str, password: &str) -> Result<Principal, AuthError> {
         let Some(rules) = &self.rules else {
@@ -288,6 +319,19 @@ fn mac(key: &[u8], message: &str) -> Hmac<Sha256> {
     let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     m.update(message.as_bytes());
     m
+}
+
+/// Whether `authorization` is `Bearer <secret>` (compared as [`same_secret`] does).
+pub fn bearer_is(secret: &[u8], authorization: Option<&str>) -> bool {
+    let Some(given) = authorization
+        .map(str::trim)
+        .and_then(|a| a.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+    else {
+        return false;
+    };
+    same_secret(&String::from_utf8_lossy(secret), given)
 }
 
 /// Compares two secrets without an early exit (over their SHA-256, so lengths do not leak either).
@@ -388,6 +432,66 @@ mod tests {
         }
         assert!(Access::public().can_pull(&anon, "reg.test/private/app"));
         assert!(a.is_restricted() && !Access::public().is_restricted());
+    }
+
+    #[test]
+    fn who_may_read_the_status() {
+        let a = matrix();
+        let token = |sub: &str| Principal::Token {
+            subject: sub.into(),
+            access: vec!["docker.io/library/alpine".into()],
+        };
+        let cases = [
+            (Principal::Anonymous, false),
+            (token(""), false),
+            (token("a"), true),
+            (token("deleted"), false),
+            (Principal::User("b".into()), true),
+            (Principal::User("ghost".into()), false),
+        ];
+        for (who, want) in cases {
+            assert_eq!(a.may_read_status(&who), want, "{who:?}");
+            assert!(Access::public().may_read_status(&who), "public: {who:?}");
+        }
+    }
+
+    #[test]
+    fn final_refusals_name_the_user() {
+        let a = matrix();
+        let token = |sub: &str| Principal::Token {
+            subject: sub.into(),
+            access: vec![],
+        };
+        let private = "reg.test/private/app";
+        let cases = [
+            (Principal::Anonymous, None),
+            (token(""), None),
+            (token("a"), None),
+            (token("b"), Some("b")),
+            (token("deleted"), None),
+            (Principal::User("a".into()), None),
+            (Principal::User("b".into()), Some("b")),
+        ];
+        for (who, want) in cases {
+            assert_eq!(a.denied_user(&who, private), want, "{who:?}");
+        }
+        assert_eq!(Access::public().denied_user(&token("b"), private), None);
+    }
+
+    #[test]
+    fn bearer_secrets() {
+        let cases = [
+            (Some("Bearer s3cret"), true),
+            (Some("bearer  s3cret "), true),
+            (Some("Bearer s3cre"), false),
+            (Some("Basic s3cret"), false),
+            (Some("s3cret"), false),
+            (Some("Bearer"), false),
+            (None, false),
+        ];
+        for (auth, want) in cases {
+            assert_eq!(bearer_is(b"s3cret", auth), want, "{auth:?}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - [`retention`]: the cron sweep that deletes what was not read for `RETENTION_DAYS`;
 //! - [`analytics`]: the Workers Analytics Engine data point written per request;
 //! - [`stats`]: door-wide counters for `/_frontdoor/status`;
+//! - [`status`]: who may read the status endpoints, and their answers;
 //! - [`status_page`]: the HTML status page at `/`.
 //!
 //! Glue, compiled only for `wasm32`: `glue` holds `#[event(fetch)]` and the Workers-backed ports,
@@ -37,6 +38,7 @@ pub mod retention;
 pub mod route;
 pub mod signing;
 pub mod stats;
+pub mod status;
 pub mod status_page;
 pub mod upstream;
 

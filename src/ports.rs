@@ -281,3 +281,9 @@ impl<S> Coalesce for NoCoalescing<S> {
         ))
     }
 }
+
+/// The door-wide counters (in the worker, the `StatsHub` Durable Object, after this isolate's own
+/// pending counts were sent to it).
+pub trait StatsSource {
+    async fn current(&self) -> Result<crate::stats::Stats, StoreError>;
+}

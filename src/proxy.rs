@@ -10,8 +10,11 @@
 //! - A client HEAD on a miss becomes an upstream HEAD, never a GET.
 //! - `Range` reads are served from R2 as `206`; on a miss a range from byte 0 fills the cache as a
 //!   whole read would, any other range is passed upstream and not cached.
-//! - Tag lists are passed through with their `Link` pointed back at the door; referrers come from
-//!   upstream's API, or from the referrers tag schema (`sha256-<hex>`) when upstream lacks it.
+//! - Manifests are served only with a checked manifest media type (`crate::oci::serving_type`):
+//!   nothing upstream says becomes active content on the door's origin.
+//! - Tag lists are sorted (the spec's MUST) with their `Link` pointed back at the door; referrers
+//!   come from upstream's API, or from the referrers tag schema (`sha256-<hex>`) when upstream
+//!   lacks it.
 
 use crate::access::{AuthError, Principal};
 use crate::cache::decide::{tag_plan, AcceptSet, TagPlan, CANONICAL_ACCEPT};
@@ -20,7 +23,10 @@ use crate::config::Config;
 use crate::config::{pin_key, BlobRedirect};
 use crate::error::{ErrorCode, RegistryError};
 use crate::http_url::HttpUrl;
-use crate::oci::{acceptable, Digest, Reference, References, DEFAULT_MANIFEST_ACCEPT};
+use crate::oci::{
+    acceptable, manifest_media_type, says_nothing, serving_type, Digest, Reference, References,
+    DEFAULT_MANIFEST_ACCEPT,
+};
 use crate::ports::{Blobs, Coalesce, Fetched, Headers, HttpMethod, Kv, Stored, Upstream};
 use crate::range::{self, ByteRange};
 use crate::route::{resolve_name, route, Method, RequestLine, Route, Routed, Target};
@@ -33,6 +39,13 @@ use std::cell::RefCell;
 
 /// The spec's limit that registries apply to manifests (distribution: 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most images one `/_frontdoor/resolve` request may name: each can cost an upstream HEAD,
+/// so a longer list is refused (`400`) before any is resolved.
+pub const MAX_RESOLVE_IMAGES: usize = 50;
+
+/// The largest upstream tag list read (to sort it): Docker Hub's longest lists are far smaller.
+pub const MAX_TAG_LIST_BYTES: usize = 16 * 1024 * 1024;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
@@ -161,6 +174,17 @@ where
                 outcome.kind = "prewarm";
                 return self.prewarm_endpoint(query, req).await;
             }
+            Route::Status { .. } => {
+                // The worker answers these before the door (`crate::status::serve`): the counters
+                // live outside the request's ports.
+                outcome.kind = "status";
+                crate::status::authorize(self.config, req.authorization, self.now)?;
+                return Err(RegistryError::new(
+                    ErrorCode::Unsupported,
+                    "the status is not served here",
+                )
+                .with_status(404));
+            }
             _ => {}
         }
         let access = &self.config.access;
@@ -177,12 +201,15 @@ where
             outcome.note_target(target);
             let name = format!("{}/{}", target.registry, target.repository);
             if !access.can_pull(&principal, &name) {
-                return Err(match principal {
-                    // Basic credentials that are right but not enough: asking again won't help.
-                    Principal::User(user) => {
+                return Err(match access.denied_user(&principal, &name) {
+                    // A user (by Basic credentials or a token issued to them) whose own patterns
+                    // do not allow it: a new token won't help, so say so rather than challenge —
+                    // clients print a 401 as "not logged in".
+                    Some(user) => {
                         RegistryError::new(ErrorCode::Denied, format!("{user} may not pull {name}"))
                     }
-                    _ => self.challenge(req, Some(&name), "authentication required"),
+                    // Anonymous, or a token lacking a scope its user could have: fetch one.
+                    None => self.challenge(req, Some(&name), "authentication required"),
                 });
             }
         } else if principal == Principal::Anonymous && access.is_restricted() {
@@ -194,7 +221,7 @@ where
 
         if let Route::Resolve { query } = &routed.route {
             outcome.kind = "resolve";
-            return Ok(self.resolve(query, req, &principal, outcome).await);
+            return self.resolve(query, req, &principal, outcome).await;
         }
         match routed.route {
             Route::Base => {
@@ -237,7 +264,8 @@ where
             Route::SignedBlob { .. }
             | Route::Token { .. }
             | Route::Resolve { .. }
-            | Route::Prewarm { .. } => unreachable!("answered above"),
+            | Route::Prewarm { .. }
+            | Route::Status { .. } => unreachable!("answered above"),
         }
     }
 
@@ -248,13 +276,11 @@ where
         query: &str,
         req: &ClientRequest<'_>,
     ) -> Result<Reply<U::Body>, RegistryError> {
-        let given = req
-            .authorization
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let allowed = self.config.admin_token.as_ref().is_some_and(|t| {
-            crate::access::same_secret(&String::from_utf8_lossy(&t.0), given.trim())
-        });
+        let allowed = self
+            .config
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| crate::access::bearer_is(&t.0, req.authorization));
         if !allowed {
             let mut e = RegistryError::new(
                 ErrorCode::Unauthorized,
@@ -359,12 +385,24 @@ where
         req: &ClientRequest<'_>,
         principal: &Principal,
         outcome: &mut Outcome,
-    ) -> Reply<U::Body> {
+    ) -> Result<Reply<U::Body>, RegistryError> {
+        let images: Vec<String> = form_urlencoded::parse(query.as_bytes())
+            .filter(|(key, _)| key == "image")
+            .map(|(_, image)| image.into_owned())
+            .collect();
+        // Checked before anything is resolved: one request must not become hundreds upstream.
+        if images.len() > MAX_RESOLVE_IMAGES {
+            return Err(RegistryError::new(
+                ErrorCode::Unsupported,
+                format!(
+                    "at most {MAX_RESOLVE_IMAGES} images per resolve request; this one names {}: split it",
+                    images.len()
+                ),
+            )
+            .with_status(400));
+        }
         let mut results = Vec::new();
-        for (key, image) in form_urlencoded::parse(query.as_bytes()) {
-            if key != "image" {
-                continue;
-            }
+        for image in images {
             let answer = self.resolve_one(&image, req, principal, outcome).await;
             results.push(match answer {
                 Ok(pinned) => serde_json::json!({"image": image, "pinned": pinned}),
@@ -378,13 +416,13 @@ where
         let body = serde_json::json!({ "images": results });
         let mut headers = Headers::new();
         headers.set("cache-control", "no-store");
-        reply(
+        Ok(reply(
             status,
             headers,
             Body::Bytes(body.to_string().into_bytes()),
             false,
         )
-        .with_type("application/json")
+        .with_type("application/json"))
     }
 
     async fn resolve_one(
@@ -615,7 +653,8 @@ where
                     .refused(target, &reference, &fetched, true, outcome)
                     .await);
             }
-            return Ok(head_reply(&fetched.headers));
+            let media_type = head_media_type(registry, &fetched.headers, outcome)?;
+            return Ok(head_reply(&fetched.headers, media_type));
         }
         let fetched = self
             .fetch_upstream(target, HttpMethod::Get, &tail, headers, outcome)
@@ -741,7 +780,8 @@ where
                     .refused(target, &reference, &answer, true, outcome)
                     .await);
             }
-            let Some(learned) = pointer_from_head(&answer.headers, self.now) else {
+            let media_type = head_media_type(registry, &answer.headers, outcome)?;
+            let Some(learned) = pointer_from_head(&answer.headers, media_type, self.now) else {
                 return Err(RegistryError::new(
                     ErrorCode::Unavailable,
                     format!("{registry} answered a manifest HEAD without a usable Docker-Content-Digest"),
@@ -864,7 +904,8 @@ where
                 .await);
         }
         if head {
-            return Ok(head_reply(&fetched.headers));
+            let media_type = head_media_type(registry, &fetched.headers, outcome)?;
+            return Ok(head_reply(&fetched.headers, media_type));
         }
         let (digest, record) = self
             .receive(target, &Reference::Tag(tag.to_owned()), fetched, outcome)
@@ -892,6 +933,9 @@ where
         )
         .await
         .and_then(|b| ManifestRecord::decode(&b, digest))
+        // A record stored before media types were checked may hold one that must not be served:
+        // it is a miss, fetched again.
+        .filter(|r| manifest_media_type(&r.media_type).is_some())
     }
 
     /// Whether upstream said 404 for `reference` less than `NEGATIVE_TTL_SECONDS` ago. (Read
@@ -930,7 +974,12 @@ where
             outcome.notes.push(m.clone());
             RegistryError::new(ErrorCode::Unavailable, m)
         })?;
-        let media_type = media_type_of(fetched.headers.get("content-type"), &bytes);
+        let media_type = media_type_of(
+            &target.registry,
+            fetched.headers.get("content-type"),
+            &bytes,
+        )
+        .inspect_err(|e| outcome.notes.push(e.message.clone()))?;
         let record = ManifestRecord { media_type, bytes };
         self.kv_put(
             &keys::manifest(&target.registry, &target.repository, &digest),
@@ -1397,8 +1446,11 @@ where
         }
     }
 
-    /// `tags/list`, passed through (tags change; there is nothing to verify), with upstream's
-    /// `Link` to the next page rewritten to the door's own path for this repository.
+    /// `tags/list` from upstream (tags change; there is nothing to cache or verify), in lexical
+    /// order — the spec's MUST, which some registries do not keep — with upstream's `Link` to the
+    /// next page rewritten to the door's own path for this repository. A client HEAD is answered
+    /// from an upstream GET (a tag list is no pull, and distribution has no HEAD for it: it
+    /// answers 405), with the headers the GET would get.
     async fn tags(
         &self,
         target: &Target,
@@ -1420,9 +1472,8 @@ where
             true => "tags/list".to_owned(),
             false => format!("tags/list?{query}"),
         };
-        let method = HttpMethod::for_client(head);
         let fetched = self
-            .fetch_upstream(target, method, &tail, Headers::new(), outcome)
+            .fetch_upstream(target, HttpMethod::Get, &tail, Headers::new(), outcome)
             .await?;
         if fetched.status != 200 {
             return Err(upstream_status(
@@ -1432,31 +1483,18 @@ where
                 &target.registry,
             ));
         }
-        let mut headers = Headers::new();
-        headers.set("content-type", "application/json");
         let upstream_link = fetched
             .headers
             .get("link")
             .and_then(|l| next_link(l, link_path, link_ns));
-        if head || (n.is_none() && last.is_none()) {
-            if let Some(len) = fetched.headers.get("content-length") {
-                headers.set("content-length", len);
-            }
-            if let Some(link) = upstream_link {
-                headers.set("link", link);
-            }
-            return Ok(reply(200, headers, Body::Stream(fetched.body), head));
-        }
-        // Paged: some registries (distribution 2.8 on filesystem storage among them) ignore `n` and
-        // `last`. Apply them here — idempotent when upstream already did — so clients always get
-        // pages in lexical order with a `Link` to the next.
         let bytes = self
             .upstream
-            .read(fetched.body, MAX_MANIFEST_BYTES)
+            .read(fetched.body, MAX_TAG_LIST_BYTES)
             .await
             .map_err(|e| net_error(&target.registry, e))?;
         #[derive(serde::Deserialize, serde::Serialize)]
         struct TagList {
+            #[serde(default)]
             name: String,
             tags: Option<Vec<String>>,
         }
@@ -1466,6 +1504,9 @@ where
                 format!("upstream tag list is not JSON: {e}"),
             )
         })?;
+        // Some registries (distribution 2.8 on filesystem storage among them) ignore `n` and
+        // `last`: they are applied here too — idempotent when upstream already did — so clients
+        // always get pages in lexical order with a `Link` to the next.
         let mut tags = list.tags.take().unwrap_or_default();
         tags.sort();
         if let Some(last) = last {
@@ -1481,12 +1522,17 @@ where
                 }
             }
         }
+        let mut headers = Headers::new();
+        headers.set("content-type", "application/json");
         if let Some(link) = link {
             headers.set("link", link);
         }
         list.tags = Some(tags);
+        if list.name.is_empty() {
+            list.name = target.repository.to_string();
+        }
         let body = serde_json::to_vec(&list).expect("a tag list serializes");
-        Ok(reply(200, headers, Body::Bytes(body), false))
+        Ok(reply(200, headers, Body::Bytes(body), head))
     }
 
     /// The referrers of `digest`: upstream's referrers API, or — when upstream answers 404, which
@@ -1772,23 +1818,21 @@ fn is_outage<B>(answer: &Result<Fetched<B>, RegistryError>) -> bool {
     }
 }
 
-/// `Content-Type` without parameters, else the manifest's own `mediaType` field.
-fn media_type_of(content_type: Option<&str>, bytes: &[u8]) -> String {
-    let from_header = content_type
-        .map(|c| c.split(';').next().unwrap_or("").trim())
-        .filter(|c| !c.is_empty() && *c != "application/octet-stream" && *c != "text/plain");
-    if let Some(t) = from_header {
-        return t.to_owned();
-    }
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        #[serde(rename = "mediaType")]
-        media_type: Option<String>,
-    }
-    serde_json::from_slice::<Probe>(bytes)
-        .ok()
-        .and_then(|p| p.media_type)
-        .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_owned())
+/// The type a fetched manifest is served and stored with (see [`serving_type`]); a manifest upstream
+/// gives no usable type for is refused, and nothing is stored.
+fn media_type_of(
+    registry: &str,
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> Result<String, RegistryError> {
+    serving_type(content_type, bytes).map_err(|_| unusable_media_type(registry))
+}
+
+fn unusable_media_type(registry: &str) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::Unavailable,
+        format!("upstream {registry} sent an unusable media type for the manifest (not an application/…+json manifest type)"),
+    )
 }
 
 /// A HEAD answered from a tag pointer: what upstream's HEAD said, without the bytes.
@@ -1805,10 +1849,31 @@ fn pointer_reply<S>(pointer: &TagRecord, digest: &Digest) -> Reply<S> {
     reply(200, headers, Body::Empty, true)
 }
 
-/// Upstream's answer to a manifest HEAD, passed on.
-fn head_reply<S>(upstream: &Headers) -> Reply<S> {
+/// The type of an upstream manifest HEAD answer. There is no body to fall back on: upstream's
+/// type is served if valid, dropped if it says nothing, and refused (nothing recorded) otherwise.
+fn head_media_type(
+    registry: &str,
+    headers: &Headers,
+    outcome: &mut Outcome,
+) -> Result<Option<String>, RegistryError> {
+    match headers.get("content-type") {
+        None => Ok(None),
+        Some(t) if says_nothing(t) => Ok(None),
+        Some(t) => manifest_media_type(t).map(Some).ok_or_else(|| {
+            let e = unusable_media_type(registry);
+            outcome.notes.push(e.message.clone());
+            e
+        }),
+    }
+}
+
+/// Upstream's answer to a manifest HEAD, passed on with its checked type.
+fn head_reply<S>(upstream: &Headers, media_type: Option<String>) -> Reply<S> {
     let mut headers = Headers::new();
-    for name in ["content-type", "content-length", "docker-content-digest"] {
+    if let Some(t) = media_type {
+        headers.set("content-type", t);
+    }
+    for name in ["content-length", "docker-content-digest"] {
         if let Some(v) = upstream.get(name) {
             headers.set(name, v);
         }
@@ -1816,13 +1881,9 @@ fn head_reply<S>(upstream: &Headers) -> Reply<S> {
     reply(200, headers, Body::Empty, true)
 }
 
-/// What a manifest HEAD tells about a tag: its digest (required), type and size.
-fn pointer_from_head(headers: &Headers, now: u64) -> Option<TagRecord> {
+/// What a manifest HEAD tells about a tag: its digest (required), checked type and size.
+fn pointer_from_head(headers: &Headers, media_type: Option<String>, now: u64) -> Option<TagRecord> {
     let digest = Digest::parse(headers.get("docker-content-digest")?.trim()).ok()?;
-    let media_type = headers
-        .get("content-type")
-        .map(|c| c.split(';').next().unwrap_or("").trim().to_owned())
-        .filter(|c| !c.is_empty());
     let size = headers
         .get("content-length")
         .and_then(|l| l.trim().parse::<u64>().ok());
@@ -1842,9 +1903,24 @@ fn manifest_reply<S>(record: ManifestRecord, digest: &Digest, head: bool) -> Rep
     reply(200, headers, Body::Bytes(record.bytes), head)
 }
 
-/// Every reply carries the API version header; a HEAD reply keeps its `Content-Length` but no body.
-fn reply<S>(status: u16, mut headers: Headers, body: Body<S>, head: bool) -> Reply<S> {
+/// What every answer says about how a browser may treat it: never sniff a type other than the one
+/// sent, and — unless the answer sets its own policy (the status page) — run nothing, load
+/// nothing, be framed nowhere. Registry clients ignore both; they only matter if someone opens a
+/// door URL in a browser, which shares the origin of `/token` and the status page.
+pub const NOSNIFF: (&str, &str) = ("x-content-type-options", "nosniff");
+pub const DEFAULT_CSP: (&str, &str) = (
+    "content-security-policy",
+    "default-src 'none'; frame-ancestors 'none'; sandbox",
+);
+
+/// Every reply carries the API version header and [`NOSNIFF`] (and [`DEFAULT_CSP`] unless it set
+/// a policy); a HEAD reply keeps its `Content-Length` but no body.
+pub fn reply<S>(status: u16, mut headers: Headers, body: Body<S>, head: bool) -> Reply<S> {
     headers.set("docker-distribution-api-version", "registry/2.0");
+    headers.set(NOSNIFF.0, NOSNIFF.1);
+    if headers.get(DEFAULT_CSP.0).is_none() {
+        headers.set(DEFAULT_CSP.0, DEFAULT_CSP.1);
+    }
     if let Body::Bytes(b) = &body {
         headers.set("content-length", b.len().to_string());
     }
@@ -1856,7 +1932,7 @@ fn reply<S>(status: u16, mut headers: Headers, body: Body<S>, head: bool) -> Rep
 }
 
 impl<S> Reply<S> {
-    fn with_type(mut self, content_type: &str) -> Self {
+    pub fn with_type(mut self, content_type: &str) -> Self {
         self.headers.set("content-type", content_type);
         self
     }

@@ -83,6 +83,10 @@ pub enum Route {
         digest: Digest,
         query: String,
     },
+    /// `/` (the HTML page, `page`) and `/_frontdoor/status` (JSON): the door's counters.
+    Status {
+        page: bool,
+    },
     /// `/v2/<name>/referrers/<digest>?artifactType=`.
     Referrers {
         target: Target,
@@ -100,6 +104,7 @@ impl Route {
             | Route::Tags { target, .. }
             | Route::Referrers { target, .. } => Some(target),
             Route::Base
+            | Route::Status { .. }
             | Route::SignedBlob { .. }
             | Route::Token { .. }
             | Route::Resolve { .. }
@@ -161,6 +166,10 @@ pub fn route(cfg: &Config, req: RequestLine<'_>) -> Result<Routed, RegistryError
             ))
         }
     };
+    if path == "/" || path == "/_frontdoor/status" {
+        let route = Route::Status { page: path == "/" };
+        return Ok(Routed { method, route });
+    }
     if path == "/_frontdoor/resolve" {
         let route = Route::Resolve {
             query: req.query.unwrap_or("").to_owned(),
@@ -205,11 +214,19 @@ pub fn route(cfg: &Config, req: RequestLine<'_>) -> Result<Routed, RegistryError
     let route = match tail {
         ["manifests", reference] => {
             let target = target(cfg, name, req.host, query.ns.as_deref())?;
-            let reference =
-                Reference::parse(reference).map_err(|e| match reference.contains(':') {
+            let reference = Reference::parse(reference).map_err(|e| {
+                // Not a tag: no manifest can have it, which is what the OCI conformance suite
+                // expects (`GET …/manifests/.INVALID_MANIFEST_NAME` → 404). A malformed digest
+                // stays a 400 DIGEST_INVALID: the suite accepts 400 or 404 for one
+                // (`sha256:totallywrong`), and 400 tells the client what is wrong with it.
+                match reference.contains(':') {
                     true => RegistryError::new(ErrorCode::DigestInvalid, e),
-                    false => RegistryError::new(ErrorCode::ManifestInvalid, e),
-                })?;
+                    false => RegistryError::new(
+                        ErrorCode::ManifestUnknown,
+                        format!("no manifest can be named {reference:?}: {e}"),
+                    ),
+                }
+            })?;
             Route::Manifest { target, reference }
         }
         ["blobs", digest] => {
@@ -377,6 +394,15 @@ mod tests {
     }
 
     #[test]
+    fn status_pages() {
+        assert_eq!(ok("GET", "/", None).route, Route::Status { page: true });
+        assert_eq!(
+            ok("HEAD", "/_frontdoor/status", None).route,
+            Route::Status { page: false }
+        );
+    }
+
+    #[test]
     fn base() {
         assert_eq!(ok("GET", "/v2/", None).route, Route::Base);
         assert_eq!(ok("HEAD", "/v2", None).method, Method::Head);
@@ -495,7 +521,22 @@ mod tests {
     #[test]
     fn refusals_table() {
         let cases = [
-            ("GET", "/", None, ErrorCode::Unsupported, 404),
+            ("GET", "/x", None, ErrorCode::Unsupported, 404),
+            (
+                "GET",
+                "/_frontdoor/status/x",
+                None,
+                ErrorCode::Unsupported,
+                404,
+            ),
+            ("POST", "/", None, ErrorCode::Unsupported, 405),
+            (
+                "PUT",
+                "/_frontdoor/status",
+                None,
+                ErrorCode::Unsupported,
+                405,
+            ),
             ("GET", "/v2/x", None, ErrorCode::Unsupported, 404),
             ("GET", "/v2/x/tags", None, ErrorCode::Unsupported, 404),
             ("GET", "/v2/x/other/y", None, ErrorCode::Unsupported, 404),
@@ -532,14 +573,42 @@ mod tests {
                 "GET",
                 "/v2/a/manifests/",
                 None,
-                ErrorCode::ManifestInvalid,
-                400,
+                ErrorCode::ManifestUnknown,
+                404,
             ),
             (
                 "GET",
                 "/v2/a/manifests/-x",
                 None,
-                ErrorCode::ManifestInvalid,
+                ErrorCode::ManifestUnknown,
+                404,
+            ),
+            (
+                "GET",
+                "/v2/a/manifests/.INVALID_MANIFEST_NAME",
+                None,
+                ErrorCode::ManifestUnknown,
+                404,
+            ),
+            (
+                "HEAD",
+                "/v2/a/manifests/.INVALID_MANIFEST_NAME",
+                None,
+                ErrorCode::ManifestUnknown,
+                404,
+            ),
+            (
+                "GET",
+                "/v2/a/manifests/sha256:zzz",
+                None,
+                ErrorCode::DigestInvalid,
+                400,
+            ),
+            (
+                "GET",
+                "/v2/a/manifests/sha256:totallywrong",
+                None,
+                ErrorCode::DigestInvalid,
                 400,
             ),
             (

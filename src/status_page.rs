@@ -5,6 +5,24 @@
 use crate::stats::Stats;
 use std::fmt::Write as _;
 
+/// The page's one stylesheet, inline; [`content_security_policy`] allows exactly it.
+const STYLE: &str = "body{font:15px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:1.4em}\
+.tiles{display:flex;gap:1em;flex-wrap:wrap}.tile{border:1px solid #ccc;border-radius:8px;padding:1em 1.4em;min-width:12em}\
+.big{font-size:2em;font-weight:600}table{border-collapse:collapse;margin:1em 0}td,th{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left}\
+.num{text-align:right;font-variant-numeric:tabular-nums}.bad{color:#a00}";
+
+/// The page's `Content-Security-Policy`: nothing may load or run but its own inline stylesheet
+/// (allowed by its SHA-256, not by `'unsafe-inline'`), no form may post, no page may frame it.
+/// The page has no script, image or font; its one link (to the JSON) is a plain navigation.
+pub fn content_security_policy() -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(STYLE));
+    format!(
+        "default-src 'none'; style-src 'sha256-{hash}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+}
+
 pub fn render(stats: &Stats, now: u64) -> String {
     let mut total = (0u64, 0u64, 0u64, 0u64); // served from cache, answers, bytes cache, bytes upstream
     for r in stats.registries.values() {
@@ -14,12 +32,10 @@ pub fn render(stats: &Stats, now: u64) -> String {
         total.3 += r.bytes_from_upstream;
     }
     let mut html = String::from(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>registry front door</title>\
-<style>body{font:15px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:1.4em}\
-.tiles{display:flex;gap:1em;flex-wrap:wrap}.tile{border:1px solid #ccc;border-radius:8px;padding:1em 1.4em;min-width:12em}\
-.big{font-size:2em;font-weight:600}table{border-collapse:collapse;margin:1em 0}td,th{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left}\
-.num{text-align:right;font-variant-numeric:tabular-nums}.bad{color:#a00}</style></head><body>",
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>registry front door</title><style>",
     );
+    html.push_str(STYLE);
+    html.push_str("</style></head><body>");
     html.push_str("<h1>registry front door</h1>");
     let _ = write!(
         html,

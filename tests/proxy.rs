@@ -1378,7 +1378,11 @@ fn tokens_from_the_door_grant_only_what_the_user_may_read() {
     *w.authorization.borrow_mut() = Some(format!("Bearer {token}"));
     assert_eq!(w.get("/v2/public/app/manifests/v1").0.status, 200);
     let (r, _) = w.get("/v2/team/app/manifests/v1");
-    assert_eq!(r.status, 401, "not granted: challenged again");
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (403, "DENIED".into()),
+        "b may never pull it: a new token would not help"
+    );
 
     // containerd's OAuth2 POST.
     *w.authorization.borrow_mut() = None;
@@ -2136,4 +2140,569 @@ fn heads_are_first_class() {
         r.headers.get("docker-content-digest"),
         Some(digest_s.as_str())
     );
+}
+// ------------------------------------------------------------------------------------------------
+// Issue 11: status pages, media types, refusals, protocol edges, bounded fan-out
+// ------------------------------------------------------------------------------------------------
+
+/// Counters for the status endpoints, counting how often they were read.
+#[derive(Default)]
+struct FakeStats {
+    reads: Cell<u32>,
+}
+
+impl StatsSource for FakeStats {
+    async fn current(&self) -> Result<frontdoor::stats::Stats, StoreError> {
+        self.reads.set(self.reads.get() + 1);
+        let mut stats = frontdoor::stats::Stats::default();
+        stats
+            .registries
+            .insert("reg.test".into(), Default::default());
+        Ok(stats)
+    }
+}
+
+impl World {
+    /// A status request as the worker answers it (`None`: not a status request).
+    fn status(
+        &self,
+        method: &str,
+        path: &str,
+        source: &FakeStats,
+    ) -> Option<(Reply<Vec<u8>>, Outcome)> {
+        let authorization = self.authorization.borrow().clone();
+        let req = ClientRequest {
+            line: RequestLine {
+                method,
+                host: Some("door.test"),
+                path,
+                query: None,
+            },
+            authorization: authorization.as_deref(),
+            origin: Some("https://door.test"),
+            ..ClientRequest::default()
+        };
+        block_on(frontdoor::status::serve(
+            &self.config,
+            &req,
+            self.now.get(),
+            source,
+        ))
+    }
+
+    fn bearer(&self, token: &str) {
+        *self.authorization.borrow_mut() = Some(format!("Bearer {token}"));
+    }
+
+    /// A token from the door's `/token` for `scope`, with the current `Authorization`.
+    fn door_token(&self, scope: &str) -> String {
+        let (r, _) = self.get(&format!("/token?service=door.test&scope={scope}"));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&body(&r)));
+        let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+        v["token"].as_str().unwrap().to_owned()
+    }
+}
+
+const ADMIN: &str = "the-admin-token";
+
+#[test]
+fn the_status_pages_need_a_person_not_a_token_anyone_can_mint() {
+    let (mut w, _, _) = access_world();
+    w.config.admin_token = Some(frontdoor::config::SigningKey(ADMIN.as_bytes().to_vec()));
+    // Tokens as /token issues them: anonymous (to anyone), and to users a and b.
+    let anonymous = w.door_token("repository:public/app:pull");
+    *w.authorization.borrow_mut() = Some(basic("b", "beta"));
+    let user_b = w.door_token("repository:public/app:pull");
+    // A token issued to a user who has since been removed from ACCESS (same key).
+    let deleted = w
+        .config
+        .access
+        .issue(
+            &frontdoor::access::Principal::User("gone".into()),
+            vec!["reg.test/public/app".into()],
+            w.now.get(),
+        )
+        .unwrap()
+        .0;
+    let cases: [(&str, Option<String>, u16); 8] = [
+        ("no credentials", None, 401),
+        ("anonymous token", Some(format!("Bearer {anonymous}")), 401),
+        ("user token", Some(format!("Bearer {user_b}")), 200),
+        ("Basic user", Some(basic("a", "alpha")), 200),
+        ("wrong password", Some(basic("a", "wrong")), 401),
+        ("admin token", Some(format!("Bearer {ADMIN}")), 200),
+        (
+            "wrong admin token",
+            Some("Bearer the-admin-tokeN".into()),
+            401,
+        ),
+        (
+            "token of a deleted user",
+            Some(format!("Bearer {deleted}")),
+            401,
+        ),
+    ];
+    for (what, auth, want) in cases {
+        *w.authorization.borrow_mut() = auth;
+        for path in ["/", "/_frontdoor/status"] {
+            let source = FakeStats::default();
+            let (r, outcome) = w.status("GET", path, &source).expect("a status request");
+            assert_eq!(r.status, want, "{what} {path}");
+            assert_eq!(outcome.kind, "status");
+            assert_eq!(r.headers.get("x-content-type-options"), Some("nosniff"));
+            if want == 401 {
+                assert_eq!(error_code(&r), "UNAUTHORIZED", "{what} {path}");
+                assert_eq!(
+                    r.headers.get("www-authenticate"),
+                    Some(frontdoor::status::CHALLENGE),
+                    "{what} {path}"
+                );
+                assert_eq!(source.reads.get(), 0, "{what}: counters never read");
+            } else {
+                assert_eq!(source.reads.get(), 1, "{what} {path}");
+            }
+        }
+    }
+    // The door itself, asked directly, serves no counters to anyone.
+    *w.authorization.borrow_mut() = Some(format!("Bearer {anonymous}"));
+    assert_eq!(w.get("/_frontdoor/status").0.status, 401);
+    *w.authorization.borrow_mut() = Some(basic("a", "alpha"));
+    assert_eq!(w.get("/_frontdoor/status").0.status, 404);
+    // Not status requests: the door answers them.
+    let source = FakeStats::default();
+    assert!(w.status("GET", "/v2/", &source).is_none());
+    assert!(w.status("POST", "/", &source).is_none());
+    assert_eq!(w.request("POST", "/", None).0.status, 405);
+}
+
+#[test]
+fn without_access_the_status_pages_are_public() {
+    let w = World::new(FakeRegistry::new());
+    for auth in [
+        None,
+        Some("Bearer anything".to_owned()),
+        Some(basic("x", "y")),
+    ] {
+        *w.authorization.borrow_mut() = auth.clone();
+        let source = FakeStats::default();
+        let (r, _) = w.status("GET", "/_frontdoor/status", &source).unwrap();
+        assert_eq!(r.status, 200, "{auth:?}");
+        assert_eq!(r.headers.get("content-type"), Some("application/json"));
+        let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+        assert!(v["registries"]["reg.test"].is_object());
+    }
+    let (r, _) = w.status("GET", "/", &FakeStats::default()).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.headers.get("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let csp = r.headers.get("content-security-policy").unwrap();
+    assert!(
+        csp.starts_with("default-src 'none'; style-src 'sha256-"),
+        "{csp}"
+    );
+    assert!(
+        csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    assert_eq!(r.headers.get("cache-control"), Some("no-store"));
+    assert!(String::from_utf8(body(&r)).unwrap().contains("reg.test"));
+    let (r, _) = w.status("HEAD", "/", &FakeStats::default()).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(body(&r).is_empty());
+}
+
+/// Stored manifests, tag pointers and not-found records (not blob links).
+fn manifest_records(w: &World) -> Vec<String> {
+    w.kv.map
+        .borrow()
+        .keys()
+        .filter(|k| !k.contains("link") && !k.contains("blob"))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn an_upstream_media_type_never_becomes_active_content() {
+    let docker = "application/vnd.docker.distribution.manifest.v2+json";
+    let with_type = format!(r#"{{"schemaVersion":2,"mediaType":"{docker}","layers":[]}}"#);
+    let bare = r#"{"schemaVersion":2,"layers":[]}"#.to_owned();
+    let evil_type = r#"{"schemaVersion":2,"mediaType":"text/html","layers":[]}"#.to_owned();
+    // (upstream Content-Type, body, what the door serves it as: Some(type) or a 502)
+    let cases: &[(&str, &String, Option<&str>)] = &[
+        ("text/html", &with_type, Some(docker)),
+        ("text/html", &bare, None),
+        ("text/html; charset=utf-8", &bare, None),
+        (
+            "application/vnd.oci.image.manifest.v1+json\r\nx-evil: 1",
+            &bare,
+            None,
+        ),
+        (
+            "application/vnd.oci.image.manifest.v1+json\r",
+            &with_type,
+            Some(docker),
+        ),
+        ("application/vnd.oci.image.manifest.v1+json\0", &bare, None),
+        ("application/xhtml+xml", &bare, None),
+        ("text/plain", &evil_type, None),
+        (MANIFEST, &evil_type, Some(MANIFEST)),
+        ("application/octet-stream", &bare, Some(MANIFEST)),
+    ];
+    for (ct, manifest, want) in cases {
+        let mut reg = FakeRegistry::new();
+        let digest = reg.add_manifest("team/app", "v1", ct, manifest.as_bytes());
+        let w = World::new(reg);
+        for path in [
+            "/v2/team/app/manifests/v1".to_owned(),
+            format!("/v2/team/app/manifests/{digest}"),
+        ] {
+            let (r, outcome) = w.get(&path);
+            assert_eq!(r.headers.get("x-content-type-options"), Some("nosniff"));
+            match want {
+                Some(t) => {
+                    assert_eq!(r.status, 200, "{ct:?} {path}");
+                    assert_eq!(r.headers.get("content-type"), Some(*t), "{ct:?}");
+                    assert_eq!(body(&r), manifest.as_bytes(), "the bytes as received");
+                }
+                None => {
+                    assert_eq!(
+                        (r.status, error_code(&r)),
+                        (502, "UNAVAILABLE".into()),
+                        "{ct:?}"
+                    );
+                    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+                    let message = v["errors"][0]["message"].as_str().unwrap();
+                    assert!(message.contains("unusable media type"), "{message}");
+                    assert!(outcome
+                        .notes
+                        .iter()
+                        .any(|n| n.contains("unusable media type")));
+                    assert_eq!(
+                        manifest_records(&w),
+                        Vec::<String>::new(),
+                        "{ct:?}: nothing stored"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_head_with_an_unusable_media_type_is_refused_and_records_nothing() {
+    for (ct, want) in [
+        ("text/html", Some(502)),
+        ("application/json\r\nx-evil: 1", Some(502)),
+        ("application/octet-stream", None),
+        (MANIFEST, Some(200)),
+    ] {
+        let mut reg = FakeRegistry::new();
+        reg.add_manifest("team/app", "v1", ct, br#"{"schemaVersion":2}"#);
+        let w = World::new(reg);
+        let (r, _) = w.request("HEAD", "/v2/team/app/manifests/v1", None);
+        assert_eq!(r.headers.get("x-content-type-options"), Some("nosniff"));
+        match want {
+            Some(502) => {
+                assert_eq!(r.status, 502, "{ct:?}");
+                assert_eq!(manifest_records(&w), Vec::<String>::new(), "{ct:?}");
+            }
+            Some(s) => {
+                assert_eq!(r.status, s);
+                assert_eq!(r.headers.get("content-type"), Some(ct));
+            }
+            None => {
+                assert_eq!(r.status, 200, "{ct:?}");
+                assert_eq!(
+                    r.headers.get("content-type"),
+                    None,
+                    "says nothing: not passed on"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_cached_record_with_an_unusable_media_type_is_a_miss_not_a_500() {
+    let (reg, digest, _) = image();
+    let w = World::new(reg);
+    let manifest = w.reg.manifests[&("team/app".to_owned(), "v1".to_owned())]
+        .1
+        .clone();
+    // As an older door stored it: upstream's raw Content-Type, CR/LF and all.
+    for bad in ["text/html", "application/json\r\nx-evil: 1"] {
+        let record = frontdoor::cache::ManifestRecord {
+            media_type: bad.into(),
+            bytes: manifest.clone(),
+        };
+        let key = frontdoor::cache::keys::manifest(
+            "reg.test",
+            &frontdoor::oci::Repository::parse("team/app").unwrap(),
+            &digest,
+        );
+        w.kv.map.borrow_mut().insert(
+            key.clone(),
+            Entry {
+                value: record.encode(),
+                read_day: Some(0),
+            },
+        );
+        let before = w.reg.count(HttpMethod::Get, "/manifests/");
+        let (r, outcome) = w.get(&format!("/v2/team/app/manifests/{digest}"));
+        assert_eq!(r.status, 200, "{bad:?}");
+        assert_eq!(outcome.cache, Some(CacheOutcome::Miss), "{bad:?}");
+        assert_eq!(r.headers.get("content-type"), Some(MANIFEST));
+        assert!(
+            w.reg.count(HttpMethod::Get, "/manifests/") > before,
+            "fetched again"
+        );
+        // Stored again, with the type it is served as: the next read is a hit.
+        let (r, outcome) = w.get(&format!("/v2/team/app/manifests/{digest}"));
+        assert_eq!((r.status, outcome.cache), (200, Some(CacheOutcome::Hit)));
+    }
+}
+
+#[test]
+fn every_answer_says_nosniff_and_runs_nothing() {
+    let (reg, digest, layer) = image();
+    let w = World::new(reg);
+    for path in [
+        "/v2/".to_owned(),
+        "/v2/team/app/manifests/v1".to_owned(),
+        format!("/v2/team/app/manifests/{digest}"),
+        format!("/v2/team/app/blobs/{layer}"),
+        "/v2/team/app/tags/list".to_owned(),
+        "/v2/team/app/manifests/nope".to_owned(),
+        "/v2/Bad/manifests/v1".to_owned(),
+        "/token".to_owned(),
+        "/nowhere".to_owned(),
+    ] {
+        let (r, _) = w.get(&path);
+        assert_eq!(
+            r.headers.get("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(
+            r.headers.get("content-security-policy"),
+            Some("default-src 'none'; frame-ancestors 'none'; sandbox"),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_user_token_for_a_repository_the_user_may_never_pull_is_403_naming_the_user() {
+    let (w, _, _) = access_world();
+    // b asks /token for a private repository: the token grants nothing there.
+    *w.authorization.borrow_mut() = Some(basic("b", "beta"));
+    let token = w.door_token("repository:team/app:pull");
+    w.bearer(&token);
+    for method in ["GET", "HEAD"] {
+        let (r, _) = w.request(method, "/v2/team/app/manifests/v1", None);
+        assert_eq!(r.status, 403, "{method}");
+        assert_eq!(
+            r.headers.get("www-authenticate"),
+            None,
+            "no challenge: a token won't help"
+        );
+    }
+    let (r, _) = w.get("/v2/team/app/manifests/v1");
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    assert_eq!(v["errors"][0]["code"], "DENIED");
+    assert_eq!(
+        v["errors"][0]["message"],
+        "b may not pull reg.test/team/app"
+    );
+    // A's token for public/app lacks team/app, which a may pull: challenged, to fetch a new token.
+    *w.authorization.borrow_mut() = Some(basic("a", "alpha"));
+    let token = w.door_token("repository:public/app:pull");
+    w.bearer(&token);
+    let (r, _) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(r.status, 401);
+    assert!(r
+        .headers
+        .get("www-authenticate")
+        .unwrap()
+        .ends_with(r#"scope="repository:reg.test/team/app:pull""#));
+    // Anonymous tokens are challenged as before.
+    *w.authorization.borrow_mut() = None;
+    let token = w.door_token("repository:team/app:pull");
+    w.bearer(&token);
+    assert_eq!(w.get("/v2/team/app/manifests/v1").0.status, 401);
+}
+
+#[test]
+fn a_reference_that_is_no_tag_or_digest_names_no_manifest() {
+    let (reg, _, _) = image();
+    let w = World::new(reg);
+    for (method, reference, want) in [
+        ("GET", ".INVALID_MANIFEST_NAME", (404, "MANIFEST_UNKNOWN")),
+        ("HEAD", ".INVALID_MANIFEST_NAME", (404, "")),
+        ("GET", "-rc1", (404, "MANIFEST_UNKNOWN")),
+        ("GET", &"a".repeat(129), (404, "MANIFEST_UNKNOWN")),
+        // Digest-shaped: 400 DIGEST_INVALID (the conformance suite takes 400 or 404).
+        ("GET", "sha256:zzz", (400, "DIGEST_INVALID")),
+        ("GET", "sha256:totallywrong", (400, "DIGEST_INVALID")),
+    ] {
+        let (r, outcome) = w.request(method, &format!("/v2/team/app/manifests/{reference}"), None);
+        let code = if method == "HEAD" {
+            String::new()
+        } else {
+            error_code(&r)
+        };
+        assert_eq!((r.status, code.as_str()), want, "{method} {reference}");
+        assert_eq!(outcome.upstream_calls, 0);
+    }
+    assert_eq!(w.reg.total(), 0, "nothing asked upstream");
+}
+
+/// An upstream without auth that answers tag lists unsorted, and HEAD on them with 405 (as
+/// distribution does: its tags route has no HEAD).
+struct UnsortedTags {
+    log: RefCell<Vec<(HttpMethod, String)>>,
+}
+
+impl Upstream for UnsortedTags {
+    type Body = Vec<u8>;
+    async fn send(&self, req: OutboundRequest) -> Result<Fetched<Vec<u8>>, NetError> {
+        self.log
+            .borrow_mut()
+            .push((req.method, req.url.to_string()));
+        if req.method == HttpMethod::Head {
+            return Ok(answer(405, &[("allow", "GET")], vec![]));
+        }
+        let body = br#"{"name":"team/app","tags":["v10","latest","v2","1.0","v1"]}"#.to_vec();
+        let len = body.len().to_string();
+        Ok(answer(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("content-length", &len),
+            ],
+            body,
+        ))
+    }
+    async fn read(&self, body: Vec<u8>, limit: usize) -> Result<Vec<u8>, NetError> {
+        if body.len() > limit {
+            return Err(NetError::TooLarge);
+        }
+        Ok(body)
+    }
+}
+
+fn unsorted_tags(method: &str, path_and_query: &str) -> (Reply<Vec<u8>>, usize) {
+    let config = Config::load(|k| match k {
+        "UPSTREAMS" => Some(r#"{"reg.test": {"url": "http://reg.test"}}"#.into()),
+        "DEFAULT_REGISTRY" => Some("reg.test".into()),
+        _ => None,
+    })
+    .unwrap();
+    let up = UnsortedTags {
+        log: RefCell::default(),
+    };
+    let (kv, blobs, tokens) = (MemKv::default(), MemBlobs::default(), RefCell::default());
+    let door = Door {
+        config: &config,
+        kv: &kv,
+        blobs: &blobs,
+        upstream: &up,
+        tokens: &tokens,
+        health: &RefCell::default(),
+        coalesce: None::<&NoCoalescing<Vec<u8>>>,
+        now: 1_000_000,
+    };
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let (reply, _) = block_on(door.handle(ClientRequest {
+        line: RequestLine {
+            method,
+            host: Some("door.test"),
+            path,
+            query: Some(query).filter(|q| !q.is_empty()),
+        },
+        origin: Some("https://door.test"),
+        ..ClientRequest::default()
+    }));
+    assert!(
+        up.log.borrow().iter().all(|(m, _)| *m == HttpMethod::Get),
+        "tag lists are read with GET"
+    );
+    let calls = up.log.borrow().len();
+    (reply, calls)
+}
+
+#[test]
+fn tag_lists_are_in_lexical_order_and_head_answers_like_get() {
+    let (r, calls) = unsorted_tags("GET", "/v2/team/app/tags/list");
+    assert_eq!((r.status, calls), (200, 1));
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    assert_eq!(
+        v["tags"],
+        serde_json::json!(["1.0", "latest", "v1", "v10", "v2"])
+    );
+    assert_eq!(v["name"], "team/app");
+    let get_len = r.headers.get("content-length").unwrap().to_owned();
+    assert_eq!(get_len, body(&r).len().to_string());
+    let (r, _) = unsorted_tags("HEAD", "/v2/team/app/tags/list");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers.get("content-length"), Some(get_len.as_str()));
+    assert!(body(&r).is_empty());
+    for q in ["last=v1", "n=2&last=latest", "n=1"] {
+        let (get, _) = unsorted_tags("GET", &format!("/v2/team/app/tags/list?{q}"));
+        let (head, _) = unsorted_tags("HEAD", &format!("/v2/team/app/tags/list?{q}"));
+        assert_eq!((get.status, head.status), (200, 200), "{q}");
+        assert!(body(&head).is_empty());
+        assert_eq!(
+            head.headers.get("content-length"),
+            get.headers.get("content-length"),
+            "{q}"
+        );
+        assert_eq!(head.headers.get("link"), get.headers.get("link"), "{q}");
+    }
+    let (r, _) = unsorted_tags("GET", "/v2/team/app/tags/list?last=v1");
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["v10", "v2"]));
+    let (r, _) = unsorted_tags("GET", "/v2/team/app/tags/list?n=2&last=latest");
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["v1", "v10"]));
+    assert_eq!(
+        r.headers.get("link"),
+        Some("</v2/team/app/tags/list?n=2&last=v10>; rel=\"next\"")
+    );
+}
+
+#[test]
+fn a_resolve_request_naming_too_many_images_is_refused_before_any_upstream_request() {
+    let (reg, _, _) = image();
+    let w = World::new(reg);
+    let query = |n: usize| {
+        (0..n)
+            .map(|i| format!("image=team/app:v{i}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let limit = frontdoor::proxy::MAX_RESOLVE_IMAGES;
+    assert_eq!(limit, 50);
+    let (r, outcome) = w.get(&format!("/_frontdoor/resolve?{}", query(limit + 1)));
+    assert_eq!((r.status, error_code(&r)), (400, "UNSUPPORTED".into()));
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    let message = v["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("at most 50 images") && message.contains("51"),
+        "{message}"
+    );
+    assert_eq!((outcome.upstream_calls, w.reg.total()), (0, 0));
+    let (r, _) = w.get(&format!("/_frontdoor/resolve?{}", query(300)));
+    assert_eq!(r.status, 400);
+    assert_eq!(w.reg.total(), 0, "300 images: not one upstream request");
+    // At the limit, each is resolved.
+    let (r, _) = w.get(&format!("/_frontdoor/resolve?{}", query(limit)));
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    assert_eq!(v["images"].as_array().unwrap().len(), limit);
+    assert!(w.reg.total() > 0);
 }

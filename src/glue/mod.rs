@@ -58,10 +58,6 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             namespace,
             request: &req,
         });
-    let path = req.path();
-    if (path == "/_frontdoor/status" || path == "/") && req.inner().method() == "GET" {
-        return stats::serve(&req, &env, &path).await;
-    }
     let spawn = |f: LocalBoxFuture<'static, ()>| ctx.wait_until(f);
     let ports = Ports {
         spawn: &spawn,
@@ -183,6 +179,10 @@ async fn serve(
 ) -> Result<(Reply<Stream>, Outcome), RegistryError> {
     let config = Config::load(|name| lookup(env, name))
         .map_err(|e| RegistryError::new(ErrorCode::Unknown, e.to_string()))?;
+    let hub = stats::Hub { env, now_ms };
+    if let Some(answer) = crate::status::serve(&config, &req, now_ms / 1000, &hub).await {
+        return Ok(answer);
+    }
     let parts = Parts::new(env, &config, ports)?;
     Ok(parts.door(&config, ports, now_ms).handle(req).await)
 }

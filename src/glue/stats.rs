@@ -1,17 +1,16 @@
-//! `GET /_frontdoor/status` and the status page at `/`: door-wide counters. Each isolate accumulates its requests' outcomes
-//! and merges them into one `StatsHub` Durable Object at most every couple of seconds (and before
-//! answering a status request); the hub keeps the sum in memory and in its storage.
+//! The door-wide counters behind `GET /_frontdoor/status` and the status page at `/` (which the
+//! core answers, `crate::status`). Each isolate accumulates its requests' outcomes and merges them
+//! into one `StatsHub` Durable Object at most every couple of seconds (and before answering a
+//! status request); the hub keeps the sum in memory and in its storage.
 
-use crate::access::Principal;
-use crate::config::Config;
-use crate::error::{ErrorCode, RegistryError};
-use crate::proxy::{error_reply, Outcome};
+use crate::ports::{StatsSource, StoreError};
+use crate::proxy::Outcome;
 use crate::stats::Stats;
 use std::cell::{Cell, RefCell};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use worker::{durable_object, Date, DurableObject, Env, Method, Request, Response, State};
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, State};
 
 pub const STATS_BINDING: &str = "STATS";
 /// The one hub's name.
@@ -91,57 +90,19 @@ async fn current(env: &Env, now_ms: u64) -> worker::Result<Stats> {
     hub.json().await
 }
 
-/// `GET /` and `GET /_frontdoor/status`. A bad configuration answers here as everywhere else; a
-/// restricted door shows its counters only to a client with valid credentials.
-pub async fn serve(req: &Request, env: &Env, path: &str) -> worker::Result<Response> {
-    let now = Date::now().as_millis();
-    let config = match Config::load(|name| super::lookup(env, name)) {
-        Ok(config) => config,
-        Err(e) => {
-            worker::console_error!("{{\"config\":{:?}}}", e.to_string());
-            let e = RegistryError::new(ErrorCode::Unknown, e.to_string());
-            return super::into_response(error_reply::<super::Stream>(&e, false));
-        }
-    };
-    let authorization = req.headers().get("authorization")?;
-    let who = config
-        .access
-        .authenticate(authorization.as_deref(), now / 1000);
-    if config.access.is_restricted() && !matches!(who, Ok(p) if p != Principal::Anonymous) {
-        let e = RegistryError::new(
-            ErrorCode::Unauthorized,
-            "the status needs credentials on this door",
-        );
-        let mut reply = error_reply::<super::Stream>(&e, false);
-        reply
-            .headers
-            .set("www-authenticate", "Basic realm=\"frontdoor status\"");
-        return super::into_response(reply);
-    }
-    match path {
-        "/" => page(env, now).await,
-        _ => status(env, now).await,
-    }
+/// The counters for `GET /` and `GET /_frontdoor/status`, which the core answers
+/// (`crate::status`): it decides who may read them, and asks only then.
+pub struct Hub<'a> {
+    pub env: &'a Env,
+    pub now_ms: u64,
 }
 
-/// `GET /_frontdoor/status`: the counters as JSON.
-pub async fn status(env: &Env, now_ms: u64) -> worker::Result<Response> {
-    let stats = current(env, now_ms).await?;
-    let mut response = Response::from_json(&serde_json::json!({
-        "generated_at": now_ms / 1000,
-        "registries": stats.registries,
-        "last_errors": stats.last_errors,
-    }))?;
-    response.headers_mut().set("cache-control", "no-store")?;
-    Ok(response)
-}
-
-/// `GET /`: the status page.
-pub async fn page(env: &Env, now_ms: u64) -> worker::Result<Response> {
-    let stats = current(env, now_ms).await?;
-    let mut response = Response::from_html(crate::status_page::render(&stats, now_ms / 1000))?;
-    response.headers_mut().set("cache-control", "no-store")?;
-    Ok(response)
+impl StatsSource for Hub<'_> {
+    async fn current(&self) -> Result<Stats, StoreError> {
+        current(self.env, self.now_ms)
+            .await
+            .map_err(|e| StoreError(e.to_string()))
+    }
 }
 
 /// The hub: the sum of every isolate's counters.

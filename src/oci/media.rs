@@ -153,3 +153,198 @@ mod references_tests {
         assert_eq!(References::of(bare.as_bytes()).blobs, vec![a]);
     }
 }
+
+/// The OCI image manifest type: what a manifest that says nothing about its type is served as
+/// (the image spec makes `mediaType` a SHOULD, and registries that omit it send this type).
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// The media type a manifest may be served with, from a `Content-Type` value or a manifest's
+/// `mediaType` field: the type without parameters, lowercased — or `None` when it must not be.
+///
+/// The door serves manifests from its own origin (that of `/token` and the status page), so what
+/// upstream says a manifest is must never become active content there. Accepted:
+/// - RFC 6838 §4.2 syntax: `type "/" subtype`, each a `restricted-name` (1 to 127 characters, the
+///   first a letter or digit, the rest letters, digits and ``!#$&-^_.+``). That excludes CR, LF,
+///   NUL, spaces and anything else a response header cannot carry or a browser might re-read.
+/// - the `application` type only: never `text/*` (`text/html` runs scripts), `image/*` (SVG does).
+/// - a JSON subtype only: `json`, `…+json`, or schema 1's `…+prettyjws`. Every manifest and index
+///   type of the OCI image spec and of Docker's schemas is one of those; other `application`
+///   types (`xhtml+xml`, any `+xml`, `javascript`, `pdf`) are documents a browser renders or runs.
+///
+/// Parameters (`; charset=utf-8`) are dropped; a value with a control character or a non-ASCII
+/// byte anywhere — parameters included — is refused whole.
+pub fn manifest_media_type(value: &str) -> Option<String> {
+    if value.bytes().any(|b| b.is_ascii_control() || !b.is_ascii()) {
+        return None;
+    }
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim_matches([' ', '\t']);
+    let (ty, subtype) = essence.split_once('/')?;
+    if !ty.eq_ignore_ascii_case("application") || !restricted_name(subtype) {
+        return None;
+    }
+    let subtype = subtype.to_ascii_lowercase();
+    let json = subtype == "json" || subtype.ends_with("+json") || subtype.ends_with("+prettyjws");
+    json.then(|| format!("application/{subtype}"))
+}
+
+/// RFC 6838 §4.2 `restricted-name`.
+fn restricted_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=127).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b[1..]
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&c))
+}
+
+/// Upstream sent a manifest whose type, from its `Content-Type` and its own `mediaType`, cannot be
+/// served (see [`manifest_media_type`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnusableMediaType;
+
+/// The type to serve a manifest with: upstream's `Content-Type` when it is a valid manifest type,
+/// else the manifest's own `mediaType` when that is, else — only when upstream said nothing about
+/// the type (no header, or the generic `application/octet-stream` / `text/plain` some registries
+/// send, and no `mediaType`) — [`OCI_MANIFEST`]. Anything else is refused: a `Content-Type` of
+/// `text/html` with no usable `mediaType`, or a `mediaType` that is not a manifest type.
+pub fn serving_type(
+    content_type: Option<&str>,
+    manifest: &[u8],
+) -> Result<String, UnusableMediaType> {
+    if let Some(t) = content_type.and_then(manifest_media_type) {
+        return Ok(t);
+    }
+    let declared = serde_json::from_slice::<serde_json::Value>(manifest)
+        .ok()
+        .and_then(|doc| doc.get("mediaType").cloned());
+    match declared {
+        Some(serde_json::Value::String(t)) => manifest_media_type(&t).ok_or(UnusableMediaType),
+        Some(_) => Err(UnusableMediaType),
+        None if content_type.is_none_or(says_nothing) => Ok(OCI_MANIFEST.to_owned()),
+        None => Err(UnusableMediaType),
+    }
+}
+
+/// A `Content-Type` that carries no information about a manifest: absent in effect.
+pub fn says_nothing(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.is_empty()
+        || essence.eq_ignore_ascii_case("application/octet-stream")
+        || essence.eq_ignore_ascii_case("text/plain")
+}
+
+#[cfg(test)]
+mod media_type_tests {
+    use super::*;
+
+    #[test]
+    fn manifest_media_types_table() {
+        let cases: &[(&str, Option<&str>)] = &[
+            (OCI_MANIFEST, Some(OCI_MANIFEST)),
+            (
+                "application/vnd.oci.image.index.v1+json",
+                Some("application/vnd.oci.image.index.v1+json"),
+            ),
+            (
+                "application/vnd.docker.distribution.manifest.v2+json; charset=utf-8",
+                Some("application/vnd.docker.distribution.manifest.v2+json"),
+            ),
+            (
+                "Application/Vnd.Docker.Distribution.Manifest.V1+PrettyJWS",
+                Some("application/vnd.docker.distribution.manifest.v1+prettyjws"),
+            ),
+            ("application/json", Some("application/json")),
+            (" application/json ", Some("application/json")),
+            ("text/html", None),
+            ("text/html; charset=utf-8", None),
+            ("TEXT/HTML", None),
+            ("text/plain", None),
+            ("text/json", None),
+            ("image/svg+xml", None),
+            ("application/xhtml+xml", None),
+            ("application/vnd.evil+xml", None),
+            ("application/xml", None),
+            ("application/javascript", None),
+            ("application/pdf", None),
+            ("application/octet-stream", None),
+            (
+                "application/vnd.oci.image.manifest.v1+json\r\nSet-Cookie: x=1",
+                None,
+            ),
+            ("application/vnd.oci.image.manifest.v1+json\r", None),
+            ("application/vnd.oci.image.manifest.v1+json\n", None),
+            ("application/vnd.oci.image.manifest.v1+json\0", None),
+            ("application/json; x=\"\r\n\"", None),
+            ("application/vnd oci+json", None),
+            ("application/vnd.oci.image.manifest.v1+jsón", None),
+            ("application/", None),
+            ("/json", None),
+            ("application/json/x", None),
+            ("application/.json", None),
+            ("application/+json", None),
+            ("application/<script>+json", None),
+            ("application/vnd.\"x\"+json", None),
+            ("", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(manifest_media_type(value).as_deref(), *want, "{value:?}");
+        }
+        let long = format!("application/{}+json", "a".repeat(122));
+        assert!(manifest_media_type(&long).is_some(), "127 characters");
+        let longer = format!("application/{}+json", "a".repeat(123));
+        assert!(manifest_media_type(&longer).is_none(), "128 characters");
+    }
+
+    #[test]
+    fn serving_type_table() {
+        let docker = "application/vnd.docker.distribution.manifest.v2+json";
+        let with = |t: &str| format!(r#"{{"schemaVersion":2,"mediaType":"{t}"}}"#);
+        let bare = br#"{"schemaVersion":2}"#.as_slice();
+        let ok = |t: &str| Ok(t.to_owned());
+        type Case<'a> = (Option<&'a str>, Vec<u8>, Result<String, UnusableMediaType>);
+        let cases: &[Case] = &[
+            (Some(docker), with(OCI_MANIFEST).into_bytes(), ok(docker)),
+            (Some("text/html"), with(docker).into_bytes(), ok(docker)),
+            (Some("text/html"), bare.to_vec(), Err(UnusableMediaType)),
+            (Some("a\r\nb"), with(docker).into_bytes(), ok(docker)),
+            (Some("a\r\nb"), bare.to_vec(), Err(UnusableMediaType)),
+            (None, with(docker).into_bytes(), ok(docker)),
+            (None, bare.to_vec(), ok(OCI_MANIFEST)),
+            (
+                Some("application/octet-stream"),
+                bare.to_vec(),
+                ok(OCI_MANIFEST),
+            ),
+            (
+                Some("text/plain; charset=utf-8"),
+                bare.to_vec(),
+                ok(OCI_MANIFEST),
+            ),
+            (None, with("text/html").into_bytes(), Err(UnusableMediaType)),
+            (
+                Some("text/plain"),
+                with("text/html").into_bytes(),
+                Err(UnusableMediaType),
+            ),
+            (None, br#"{"mediaType":7}"#.to_vec(), Err(UnusableMediaType)),
+            (None, b"not json".to_vec(), ok(OCI_MANIFEST)),
+            (
+                Some("text/html"),
+                b"<script>".to_vec(),
+                Err(UnusableMediaType),
+            ),
+        ];
+        for (header, body, want) in cases {
+            assert_eq!(
+                &serving_type(*header, body),
+                want,
+                "{header:?} {}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}

@@ -7,5 +7,8 @@ mod media;
 mod name;
 
 pub use digest::{Algorithm, Digest, Hasher};
-pub use media::{acceptable, References, DEFAULT_MANIFEST_ACCEPT};
+pub use media::{
+    acceptable, manifest_media_type, says_nothing, serving_type, References, UnusableMediaType,
+    DEFAULT_MANIFEST_ACCEPT, OCI_MANIFEST,
+};
 pub use name::{Reference, Repository};

@@ -19,6 +19,7 @@ const SECRETS = {
   A_PW: crypto.randomBytes(12).toString("hex"),
   B_PW: crypto.randomBytes(12).toString("hex"),
   ACCESS_TOKEN_KEY: crypto.randomBytes(32).toString("hex"),
+  ADMIN_TOKEN: crypto.randomBytes(16).toString("hex"),
 };
 let tmp, upstream, door, priv, pub, ctrd, hostsDir, permissive;
 const answers = [];
@@ -108,6 +109,38 @@ test("skopeo: the access matrix", async () => {
   await assert.rejects(skopeoPull("public/app:v1", "a:wrong-password"), /unauthorized|401|invalid/i);
 });
 
+test("a user's token for a repository the user may never pull is 403 naming the user, not a login prompt", async (t) => {
+  // Through the token flow every client uses: Basic at /token, then the bearer token.
+  const tok = await fetch(`${door.url}/token?service=x&scope=repository:private/app:pull`, {
+    headers: { authorization: `Basic ${Buffer.from(cred("b")).toString("base64")}` },
+  });
+  const { token } = await tok.json();
+  for (const method of ["GET", "HEAD"]) {
+    const r = await fetch(`${door.url}/v2/private/app/manifests/v1`, { method, headers: { authorization: `Bearer ${token}` } });
+    const text = await r.text();
+    answers.push(text);
+    assert.equal(r.status, 403, `${method}: ${text}`);
+    assert.equal(r.headers.get("www-authenticate"), null);
+    if (method === "GET") {
+      assert.deepEqual(JSON.parse(text).errors[0], { code: "DENIED", message: "b may not pull registry.test/private/app" });
+    }
+  }
+  // skopeo follows the same flow and prints the door's reason.
+  const err = await skopeoPull("private/app:v1", cred("b")).then(() => null, (e) => e.message);
+  assert.match(err, /b may not pull registry\.test\/private\/app/);
+  assert.match(err, /denied/i);
+  // (Only skopeo's own message: the command line carries b's password.)
+  const said = err.match(/msg="([^"]*)"/)?.[1] ?? "";
+  assert.ok(!said.includes(SECRETS.B_PW));
+  t.diagnostic(`skopeo says: ${said}`);
+  // An anonymous token is still challenged (a client with credentials would log in).
+  const anon = await (await fetch(`${door.url}/token?service=x&scope=repository:private/app:pull`)).json();
+  const r = await fetch(`${door.url}/v2/private/app/manifests/v1`, { headers: { authorization: `Bearer ${anon.token}` } });
+  assert.equal(r.status, 401);
+  assert.match(r.headers.get("www-authenticate"), /^Bearer realm=/);
+  await r.arrayBuffer();
+});
+
 test("containerd: --user a pulls private (OAuth2 POST to /token), b and anonymous cannot", async () => {
   await ctrd.pull("registry.test/private/app:v1", { hostsDir, user: cred("a") });
   assert.equal(await ctrd.imageDigest("registry.test/private/app:v1"), priv.top);
@@ -169,6 +202,40 @@ test("a registry that says yes to every digest cannot unlock another registry's 
   });
   assert.equal(again.headers.get("x-frontdoor-cache"), "hit");
   assert.ok(Buffer.from(await again.arrayBuffer()).equals(Buffer.from(privateBytes)));
+});
+
+test("the status pages need a person: an anonymous token from /token gets 401, a user's token or the admin token 200", async () => {
+  const token = async (headers = {}) => (await (await fetch(`${door.url}/token?service=x&scope=repository:public/app:pull`, { headers })).json()).token;
+  const anonymous = await token();
+  const userB = await token({ authorization: `Basic ${Buffer.from(cred("b")).toString("base64")}` });
+  const cases = [
+    ["no credentials", null, 401],
+    ["anonymous token", `Bearer ${anonymous}`, 401],
+    ["wrong password", `Basic ${Buffer.from("a:wrong").toString("base64")}`, 401],
+    ["forged admin token", `Bearer ${SECRETS.ADMIN_TOKEN.slice(1)}x`, 401],
+    ["user b's token", `Bearer ${userB}`, 200],
+    ["user a, Basic", `Basic ${Buffer.from(cred("a")).toString("base64")}`, 200],
+    ["admin token", `Bearer ${SECRETS.ADMIN_TOKEN}`, 200],
+  ];
+  for (const [what, authorization, want] of cases) {
+    for (const page of ["/", "/_frontdoor/status"]) {
+      const r = await fetch(`${door.url}${page}`, { headers: authorization ? { authorization } : {} });
+      const text = await r.text();
+      answers.push(text);
+      assert.equal(r.status, want, `${what} ${page}: ${text.slice(0, 200)}`);
+      assert.equal(r.headers.get("x-content-type-options"), "nosniff", `${what} ${page}`);
+      if (want === 401) {
+        assert.equal(JSON.parse(text).errors[0].code, "UNAUTHORIZED");
+        assert.equal(r.headers.get("www-authenticate"), 'Basic realm="frontdoor status"');
+        assert.ok(!text.includes("private"), "nothing about the repositories");
+      } else if (page === "/") {
+        assert.match(r.headers.get("content-type"), /^text\/html/);
+        assert.match(r.headers.get("content-security-policy"), /^default-src 'none'; style-src 'sha256-[A-Za-z0-9+/]+=*'; /);
+      } else {
+        assert.ok(JSON.parse(text).registries);
+      }
+    }
+  }
 });
 
 test("a restricted door shows its status only with credentials", async () => {

@@ -227,6 +227,10 @@ async function expectRefused(corpus, { status } = {}) {
   for (const req of corpus) {
     const sent = await send(door, req);
     const problems = ociProblems(req, sent, { status: req.status ?? status });
+    if (req.code && !problems.length && req.method !== "HEAD") {
+      const code = JSON.parse(sent.res.body).errors[0].code;
+      if (code !== req.code) problems.push(`code ${code}, want ${req.code}`);
+    }
     const calls = sent.lines.reduce((n, l) => n + (l.upstream_calls ?? 0), 0);
     if (sent.res.headers?.["docker-distribution-api-version"] && sent.lines.length === 0) {
       problems.push("no request log line");
@@ -309,15 +313,22 @@ test("bad digests are refused on blobs, manifests and referrers", async () => {
   await expectRefused(corpus);
 });
 
-test("bad tags are refused", async () => {
+test("references that are no tag name no manifest (404 MANIFEST_UNKNOWN); malformed digests are 400", async () => {
+  // The OCI conformance suite asks for `.INVALID_MANIFEST_NAME` and expects 404; for a malformed
+  // digest (`sha256:totallywrong`) it takes 400 or 404, and the door says DIGEST_INVALID.
   const tags = [
-    "a".repeat(129), "v".repeat(5000), ".hidden", "-rc1", ".", "%2E%2E", "v1%00", "v1%20", "v%2F1", "v1;rm%20-rf",
-    "%F0%9F%98%80", "v1~", "v1+build", "v1%0d%0aX-Injected:%20yes", "v1%22", "%3Cscript%3E", "v1,v2", "v1*", "",
+    "a".repeat(129), "v".repeat(5000), ".hidden", "-rc1", ".", "v1%00", "v1%20", "v%2F1", "v1;rm%20-rf",
+    "%F0%9F%98%80", "v1~", "v1+build", "v1%22", "%3Cscript%3E", "v1,v2", "v1*", "", ".INVALID_MANIFEST_NAME",
   ];
+  const digestShaped = ["v1%0d%0aX-Injected:%20yes", "sha256:totallywrong", "sha256:zzz"];
   const corpus = [
-    ...tags.map((t) => manifests(REPO, t)),
-    { method: "HEAD", target: `/v2/${REPO}/manifests/.hidden` },
-    { method: "HEAD", target: `/v2/${REPO}/manifests/${"a".repeat(129)}` },
+    ...tags.map((t) => ({ ...manifests(REPO, t), status: 404, code: "MANIFEST_UNKNOWN" })),
+    ...digestShaped.map((t) => ({ ...manifests(REPO, t), status: 400, code: "DIGEST_INVALID" })),
+    // A dot segment the URL parser resolves (`…/app/manifests/..` is `…/app/`): no endpoint there.
+    { ...manifests(REPO, "%2E%2E"), status: 404 },
+    { method: "HEAD", target: `/v2/${REPO}/manifests/.hidden`, status: 404 },
+    { method: "HEAD", target: `/v2/${REPO}/manifests/.INVALID_MANIFEST_NAME`, status: 404 },
+    { method: "HEAD", target: `/v2/${REPO}/manifests/${"a".repeat(129)}`, status: 404 },
   ];
   await expectRefused(corpus);
 });
@@ -372,6 +383,12 @@ test("bad query strings are refused", async () => {
       get(`/v2/${REPO}/manifests/v1?${q}`),
       get(`/v2/${REPO}/blobs/${LAYER}?${q}`),
     ]),
+    // More images than one resolve request may name: refused before any is resolved.
+    ...[51, 300].map((n) => ({
+      ...get(`/_frontdoor/resolve?${Array.from({ length: n }, (_, i) => `image=${REPO}:v${i}`).join("&")}`),
+      status: 400,
+      code: "UNSUPPORTED",
+    })),
   ];
   await expectRefused(corpus);
 });

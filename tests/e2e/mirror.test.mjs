@@ -113,6 +113,22 @@ test("tags/list pages follow the door's own Link", async () => {
   assert.equal(pages, 3);
 });
 
+test("HEAD on tags/list answers as GET would, with or without a page (distribution has no HEAD there)", async () => {
+  const base = `${door.url}/v2/registry.test/private/app/tags/list`;
+  for (const q of ["", "?last=v2", "?n=2&last=v1", "?n=2"]) {
+    const get = await fetch(`${base}${q}`);
+    const body = Buffer.from(await get.arrayBuffer());
+    const head = await fetch(`${base}${q}`, { method: "HEAD" });
+    assert.equal(get.status, 200, `GET ${q}: ${body}`);
+    assert.equal(head.status, 200, `HEAD ${q}`);
+    assert.equal(head.headers.get("content-length"), String(body.length), `HEAD ${q}`);
+    assert.equal(head.headers.get("link"), get.headers.get("link"), `HEAD ${q}`);
+    assert.equal(head.headers.get("content-type"), "application/json");
+  }
+  const tags = (await (await fetch(base)).json()).tags;
+  assert.deepEqual(tags, [...tags].sort(), "lexical order");
+});
+
 test("referrers fall back to the tag schema on a registry without the API, filtered by artifactType", async () => {
   const subject = single.top;
   const subjectSize = readFileSync(path.join(tmp.dir, "single", "blobs", "sha256", subject.slice(7))).length;

@@ -50,7 +50,11 @@ function chromium(args) {
 }
 
 test("headless Chromium renders the status page with the door's numbers", async (t) => {
-  const { stdout: dom } = await chromium(["--dump-dom", `${door.url}/`]);
+  const { stdout: dom, stderr } = await chromium(["--enable-logging=stderr", "--v=0", "--dump-dom", `${door.url}/`]);
+  // The page's policy lets its own stylesheet apply (by hash) and nothing else: Chromium logs every
+  // blocked action to the console.
+  const blocked = stderr.split("\n").filter((l) => /Content Security Policy/.test(l));
+  assert.deepEqual(blocked, [], "nothing on the page is blocked by its own policy");
   assert.match(dom, /<div class="big" id="hit-ratio">\d+\.\d%<\/div>/);
   assert.match(dom, /from upstream/);
   assert.match(dom, /<td>registry\.test<\/td><td>not reported<\/td>/, "quota column");
@@ -63,6 +67,21 @@ test("headless Chromium renders the status page with the door's numbers", async 
   await chromium([`--screenshot=${png}`, `${door.url}/`]);
   assert.ok(statSync(png).size > 10_000, "a real screenshot");
   t.diagnostic(`status page screenshot: ${png}`);
+});
+
+test("the status page and JSON say nosniff; the page sends a policy that runs nothing", async () => {
+  const page = await fetch(`${door.url}/`);
+  await page.text();
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-type"), /^text\/html/);
+  assert.equal(page.headers.get("x-content-type-options"), "nosniff");
+  const csp = page.headers.get("content-security-policy");
+  assert.match(csp, /^default-src 'none'; style-src 'sha256-[A-Za-z0-9+/]+=*'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'$/);
+  const json = await fetch(`${door.url}/_frontdoor/status`);
+  assert.equal(json.headers.get("content-type"), "application/json");
+  assert.equal(json.headers.get("x-content-type-options"), "nosniff");
+  assert.equal(json.headers.get("cache-control"), "no-store");
+  assert.ok((await json.json()).registries["registry.test"]);
 });
 
 test("every request writes one log line and, with an ANALYTICS binding, one Analytics Engine data point", async () => {
