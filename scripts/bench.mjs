@@ -46,7 +46,7 @@ const BLOB_WARMUP = 10;
 const COLD_BLOB_LAYER = 16 << 20;
 const COLD_BLOB_PLATFORMS = ["amd64", "arm64", "ppc64le", "s390x"].map((architecture) => ({ os: "linux", architecture }));
 // What wrangler would upload, gzip'd (wrangler deploy --dry-run), must stay under this.
-const BUNDLE_TARGET_KIB = 250;
+const BUNDLE_TARGET_KIB = 512;
 // The floor worker's one KV key, and the path prefix Miniflare routes to it instead of the door.
 const FLOOR_KEY = "floor/manifest";
 const FLOOR_ROUTE = "/_floor/";

@@ -1101,16 +1101,17 @@ where
                 .await;
             outcome.upstream_calls += client.calls.get();
             let reachable = !is_outage(&result);
-            self.health
+            let wait = self
+                .health
                 .borrow_mut()
                 .record(health_key, reachable, self.now, backoff);
             match (admit, reachable) {
                 (Admit::Probe, true) => outcome
                     .notes
                     .push(format!("{} is back (probe answered)", upstream.url)),
-                (_, false) => outcome.notes.push(format!(
-                    "{} is down: backing off for {} s",
-                    upstream.url, backoff.seconds
+                (_, false) if wait > 0 => outcome.notes.push(format!(
+                    "{} is down: not asked again for {wait} s",
+                    upstream.url
                 )),
                 _ => {}
             }

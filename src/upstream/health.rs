@@ -80,11 +80,12 @@ impl Health {
         Admit::Probe
     }
 
-    /// Records how a request that was admitted went: `reachable` unless it was an outage.
-    pub fn record(&mut self, upstream: &str, reachable: bool, now: u64, backoff: Backoff) {
+    /// Records how a request that was admitted went: `reachable` unless it was an outage. Returns
+    /// how long the upstream is now left alone (0 when it is up).
+    pub fn record(&mut self, upstream: &str, reachable: bool, now: u64, backoff: Backoff) -> u64 {
         if reachable || backoff.seconds == 0 {
             self.outages.remove(upstream);
-            return;
+            return 0;
         }
         if self.outages.len() >= MAX_TRACKED && !self.outages.contains_key(upstream) {
             self.outages.clear();
@@ -93,12 +94,14 @@ impl Health {
         // A request that went out while healthy and fails while a back-off already runs (many
         // clients at once when the outage began) does not lengthen it.
         if outage.probe_sent.is_none() && now < outage.down_until {
-            return;
+            return outage.down_until - now;
         }
         outage.failures = outage.failures.saturating_add(1);
         let factor = 1u64 << (outage.failures - 1).min(MAX_BACKOFF_FACTOR.trailing_zeros());
-        outage.down_until = now.saturating_add(backoff.seconds.saturating_mul(factor));
+        let wait = backoff.seconds.saturating_mul(factor);
+        outage.down_until = now.saturating_add(wait);
         outage.probe_sent = None;
+        wait
     }
 
     /// Whether `upstream` is down at `now` (for the status page).

@@ -91,9 +91,11 @@ test("after warm-up, pulls survive upstream going away (stale tags are served)",
   assert.ok(stale.length > 0, "the tag was served stale");
   const r = await fetch(`${door.url}/v2/private/app/manifests/v1`);
   assert.equal(r.headers.get("x-frontdoor-cache"), "stale");
-  // Something never cached cannot be served: a clean OCI error, not a hang.
+  // Something never cached cannot be served: a clean OCI error, not a hang — at once, with
+  // Retry-After, while the door backs off from the upstream it just found down.
   const missing = await fetch(`${door.url}/v2/private/app/manifests/never-pulled`);
-  assert.equal(missing.status, 502);
+  assert.equal(missing.status, 503);
+  assert.ok(Number(missing.headers.get("retry-after")) >= 1);
   assert.equal((await missing.json()).errors[0].code, "UNAVAILABLE");
   upstream = null;
 });

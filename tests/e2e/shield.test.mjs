@@ -36,6 +36,8 @@ before(async () => {
       TAG_TTL_SECONDS: "1",
       // Long enough for 500 concurrent cold requests on 2 cores; short enough to test hung upstreams.
       UPSTREAM_TIMEOUT_SECONDS: "5",
+      // Every request meets the outages staged here (the back-off has its own file, outage.test.mjs).
+      UPSTREAM_BACKOFF_SECONDS: "0",
     },
   });
 });
