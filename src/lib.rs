@@ -17,7 +17,9 @@
 //! - [`retention`]: the cron sweep that deletes what was not read for `RETENTION_DAYS`;
 //! - [`analytics`]: the Workers Analytics Engine data point written per request;
 //! - [`stats`]: door-wide counters for `/_frontdoor/status`;
-//! - [`status_page`]: the HTML status page at `/`.
+//! - [`status_page`]: the HTML status page at `/`;
+//! - [`watchdog`]: idle and whole-answer deadlines for upstream bodies, and the length and digest
+//!   check that errors a wrong blob's stream.
 //!
 //! Glue, compiled only for `wasm32`: `glue` holds `#[event(fetch)]` and the Workers-backed ports,
 //! and is the only code that names `worker::`. Because `worker` is a wasm-only dependency, a host
@@ -39,6 +41,7 @@ pub mod signing;
 pub mod stats;
 pub mod status_page;
 pub mod upstream;
+pub mod watchdog;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;
