@@ -693,11 +693,18 @@ where
         if fetched.status != 200 {
             return Err(self.refused(target, reference, &fetched, outcome).await);
         }
-        let bytes = self
-            .upstream
-            .read(fetched.body, MAX_MANIFEST_BYTES)
-            .await
-            .map_err(|e| net_error(registry, e))?;
+        // A body that stalls or dribbles past its deadline is a failed fetch like any other:
+        // a cached copy is served instead.
+        let bytes = match self.upstream.read(fetched.body, MAX_MANIFEST_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let e = net_error(registry, e);
+                if let Some((record, digest)) = &cached {
+                    return Ok(self.stale(record.clone(), digest, false, &Err(e), outcome));
+                }
+                return Err(e);
+            }
+        };
 
         // 5. Verify before anything is stored.
         let digest = verified_digest(
@@ -957,14 +964,16 @@ where
                 ))
             }
             None => {
-                // Storage needs the length up front; pass the bytes through uncached.
+                // Storage needs the length up front; pass the bytes through uncached (checked
+                // against the digest all the same: a wrong blob must not end cleanly).
                 outcome.notes.push(format!(
                     "{digest}: upstream sent no Content-Length; not cached"
                 ));
+                let body = self.blobs.verify(fetched.body, None, digest);
                 Ok(reply(
                     200,
                     blob_headers(digest, None),
-                    Body::Stream(fetched.body),
+                    Body::Stream(body),
                     false,
                 ))
             }
