@@ -270,6 +270,9 @@ mod tests {
         Timer,
     }
 
+    /// A named script and what `next` says at each of its timers.
+    type Case = (&'static str, Watch, &'static [(u64, Ev)], &'static [Next]);
+
     fn run(mut watch: Watch, script: &[(u64, Ev)]) -> Vec<Next> {
         let mut out = Vec::new();
         for (at, ev) in script {
@@ -285,7 +288,7 @@ mod tests {
     #[test]
     fn idle_bodies_are_given_up_and_steady_ones_are_not() {
         use Ev::*;
-        let cases: &[(&str, Watch, &[(u64, Ev)], &[Next])] = &[
+        let cases: &[Case] = &[
             (
                 "silent from the start: idle at 20 s",
                 Watch::stream(LIMITS, 1000),
