@@ -186,25 +186,24 @@ async fn carry(
     digest: Digest,
 ) {
     let hasher = hash.get_writer().ok();
+    // Each chunk is handed on only once the next has arrived, and the last one only when the
+    // bytes proved right: a client that got every byte of a `Content-Length` body would see a
+    // complete answer however the stream ended afterwards.
+    let mut held: Option<Uint8Array> = None;
     let verdict = async {
         while let Some(chunk) = reader.next().await? {
             tally.add(chunk.length() as u64)?;
             if let Some(h) = &hasher {
-                // The runtime hashes synchronously as it is written; its promise needs no wait.
+                // The runtime hashes the chunks in order as they are written: no wait needed.
                 let _ = h.write_with_chunk(&chunk);
             }
-            let (to_client, to_store) = futures::join!(client.write(&chunk), store.write(&chunk));
-            if let Err(e) = to_store {
-                console_error!(
-                    "{}",
-                    serde_json::json!({"fill": digest.to_string(), "error": e})
-                );
-            }
-            let _ = to_client; // a client that went away: storage goes on filling
-            if client.0.is_none() && store.0.is_none() {
-                // Nobody reads any more: stop reading upstream.
-                reader.cancel();
-                return Ok(());
+            if let Some(previous) = held.replace(chunk) {
+                hand_on(&previous, &mut client, &mut store, &digest).await;
+                if client.0.is_none() && store.0.is_none() {
+                    // Nobody reads any more: stop reading upstream.
+                    reader.cancel();
+                    return Ok(());
+                }
             }
         }
         let Some(h) = hasher else {
@@ -219,6 +218,9 @@ async fn carry(
     .await;
     match verdict {
         Ok(()) => {
+            if let Some(last) = held.take() {
+                hand_on(&last, &mut client, &mut store, &digest).await;
+            }
             futures::join!(store.close(), client.close());
         }
         Err(wrong) => {
@@ -226,5 +228,17 @@ async fn carry(
             futures::join!(store.abort(&wrong), client.abort(&wrong));
             console_error!("{}", wrong.log_line(&digest, false));
         }
+    }
+}
+
+/// Writes `chunk` to the client and to storage, waiting for both to take it. A client that went
+/// away is dropped (storage goes on filling); a storage write that failed is logged and dropped.
+async fn hand_on(chunk: &Uint8Array, client: &mut Outlet, store: &mut Outlet, digest: &Digest) {
+    let (_, to_store) = futures::join!(client.write(chunk), store.write(chunk));
+    if let Err(e) = to_store {
+        console_error!(
+            "{}",
+            serde_json::json!({"fill": digest.to_string(), "error": e})
+        );
     }
 }
