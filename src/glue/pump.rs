@@ -5,21 +5,28 @@
 //!
 //! A blob goes through [`Pump`]: each chunk read from upstream is written to the client's stream,
 //! to storage's (when filling) and to a `crypto.DigestStream` (the runtime's own SHA-256/512, so no
-//! byte is copied into wasm or hashed there). The pump waits for the client and storage to take
-//! each chunk before reading the next (as distribution's proxy copies to the client and its store
-//! at once): memory stays bounded whoever reads slowly, and the idle clock runs only while the
-//! door waits for upstream. At the end the length and digest are checked *before* storage's stream
-//! is closed: when they are right, both streams close (and R2, given the checksum too, stores the
-//! object); when not — or when upstream stalls, sends too much or breaks off — both streams are
-//! aborted: the client sees a failed transfer, R2 stores nothing, and one JSON line is logged.
+//! byte is copied into wasm or hashed there). Writes are pipelined, but at most `WINDOW_BYTES` may
+//! wait untaken by the client or by storage before the pump stops reading upstream (as
+//! distribution's proxy copies to the client and its store at once, paced by the slower): memory
+//! stays bounded whoever reads slowly, and the idle clock runs only while the
+//! door waits for upstream. The last chunk is held back until the end, where the length and digest
+//! are checked *before* storage's stream is closed: when they are right, the last chunk goes out and
+//! both streams close (and R2, given the checksum too, stores the object); when not — or when
+//! upstream stalls, sends too much or breaks off — both streams are aborted short of their length:
+//! the client sees a failed transfer, R2 stores nothing, and one JSON line is logged.
 
 use crate::oci::{Algorithm, Digest};
 use crate::watchdog::{Limits, Next, Tally, Watch, Wrong};
 use futures::future::{select, Either, LocalBoxFuture};
 use js_sys::{Reflect, Uint8Array};
+use std::collections::VecDeque;
+use std::pin::Pin;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{ReadableStream, ReadableStreamDefaultReader, WritableStreamDefaultWriter};
+use web_sys::{
+    ReadableStream, ReadableStreamByobReader, ReadableStreamDefaultReader,
+    WritableStreamDefaultWriter,
+};
 use worker::worker_sys::{DigestStream, FixedLengthStream};
 use worker::{console_error, Delay};
 
@@ -36,17 +43,58 @@ fn describe(e: &JsValue) -> String {
     }
 }
 
+/// The largest chunk read at once. A fetch body's default reader yields 4 KiB chunks; a BYOB
+/// read takes whatever has arrived, up to this (about 250 reads for 64 MiB instead of 16 000:
+/// the per-chunk cost is what a pump in wasm pays).
+const READ_BYTES: u32 = 256 * 1024;
+
+/// A body's reader: bring-your-own-buffer when the stream is a byte stream (every fetch body is).
+enum Reader {
+    Byob(ReadableStreamByobReader),
+    Default(ReadableStreamDefaultReader),
+}
+
+impl Reader {
+    fn of(stream: &ReadableStream) -> Reader {
+        match ReadableStreamByobReader::new(stream) {
+            Ok(byob) => Reader::Byob(byob),
+            Err(_) => Reader::Default(stream.get_reader().unchecked_into()),
+        }
+    }
+
+    fn read(&self) -> js_sys::Promise {
+        match self {
+            // A fresh buffer each time: the last one now belongs to the chunk handed on.
+            Reader::Byob(r) => {
+                r.read_with_array_buffer_view(&Uint8Array::new_with_length(READ_BYTES))
+            }
+            Reader::Default(r) => r.read(),
+        }
+    }
+
+    fn cancel(&self) {
+        let _ = match self {
+            Reader::Byob(r) => r.cancel(),
+            Reader::Default(r) => r.cancel(),
+        };
+    }
+}
+
 /// Reads an upstream body chunk by chunk, giving up when the watch says so.
 pub struct WatchedReader {
-    reader: ReadableStreamDefaultReader,
+    reader: Reader,
     pub watch: Watch,
+    /// The pending timer and when it fires (ms). One timer serves many reads: when it fires
+    /// early (bytes kept arriving) the watch says how much longer to wait, and a new one is set.
+    timer: Option<(u64, Pin<Box<Delay>>)>,
 }
 
 impl WatchedReader {
     pub fn new(stream: &ReadableStream, watch: Watch) -> WatchedReader {
         WatchedReader {
-            reader: stream.get_reader().unchecked_into(),
+            reader: Reader::of(stream),
             watch,
+            timer: None,
         }
     }
 
@@ -55,17 +103,25 @@ impl WatchedReader {
         self.watch.reading(now_ms());
         let mut read = JsFuture::from(self.reader.read());
         let result = loop {
-            let wait = match self.watch.next(now_ms()) {
+            let now = now_ms();
+            let wait = match self.watch.next(now) {
                 Next::Wait(ms) => ms,
                 stop => {
                     self.cancel();
                     return Err(self.watch.failure(stop).unwrap_or(Wrong::Overdue));
                 }
             };
-            let timer = std::pin::pin!(Delay::from(std::time::Duration::from_millis(wait)));
-            match select(&mut read, timer).await {
+            let due = now.saturating_add(wait);
+            let timer = match &mut self.timer {
+                Some((at, timer)) if *at <= due => timer,
+                slot => {
+                    let delay = Delay::from(std::time::Duration::from_millis(wait));
+                    &mut slot.insert((due, Box::pin(delay))).1
+                }
+            };
+            match select(&mut read, timer.as_mut()).await {
                 Either::Left((result, _)) => break result,
-                Either::Right(((), _)) => continue,
+                Either::Right(((), _)) => self.timer = None,
             }
         };
         let result = result.map_err(|e| Wrong::Broken(describe(&e)))?;
@@ -76,6 +132,12 @@ impl WatchedReader {
         match value.dyn_into::<Uint8Array>() {
             Ok(chunk) => {
                 self.watch.arrived(chunk.length() as usize);
+                // A small read keeps a copy of its own, not the whole read buffer (a dribbling
+                // upstream must not pin 256 KiB per byte while a reader is slow).
+                if chunk.length() < READ_BYTES / 4 && chunk.buffer().byte_length() > chunk.length()
+                {
+                    return Ok(Some(chunk.slice(0, chunk.length())));
+                }
                 Ok(Some(chunk))
             }
             Err(_) => {
@@ -87,39 +149,82 @@ impl WatchedReader {
 
     /// Cancels the upstream body (the runtime then drops the connection).
     pub fn cancel(&self) {
-        let _ = self.reader.cancel();
+        self.reader.cancel();
     }
 }
 
+/// Bytes written to one outlet and not yet taken by its reader, at most: writes are pipelined up
+/// to this, then the pump waits (memory stays bounded whoever reads slowly).
+const WINDOW_BYTES: u64 = 2 * 1024 * 1024;
+
 /// A writer the pump feeds; `None` once its reader has gone away.
-struct Outlet(Option<WritableStreamDefaultWriter>);
+struct Outlet {
+    writer: Option<WritableStreamDefaultWriter>,
+    /// Writes not yet taken, oldest first, with their sizes.
+    pending: VecDeque<(JsFuture, u64)>,
+    pending_bytes: u64,
+}
 
 impl Outlet {
     fn of(stream: Option<&web_sys::WritableStream>) -> Outlet {
-        Outlet(stream.and_then(|s| s.get_writer().ok()))
+        Outlet {
+            writer: stream.and_then(|s| s.get_writer().ok()),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+        }
     }
 
+    fn open(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// Queues `chunk`, then waits while more than the window is untaken.
     async fn write(&mut self, chunk: &Uint8Array) -> Result<(), String> {
-        let Some(writer) = &self.0 else {
+        let Some(writer) = &self.writer else {
             return Ok(());
         };
-        match JsFuture::from(writer.write_with_chunk(chunk)).await {
+        let size = chunk.length() as u64;
+        self.pending
+            .push_back((JsFuture::from(writer.write_with_chunk(chunk)), size));
+        self.pending_bytes += size;
+        while self.pending_bytes > WINDOW_BYTES {
+            self.settle_one().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest pending write; a failed one means the reader went away.
+    async fn settle_one(&mut self) -> Result<(), String> {
+        let Some((write, size)) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        self.pending_bytes -= size;
+        match write.await {
             Ok(_) => Ok(()),
             Err(e) => {
-                self.0 = None;
+                self.writer = None;
+                self.pending.clear();
+                self.pending_bytes = 0;
                 Err(describe(&e))
             }
         }
     }
 
     async fn close(&mut self) {
-        if let Some(writer) = self.0.take() {
+        while !self.pending.is_empty() {
+            if self.settle_one().await.is_err() {
+                return;
+            }
+        }
+        if let Some(writer) = self.writer.take() {
             let _ = JsFuture::from(writer.close()).await;
         }
     }
 
     async fn abort(&mut self, why: &Wrong) {
-        if let Some(writer) = self.0.take() {
+        self.pending.clear();
+        self.pending_bytes = 0;
+        if let Some(writer) = self.writer.take() {
             let reason = js_sys::Error::new(&why.to_string());
             let _ = JsFuture::from(writer.abort_with_reason(&reason)).await;
         }
@@ -199,7 +304,7 @@ async fn carry(
             }
             if let Some(previous) = held.replace(chunk) {
                 hand_on(&previous, &mut client, &mut store, &digest).await;
-                if client.0.is_none() && store.0.is_none() {
+                if !client.open() && !store.open() {
                     // Nobody reads any more: stop reading upstream.
                     reader.cancel();
                     return Ok(());
