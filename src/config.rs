@@ -8,6 +8,7 @@
 //! | `TAG_TTL_SECONDS`  | how long a tag → digest answer is trusted without asking upstream (300)  |
 //! | `NEGATIVE_TTL_SECONDS` | how long an upstream 404 for a manifest is remembered (60)           |
 //! | `UPSTREAM_TIMEOUT_SECONDS` | how long to wait for an upstream's answer (15)                   |
+//! | `UPSTREAM_IDLE_TIMEOUT_SECONDS` | the longest silence inside an upstream body, 1 to 300 (20); see [`crate::watchdog`] |
 //! | `BLOB_REDIRECT`    | `off` \| `s3` \| `self`: how blob reads that R2 holds are answered (off)   |
 //! | `REDIRECT_TTL_SECONDS` | how long a redirect URL is valid, 1 s to 7 days (300)              |
 //! | `R2_S3_ENDPOINT`, `R2_BUCKET`, `R2_ACCESS_KEY_ID`*, `R2_SECRET_ACCESS_KEY`* | for `s3` |
@@ -83,6 +84,11 @@ pub struct Config {
     pub retention_days: u64,
     /// `RETENTION_BATCH`: how many keys one cron run of the sweep looks at (one KV list page).
     pub retention_batch: u32,
+
+    // Upstream bodies (see `crate::watchdog`).
+    /// `UPSTREAM_IDLE_TIMEOUT_SECONDS`: an upstream body that sends no byte for this long is
+    /// aborted (nothing stored; the client's stream errors, or a cached manifest is served).
+    pub upstream_idle_timeout_seconds: u64,
 }
 
 /// `BLOB_REDIRECT`: stream blobs through the worker, or send the client to storage.
@@ -362,7 +368,20 @@ impl Config {
             ));
         }
 
+        // Upstream bodies (see `crate::watchdog`).
+        let upstream_idle_timeout_seconds = seconds(
+            "UPSTREAM_IDLE_TIMEOUT_SECONDS",
+            crate::watchdog::DEFAULT_IDLE_SECONDS,
+        )?;
+        if !(1..=crate::watchdog::MAX_IDLE_SECONDS).contains(&upstream_idle_timeout_seconds) {
+            return Err(bad(
+                "UPSTREAM_IDLE_TIMEOUT_SECONDS",
+                "must be from 1 to 300 seconds",
+            ));
+        }
+
         Ok(Config {
+            upstream_idle_timeout_seconds,
             retention_days,
             retention_batch: retention_batch as u32,
             upstreams,
@@ -734,6 +753,19 @@ mod tests {
         for (pairs, setting) in cases {
             let err = load(pairs).expect_err(&format!("{pairs:?} should fail"));
             assert_eq!(err.setting, *setting, "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_idle_timeout_defaults_to_20_s_and_is_bounded() {
+        assert_eq!(load(&[]).unwrap().upstream_idle_timeout_seconds, 20);
+        let two = load(&[("UPSTREAM_IDLE_TIMEOUT_SECONDS", "2")]).unwrap();
+        assert_eq!(two.upstream_idle_timeout_seconds, 2);
+        assert_eq!(two.body_limits().idle_seconds, 2);
+        assert_eq!(two.body_limits().answer_seconds, 15);
+        for bad in ["0", "301", "soon", "-1"] {
+            let err = load(&[("UPSTREAM_IDLE_TIMEOUT_SECONDS", bad)]).expect_err(bad);
+            assert_eq!(err.setting, "UPSTREAM_IDLE_TIMEOUT_SECONDS", "{bad}");
         }
     }
 }

@@ -18,7 +18,9 @@
 //! - [`analytics`]: the Workers Analytics Engine data point written per request;
 //! - [`stats`]: door-wide counters for `/_frontdoor/status`;
 //! - [`status`]: who may read the status endpoints, and their answers;
-//! - [`status_page`]: the HTML status page at `/`.
+//! - [`status_page`]: the HTML status page at `/`;
+//! - [`watchdog`]: idle and whole-answer deadlines for upstream bodies, and the length and digest
+//!   check that errors a wrong blob's stream.
 //!
 //! Glue, compiled only for `wasm32`: `glue` holds `#[event(fetch)]` and the Workers-backed ports,
 //! and is the only code that names `worker::`. Because `worker` is a wasm-only dependency, a host
@@ -41,6 +43,7 @@ pub mod stats;
 pub mod status;
 pub mod status_page;
 pub mod upstream;
+pub mod watchdog;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

@@ -230,6 +230,10 @@ pub trait Blobs {
     /// `key` in the background, with `registries` (see [`Stored`]). Storage must refuse the object
     /// unless it is exactly `len` bytes that hash to `digest`, so a corrupt or truncated transfer
     /// is never cached — and a refused put leaves what was stored before untouched.
+    ///
+    /// The returned body ends cleanly only when the bytes were right: when they turn out short,
+    /// long or hashing to another digest, or upstream stalls (see [`crate::watchdog`]), it errors,
+    /// so the client sees a failed transfer rather than a clean end.
     fn fill(
         &self,
         key: &str,
@@ -238,6 +242,11 @@ pub trait Blobs {
         digest: &Digest,
         registries: &[String],
     ) -> Self::Body;
+    /// Returns a body that yields `body`'s bytes to the client without storing them, and errors at
+    /// its end unless they are `len` bytes (when given) hashing to `digest` — or as soon as upstream
+    /// stalls or sends more than `len`. For bytes that must not be cached (no `Content-Length`, or
+    /// a blob read on another registry's word) but must not end cleanly when wrong either.
+    fn verify(&self, body: Self::Body, len: Option<u64>, digest: &Digest) -> Self::Body;
     /// Lets go of a body nobody will read (pre-warming): a filling blob keeps filling.
     fn discard(&self, body: Self::Body);
     /// Removes a stored blob (retention); removing one that is not stored is not an error.

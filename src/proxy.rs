@@ -811,7 +811,7 @@ where
                 ..*self
             };
             let cache = outcome.cache;
-            let reply = direct
+            let answer = direct
                 .manifest_by_digest(
                     target,
                     &learned_digest,
@@ -819,9 +819,27 @@ where
                     Some(CANONICAL_ACCEPT),
                     outcome,
                 )
-                .await?;
-            outcome.cache = cache;
-            return Ok(reply);
+                .await;
+            return match answer {
+                Ok(reply) => {
+                    outcome.cache = cache;
+                    Ok(reply)
+                }
+                // The new manifest could not be had (a body that stalled past its deadline, an
+                // outage between the HEAD and the GET): what was cached is served instead.
+                Err(e) if is_transient::<U::Body>(&Err(e.clone())) => {
+                    match (
+                        cached.filter(|r| acceptable(&r.media_type, accept)),
+                        &digest,
+                    ) {
+                        (Some(record), Some(old)) => {
+                            Ok(self.stale(record, old, false, &e.message, outcome))
+                        }
+                        _ => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
         }
 
         // A GET with the full Accept: the canonical answer, stored with its pointer.
@@ -887,13 +905,13 @@ where
         let answer = self
             .fetch_upstream(target, method, &tail, headers, outcome)
             .await;
-        if let (Some(record), Some(digest)) = (cached, &digest) {
+        if let (Some(record), Some(digest)) = (&cached, &digest) {
             if is_transient(&answer) {
                 let why = match &answer {
                     Ok(f) => format!("upstream answered {}", f.status),
                     Err(e) => e.message.clone(),
                 };
-                return Ok(self.stale(record, digest, head, &why, outcome));
+                return Ok(self.stale(record.clone(), digest, head, &why, outcome));
             }
         }
         let fetched = answer?;
@@ -907,9 +925,16 @@ where
             let media_type = head_media_type(registry, &fetched.headers, outcome)?;
             return Ok(head_reply(&fetched.headers, media_type));
         }
-        let (digest, record) = self
+        let received = self
             .receive(target, &Reference::Tag(tag.to_owned()), fetched, outcome)
-            .await?;
+            .await;
+        let (digest, record) = match (received, cached, &digest) {
+            (Ok(got), _, _) => got,
+            (Err(e), Some(record), Some(old)) if is_transient::<U::Body>(&Err(e.clone())) => {
+                return Ok(self.stale(record, old, false, &e.message, outcome));
+            }
+            (Err(e), _, _) => return Err(e),
+        };
         let pointer = TagRecord {
             digest: digest.to_string(),
             fetched_at: self.now,
@@ -1275,14 +1300,16 @@ where
                 ))
             }
             None => {
-                // Storage needs the length up front; pass the bytes through uncached.
+                // Storage needs the length up front; pass the bytes through uncached (checked
+                // against the digest all the same: a wrong blob must not end cleanly).
                 outcome.notes.push(format!(
                     "{digest}: upstream sent no Content-Length; not cached"
                 ));
+                let body = self.blobs.verify(fetched.body, None, digest);
                 Ok(reply(
                     200,
                     blob_headers(digest, None),
-                    Body::Stream(fetched.body),
+                    Body::Stream(body),
                     false,
                 ))
             }

@@ -80,6 +80,9 @@ struct MemBlobs {
     /// Key → (bytes, registries that vouched for them).
     map: RefCell<HashMap<String, StoredBlob>>,
     refused: Cell<u32>,
+    /// Bodies handed to `verify`, and how many of them would have errored at their end.
+    verified: Cell<u32>,
+    broken: Cell<u32>,
 }
 
 impl MemBlobs {
@@ -137,7 +140,18 @@ impl Blobs for MemBlobs {
         }
         body
     }
+
+    fn verify(&self, body: Vec<u8>, len: Option<u64>, digest: &Digest) -> Vec<u8> {
+        self.verified.set(self.verified.get() + 1);
+        if len.is_some_and(|l| l != body.len() as u64) || !digest.verifies(&body) {
+            self.broken.set(self.broken.get() + 1);
+        }
+        body
+    }
 }
+
+/// The body of an answer that never completes (`read` times out on it).
+const STALLED: &[u8] = b"\0stalled";
 
 /// A registry behind bearer-token auth, with a log of every request it saw.
 struct FakeRegistry {
@@ -172,6 +186,10 @@ struct FakeRegistry {
     /// Honour `Accept` as distribution does: a manifest whose type the client does not take is
     /// answered with the (repository, tag)'s entry here (the default platform of an index), else 404.
     platform_fallback: Option<HashMap<(String, String), String>>,
+    /// Manifest GETs send their headers, then a body that never completes.
+    stall_manifests: Cell<bool>,
+    /// Blob GETs answer without `Content-Length` (chunked).
+    chunked_blobs: Cell<bool>,
 }
 
 impl FakeRegistry {
@@ -194,6 +212,8 @@ impl FakeRegistry {
             realm: "http://auth.test/token",
             only_in: HashMap::new(),
             platform_fallback: None,
+            stall_manifests: Cell::new(false),
+            chunked_blobs: Cell::new(false),
         }
     }
 
@@ -380,6 +400,9 @@ impl Upstream for FakeRegistry {
                     if self.corrupt.get() {
                         body.push(b' ');
                     }
+                    if self.stall_manifests.get() && !head {
+                        body = STALLED.to_vec();
+                    }
                     let len = body.len().to_string();
                     let headers = [
                         ("content-type", ct.as_str()),
@@ -425,11 +448,12 @@ impl Upstream for FakeRegistry {
                         body[0] ^= 1;
                     }
                     let len = body.len().to_string();
-                    Ok(answer(
-                        200,
-                        &[("content-length", &len)],
-                        if head { vec![] } else { body },
-                    ))
+                    let headers: &[(&str, &str)] = if self.chunked_blobs.get() {
+                        &[]
+                    } else {
+                        &[("content-length", &len)]
+                    };
+                    Ok(answer(200, headers, if head { vec![] } else { body }))
                 }
                 None => Ok(answer(404, &[], vec![])),
             },
@@ -438,6 +462,9 @@ impl Upstream for FakeRegistry {
     }
 
     async fn read(&self, body: Vec<u8>, limit: usize) -> Result<Vec<u8>, NetError> {
+        if body == STALLED {
+            return Err(NetError::Timeout);
+        }
         if body.len() > limit {
             return Err(NetError::TooLarge);
         }
@@ -721,6 +748,67 @@ fn corrupt_blob_is_never_stored() {
     let (_, o) = w.get(&path);
     assert_eq!(o.cache, Some(CacheOutcome::Miss));
     assert_eq!(w.blobs.map.borrow().len(), 1);
+}
+
+#[test]
+fn a_blob_without_a_length_is_passed_through_verified() {
+    let (reg, _, layer) = image();
+    let w = World::new(reg);
+    w.reg.chunked_blobs.set(true);
+    let path = format!("/v2/team/app/blobs/{layer}");
+    let (r, o) = w.get(&path);
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Miss)));
+    assert_eq!(body(&r), b"layer bytes");
+    assert_eq!((w.blobs.verified.get(), w.blobs.broken.get()), (1, 0));
+    assert!(
+        w.blobs.map.borrow().is_empty(),
+        "not cached without a length"
+    );
+
+    // Wrong bytes without a length: the body handed to the client errors at its end.
+    w.reg.corrupt.set(true);
+    let (r, _) = w.get(&path);
+    assert_eq!(r.status, 200, "bytes stream before they can be checked");
+    assert_eq!((w.blobs.verified.get(), w.blobs.broken.get()), (2, 1));
+    assert!(w.blobs.map.borrow().is_empty());
+}
+
+#[test]
+fn a_manifest_body_that_stalls_serves_the_stale_copy_or_504() {
+    let (reg, digest, _) = image();
+    let mut w = World::new(reg);
+    let (fresh, _) = w.get("/v2/team/app/manifests/v1");
+    // The tag moves upstream, then its new manifest's body stalls past the deadline.
+    let moved = format!(r#"{{"schemaVersion":2,"mediaType":"{MANIFEST}","layers":[]}}"#);
+    w.reg
+        .add_manifest("team/app", "v1", MANIFEST, moved.as_bytes());
+    w.reg.stall_manifests.set(true);
+    w.now.set(w.now.get() + TTL + 1);
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(
+        (r.status, o.cache),
+        (200, Some(CacheOutcome::Stale)),
+        "{:?}",
+        o.notes
+    );
+    assert_eq!(body(&r), body(&fresh));
+    let digest_s = digest.to_string();
+    assert_eq!(
+        r.headers.get("docker-content-digest"),
+        Some(digest_s.as_str())
+    );
+    assert!(
+        o.notes
+            .iter()
+            .any(|n| n.contains("served stale") && n.contains("timed out")),
+        "{:?}",
+        o.notes
+    );
+    // Nothing cached: the timeout is a 504.
+    w.reg
+        .add_manifest("team/other", "v1", MANIFEST, moved.as_bytes());
+    let (r, _) = w.get("/v2/team/other/manifests/v1");
+    assert_eq!((r.status, error_code(&r)), (504, "UNAVAILABLE".into()));
 }
 
 #[test]

@@ -2,20 +2,25 @@
 //! key) owns every cache miss for that object. It serves one request at a time: the first fetches
 //! from upstream and fills the cache — streaming to its client while R2 stores the same bytes — and
 //! the lock is held until the fill has landed, so the requests queued behind it are cache hits.
-//! Fifty nodes asking for one layer at once cost one upstream GET.
+//! Fifty nodes asking for one layer at once cost one upstream GET. A fill that has not landed by
+//! its turn's deadline (`crate::watchdog::Limits::turn_ms`) lets the queue go on: the next request
+//! finds no blob and fetches for itself, while the slow fill carries on.
 
 use super::ports::Stream;
-use super::{serve_request, Ports};
+use super::{lookup, serve_request, Ports};
+use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
 use crate::ports::{Body, Coalesce, Entry, Headers, Reply};
-use futures::future::LocalBoxFuture;
+use crate::watchdog::Limits;
+use futures::future::{select, Either, LocalBoxFuture};
 use futures::lock::Mutex;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use worker::{
-    durable_object, DurableObject, Env, ObjectNamespace, Request, Response, ResponseBody, State,
+    console_error, durable_object, DurableObject, Env, ObjectNamespace, Request, Response,
+    ResponseBody, State,
 };
 
 /// Bound on remembered KV writes per object owner; an owner handles a handful of keys.
@@ -89,6 +94,23 @@ pub struct Coalescer {
     /// One request at a time; held until that request's cache fill has landed.
     turn: Arc<Mutex<()>>,
     recent: Rc<Recent>,
+    /// The settings' limits on upstream answers (read once: an object's settings do not change).
+    limits: OnceCell<Limits>,
+}
+
+impl Coalescer {
+    fn limits(&self) -> Limits {
+        *self.limits.get_or_init(|| {
+            // Settings that do not load answer every request with an error: no fill to wait for.
+            Config::load(|name| lookup(&self.env, name)).map_or(
+                Limits {
+                    answer_seconds: 0,
+                    idle_seconds: 0,
+                },
+                |c| c.body_limits(),
+            )
+        })
+    }
 }
 
 impl DurableObject for Coalescer {
@@ -98,6 +120,7 @@ impl DurableObject for Coalescer {
             env,
             turn: Arc::new(Mutex::new(())),
             recent: Rc::new(Recent::default()),
+            limits: OnceCell::new(),
         }
     }
 
@@ -116,9 +139,31 @@ impl DurableObject for Coalescer {
         };
         let response = serve_request(&req, &self.env, ports).await;
         let pending: Vec<_> = fills.borrow_mut().drain(..).collect();
+        if pending.is_empty() {
+            return response;
+        }
+        let len = response
+            .as_ref()
+            .ok()
+            .and_then(|r| r.headers().get("content-length").ok().flatten())
+            .and_then(|l| l.trim().parse::<u64>().ok());
+        let hold = self.limits().turn_ms(len).min(i32::MAX as u64);
+        let path = req.path();
         self.state.wait_until(async move {
-            futures::future::join_all(pending).await;
-            drop(turn);
+            let fills = std::pin::pin!(futures::future::join_all(pending));
+            let deadline =
+                std::pin::pin!(worker::Delay::from(std::time::Duration::from_millis(hold)));
+            match select(fills, deadline).await {
+                Either::Left(_) => drop(turn),
+                Either::Right(((), fills)) => {
+                    drop(turn);
+                    console_error!(
+                        "{}",
+                        serde_json::json!({"turn": "released", "path": path, "after_ms": hold})
+                    );
+                    fills.await;
+                }
+            }
         });
         response
     }

@@ -4,6 +4,7 @@
 mod coalescer;
 mod js;
 mod ports;
+mod pump;
 mod request;
 mod stats;
 
@@ -211,10 +212,9 @@ impl<'a> Parts<'a> {
                 spawn: ports.spawn,
                 multipart_threshold: config.multipart_threshold_bytes,
                 part_bytes: config.multipart_part_bytes,
+                limits: config.body_limits(),
             },
-            upstream: FetchUpstream {
-                timeout: std::time::Duration::from_secs(config.upstream_timeout_seconds),
-            },
+            upstream: FetchUpstream::new(config.body_limits()),
         })
     }
 

@@ -2,18 +2,18 @@
 
 use super::coalescer::Recent;
 use super::js::{failure, KvNamespace};
+use super::pump::{fixed_length, now_ms, Pump, WatchedReader};
 use crate::cache::multipart::PartSplitter;
-use crate::oci::{Algorithm, Digest, Hasher};
+use crate::oci::{Algorithm, Digest};
 use crate::ports::{
     Blobs, Entry, Fetched, Headers, HttpMethod, Kv, NetError, OutboundRequest, Page, StoreError,
     Stored, Upstream, REGISTRIES_METADATA,
 };
+use crate::watchdog::{Limits, Watch};
 use futures::future::{Either, LocalBoxFuture};
 use futures::StreamExt;
+use std::cell::RefCell;
 use std::collections::HashMap;
-use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
-use worker::worker_sys::FixedLengthStream;
 use worker::{
     console_error, AbortController, Bucket, ByteStream, Data, Delay, Fetch, Range as R2Range,
     ResponseBody,
@@ -84,6 +84,28 @@ pub struct R2Blobs<'a> {
     /// Blobs longer than this are stored with a multipart upload of `part_bytes` parts.
     pub multipart_threshold: u64,
     pub part_bytes: u64,
+    /// How long upstream may leave a body silent.
+    pub limits: Limits,
+}
+
+impl R2Blobs<'_> {
+    /// `body` through a pump to the client (and to `store`); `None` when the runtime refuses to
+    /// build the streams (logged).
+    fn pump(
+        &self,
+        body: web_sys::ReadableStream,
+        len: Option<u64>,
+        digest: &Digest,
+        store: Option<web_sys::WritableStream>,
+    ) -> Option<Pump> {
+        match Pump::start(body, len, digest, self.limits, store) {
+            Ok(pump) => Some(pump),
+            Err(e) => {
+                console_error!("{{\"pump\":\"{digest}\",\"error\":{:?}}}", failure(e));
+                None
+            }
+        }
+    }
 }
 
 impl Blobs for R2Blobs<'_> {
@@ -133,10 +155,11 @@ impl Blobs for R2Blobs<'_> {
         }
     }
 
-    /// Tees the upstream stream: one branch goes to the client, the other through a
-    /// `FixedLengthStream` (R2 needs the length up front) into an R2 put that carries the
-    /// expected checksum, so R2 itself refuses bytes that do not match the digest. A blob above
-    /// the single-put limit goes up as a multipart upload instead (see `multipart_fill`).
+    /// Pumps the upstream stream to the client and through a `FixedLengthStream` (R2 needs the
+    /// length up front) into an R2 put that carries the expected checksum, so R2 itself refuses
+    /// bytes that do not match the digest as well. A blob above the single-put limit goes up as a
+    /// multipart upload instead (see `multipart_fill`). The pump checks length and digest before
+    /// it closes storage's stream and the client's, and aborts both when they are wrong.
     fn fill(
         &self,
         key: &str,
@@ -168,35 +191,36 @@ impl Blobs for R2Blobs<'_> {
             }
             return None;
         };
-        let branches = stream.tee();
-        let to_client: web_sys::ReadableStream = branches.get(0).unchecked_into();
-        let to_store: web_sys::ReadableStream = branches.get(1).unchecked_into();
         if len > self.multipart_threshold {
+            // A plain identity stream between the pump and the part splitter.
+            let through = web_sys::TransformStream::new().ok()?;
+            let pump = self.pump(stream, Some(len), digest, Some(through.writable()))?;
             let fill = multipart_fill(
                 self.bucket.clone(),
                 key.to_owned(),
-                to_store,
+                through.readable(),
                 len,
-                digest.clone(),
                 self.part_bytes,
                 metadata,
             );
-            (self.spawn)(Box::pin(fill));
-            return Some(to_client);
+            (self.spawn)(Box::pin(async move {
+                futures::join!(pump.run, fill);
+            }));
+            return Some(pump.client);
         }
-        let fixed = match u32::try_from(len) {
-            Ok(l) => FixedLengthStream::new(l),
-            Err(_) => FixedLengthStream::new_big_int(js_sys::BigInt::from(len)),
-        };
-        let Ok(fixed) = fixed else {
-            return Some(to_client);
-        };
-        let piping = JsFuture::from(to_store.pipe_to(&fixed.writable()));
+        let fixed = fixed_length(len).ok()?;
+        let pump = self.pump(stream, Some(len), digest, Some(fixed.writable()))?;
         let readable = fixed.readable();
         (self.spawn)(Box::pin(async move {
-            let (_, ()) = futures::join!(piping, put(Data::ReadableStream(readable)));
+            futures::join!(pump.run, put(Data::ReadableStream(readable)));
         }));
-        Some(to_client)
+        Some(pump.client)
+    }
+
+    fn verify(&self, body: Stream, len: Option<u64>, digest: &Digest) -> Stream {
+        let pump = self.pump(body?, len, digest, None)?;
+        (self.spawn)(pump.run);
+        Some(pump.client)
     }
 }
 
@@ -218,17 +242,15 @@ fn registries_metadata(registries: &[String]) -> HashMap<String, String> {
     )])
 }
 
-/// `fetch`, bounded by a time limit for the answer's headers (a hung upstream must not hang the
-/// client: the door answers 504, or serves its stale copy).
 /// Stores a blob too large for one put as a multipart upload. R2 checks no checksum of a
-/// multipart object, so the digest is computed here while the parts go up; on a mismatch (or a
-/// short stream) the upload is aborted and nothing is stored.
+/// multipart object; the pump in front checks length and digest and errors this stream when they
+/// are wrong, so the upload completes only on a clean end of exactly `len` bytes and is aborted
+/// otherwise: nothing is stored.
 async fn multipart_fill(
     bucket: Bucket,
     key: String,
     stream: web_sys::ReadableStream,
     len: u64,
-    digest: Digest,
     part_bytes: u64,
     metadata: HashMap<String, String>,
 ) {
@@ -238,7 +260,6 @@ async fn multipart_fill(
             .custom_metadata(metadata)
             .execute()
             .await?;
-        let mut hasher = Hasher::new(digest.algorithm());
         let mut splitter = PartSplitter::new(part_bytes as usize);
         let mut parts = Vec::new();
         let mut seen = 0u64;
@@ -253,7 +274,6 @@ async fn multipart_fill(
                 }
             };
             seen += chunk.len() as u64;
-            hasher.update(&chunk);
             for part in splitter.push(&chunk) {
                 let number = parts.len() as u16 + 1;
                 parts.push(upload.upload_part(number, part).await?);
@@ -264,9 +284,8 @@ async fn multipart_fill(
                 let number = parts.len() as u16 + 1;
                 parts.push(upload.upload_part(number, last).await?);
             }
-            let got = hasher.finish();
-            if seen != len || got != digest {
-                failure = Some(format!("got {seen} bytes hashing to {got}"));
+            if seen != len {
+                failure = Some(format!("got {seen} of {len} bytes"));
             }
         }
         if let Some(why) = failure {
@@ -285,8 +304,34 @@ async fn multipart_fill(
     }
 }
 
+/// `fetch`, bounded by `UPSTREAM_TIMEOUT_SECONDS` for the answer's headers (a hung upstream must
+/// not hang the client: the door answers 504, or serves its stale copy); a body read whole, by
+/// the same deadline from the moment its request was sent, and by the idle timeout.
 pub struct FetchUpstream {
-    pub timeout: std::time::Duration,
+    pub limits: Limits,
+    /// Bodies not read yet and when their requests were sent (a few per client request).
+    sent: RefCell<Vec<(web_sys::ReadableStream, u64)>>,
+}
+
+/// Bodies remembered for their send time; older ones (never read whole: blobs) are forgotten.
+const SENT_MAX: usize = 16;
+
+impl FetchUpstream {
+    pub fn new(limits: Limits) -> FetchUpstream {
+        FetchUpstream {
+            limits,
+            sent: RefCell::default(),
+        }
+    }
+
+    /// When the request whose body this is was sent (now, for a body not from `send`).
+    fn sent_at(&self, body: &web_sys::ReadableStream) -> u64 {
+        let mut sent = self.sent.borrow_mut();
+        match sent.iter().position(|(b, _)| b == body) {
+            Some(i) => sent.remove(i).1,
+            None => now_ms(),
+        }
+    }
 }
 
 impl Upstream for FetchUpstream {
@@ -309,11 +354,13 @@ impl Upstream for FetchUpstream {
             manual_redirect: true,
         };
         let request = super::request::new(req.url.as_str(), init).map_err(failed)?;
+        let sent = now_ms();
         let controller = AbortController::default();
         let signal = controller.signal();
         let fetch = Fetch::Request(request);
         let sending = std::pin::pin!(fetch.send_with_signal(&signal));
-        let timer = std::pin::pin!(Delay::from(self.timeout));
+        let timeout = std::time::Duration::from_secs(self.limits.answer_seconds);
+        let timer = std::pin::pin!(Delay::from(timeout));
         let response = match futures::future::select(sending, timer).await {
             Either::Left((answer, _)) => answer.map_err(failed)?,
             Either::Right(((), _)) => {
@@ -331,6 +378,13 @@ impl Upstream for FetchUpstream {
             ResponseBody::Stream(s) => Some(s),
             _ => None,
         };
+        if let Some(stream) = &body {
+            let mut bodies = self.sent.borrow_mut();
+            if bodies.len() >= SENT_MAX {
+                bodies.remove(0);
+            }
+            bodies.push((stream.clone(), sent));
+        }
         Ok(Fetched {
             status,
             headers: out,
@@ -338,8 +392,23 @@ impl Upstream for FetchUpstream {
         })
     }
 
+    /// Reads a whole body under the watchdog: given up when idle, or still incomplete
+    /// `UPSTREAM_TIMEOUT_SECONDS` after its request was sent (`NetError::Timeout`).
     async fn read(&self, body: Stream, limit: usize) -> Result<Vec<u8>, NetError> {
-        FetchUpstream::read_limited(body, limit).await
+        let Some(stream) = body else {
+            return Ok(Vec::new());
+        };
+        let watch = Watch::whole(self.limits, self.sent_at(&stream), now_ms());
+        let mut reader = WatchedReader::new(&stream, watch);
+        let mut out = Vec::new();
+        while let Some(chunk) = reader.next().await.map_err(|w| w.net_error())? {
+            if out.len() + chunk.length() as usize > limit {
+                reader.cancel();
+                return Err(NetError::TooLarge);
+            }
+            out.extend_from_slice(&chunk.to_vec());
+        }
+        Ok(out)
     }
 }
 

@@ -1,0 +1,349 @@
+//! Carries upstream bodies under the watchdog (`crate::watchdog`): reads them with a timer, and
+//! moves a streamed blob to the client (and to storage) so that it ends cleanly only when it was
+//! the blob asked for. Every decision — when a wait is too long, whether the bytes are right — is
+//! the core's; this file owns the timers, the readers and the writers.
+//!
+//! A blob goes through [`Pump`]: each chunk read from upstream is written to the client's stream,
+//! to storage's (when filling) and to a `crypto.DigestStream` (the runtime's own SHA-256/512, so no
+//! byte is copied into wasm or hashed there). Writes are pipelined, but at most `WINDOW_BYTES` may
+//! wait untaken by the client or by storage before the pump stops reading upstream (as
+//! distribution's proxy copies to the client and its store at once, paced by the slower): memory
+//! stays bounded whoever reads slowly, and the idle clock runs only while the
+//! door waits for upstream. The last chunk is held back until the end, where the length and digest
+//! are checked *before* storage's stream is closed: when they are right, the last chunk goes out and
+//! both streams close (and R2, given the checksum too, stores the object); when not — or when
+//! upstream stalls, sends too much or breaks off — both streams are aborted short of their length:
+//! the client sees a failed transfer, R2 stores nothing, and one JSON line is logged.
+
+use crate::oci::{Algorithm, Digest};
+use crate::watchdog::{Limits, Next, Tally, Watch, Wrong};
+use futures::future::{select, Either, LocalBoxFuture};
+use js_sys::{Reflect, Uint8Array};
+use std::collections::VecDeque;
+use std::pin::Pin;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    ReadableStream, ReadableStreamByobReader, ReadableStreamDefaultReader,
+    WritableStreamDefaultWriter,
+};
+use worker::worker_sys::{DigestStream, FixedLengthStream};
+use worker::{console_error, Delay};
+
+/// Milliseconds since the epoch, as the runtime's clock says.
+pub fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+/// The message of a JS failure (never a header: stream errors name no credentials).
+fn describe(e: &JsValue) -> String {
+    match e.dyn_ref::<js_sys::Error>() {
+        Some(e) => String::from(e.message()),
+        None => e.as_string().unwrap_or_else(|| format!("{e:?}")),
+    }
+}
+
+/// The largest chunk read at once. A fetch body's default reader yields 4 KiB chunks; a BYOB
+/// read takes whatever has arrived, up to this (about 250 reads for 64 MiB instead of 16 000:
+/// the per-chunk cost is what a pump in wasm pays).
+const READ_BYTES: u32 = 256 * 1024;
+
+/// A body's reader: bring-your-own-buffer when the stream is a byte stream (every fetch body is).
+enum Reader {
+    Byob(ReadableStreamByobReader),
+    Default(ReadableStreamDefaultReader),
+}
+
+impl Reader {
+    fn of(stream: &ReadableStream) -> Reader {
+        match ReadableStreamByobReader::new(stream) {
+            Ok(byob) => Reader::Byob(byob),
+            Err(_) => Reader::Default(stream.get_reader().unchecked_into()),
+        }
+    }
+
+    fn read(&self) -> js_sys::Promise {
+        match self {
+            // A fresh buffer each time: the last one now belongs to the chunk handed on.
+            Reader::Byob(r) => {
+                r.read_with_array_buffer_view(&Uint8Array::new_with_length(READ_BYTES))
+            }
+            Reader::Default(r) => r.read(),
+        }
+    }
+
+    fn cancel(&self) {
+        let _ = match self {
+            Reader::Byob(r) => r.cancel(),
+            Reader::Default(r) => r.cancel(),
+        };
+    }
+}
+
+/// Reads an upstream body chunk by chunk, giving up when the watch says so.
+pub struct WatchedReader {
+    reader: Reader,
+    pub watch: Watch,
+    /// The pending timer and when it fires (ms). One timer serves many reads: when it fires
+    /// early (bytes kept arriving) the watch says how much longer to wait, and a new one is set.
+    timer: Option<(u64, Pin<Box<Delay>>)>,
+}
+
+impl WatchedReader {
+    pub fn new(stream: &ReadableStream, watch: Watch) -> WatchedReader {
+        WatchedReader {
+            reader: Reader::of(stream),
+            watch,
+            timer: None,
+        }
+    }
+
+    /// The next chunk (`None` at a clean end). Upstream is cancelled when it stalls or breaks.
+    pub async fn next(&mut self) -> Result<Option<Uint8Array>, Wrong> {
+        self.watch.reading(now_ms());
+        let mut read = JsFuture::from(self.reader.read());
+        let result = loop {
+            let now = now_ms();
+            let wait = match self.watch.next(now) {
+                Next::Wait(ms) => ms,
+                stop => {
+                    self.cancel();
+                    return Err(self.watch.failure(stop).unwrap_or(Wrong::Overdue));
+                }
+            };
+            let due = now.saturating_add(wait);
+            let timer = match &mut self.timer {
+                Some((at, timer)) if *at <= due => timer,
+                slot => {
+                    let delay = Delay::from(std::time::Duration::from_millis(wait));
+                    &mut slot.insert((due, Box::pin(delay))).1
+                }
+            };
+            match select(&mut read, timer.as_mut()).await {
+                Either::Left((result, _)) => break result,
+                Either::Right(((), _)) => self.timer = None,
+            }
+        };
+        let result = result.map_err(|e| Wrong::Broken(describe(&e)))?;
+        if Reflect::get(&result, &"done".into()).is_ok_and(|d| d.is_truthy()) {
+            return Ok(None);
+        }
+        let value = Reflect::get(&result, &"value".into()).unwrap_or(JsValue::UNDEFINED);
+        match value.dyn_into::<Uint8Array>() {
+            Ok(chunk) => {
+                self.watch.arrived(chunk.length() as usize);
+                // A small read keeps a copy of its own, not the whole read buffer (a dribbling
+                // upstream must not pin 256 KiB per byte while a reader is slow).
+                if chunk.length() < READ_BYTES / 4 && chunk.buffer().byte_length() > chunk.length()
+                {
+                    return Ok(Some(chunk.slice(0, chunk.length())));
+                }
+                Ok(Some(chunk))
+            }
+            Err(_) => {
+                self.cancel();
+                Err(Wrong::Broken("a chunk that is not bytes".into()))
+            }
+        }
+    }
+
+    /// Cancels the upstream body (the runtime then drops the connection).
+    pub fn cancel(&self) {
+        self.reader.cancel();
+    }
+}
+
+/// Bytes written to one outlet and not yet taken by its reader, at most: writes are pipelined up
+/// to this, then the pump waits (memory stays bounded whoever reads slowly).
+const WINDOW_BYTES: u64 = 2 * 1024 * 1024;
+
+/// A writer the pump feeds; `None` once its reader has gone away.
+struct Outlet {
+    writer: Option<WritableStreamDefaultWriter>,
+    /// Writes not yet taken, oldest first, with their sizes.
+    pending: VecDeque<(JsFuture, u64)>,
+    pending_bytes: u64,
+}
+
+impl Outlet {
+    fn of(stream: Option<&web_sys::WritableStream>) -> Outlet {
+        Outlet {
+            writer: stream.and_then(|s| s.get_writer().ok()),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+        }
+    }
+
+    fn open(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// Queues `chunk`, then waits while more than the window is untaken.
+    async fn write(&mut self, chunk: &Uint8Array) -> Result<(), String> {
+        let Some(writer) = &self.writer else {
+            return Ok(());
+        };
+        let size = chunk.length() as u64;
+        self.pending
+            .push_back((JsFuture::from(writer.write_with_chunk(chunk)), size));
+        self.pending_bytes += size;
+        while self.pending_bytes > WINDOW_BYTES {
+            self.settle_one().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest pending write; a failed one means the reader went away.
+    async fn settle_one(&mut self) -> Result<(), String> {
+        let Some((write, size)) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        self.pending_bytes -= size;
+        match write.await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.writer = None;
+                self.pending.clear();
+                self.pending_bytes = 0;
+                Err(describe(&e))
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        while !self.pending.is_empty() {
+            if self.settle_one().await.is_err() {
+                return;
+            }
+        }
+        if let Some(writer) = self.writer.take() {
+            let _ = JsFuture::from(writer.close()).await;
+        }
+    }
+
+    async fn abort(&mut self, why: &Wrong) {
+        self.pending.clear();
+        self.pending_bytes = 0;
+        if let Some(writer) = self.writer.take() {
+            let reason = js_sys::Error::new(&why.to_string());
+            let _ = JsFuture::from(writer.abort_with_reason(&reason)).await;
+        }
+    }
+}
+
+/// A streamed blob on its way from upstream to the client and, when filling, to storage.
+pub struct Pump {
+    /// The client's end.
+    pub client: ReadableStream,
+    /// Moves the bytes; runs past the response (spawn it).
+    pub run: LocalBoxFuture<'static, ()>,
+}
+
+impl Pump {
+    /// Starts a pump from `source`, which must be `len` bytes (when known) hashing to `digest`.
+    /// `store` is storage's end: closed only when the bytes were right, aborted otherwise.
+    pub fn start(
+        source: ReadableStream,
+        len: Option<u64>,
+        digest: &Digest,
+        limits: Limits,
+        store: Option<web_sys::WritableStream>,
+    ) -> Result<Pump, JsValue> {
+        // A known length gives the client a `Content-Length` and the runtime's own length check.
+        let client = match len {
+            Some(len) => fixed_length(len)?.unchecked_into::<web_sys::TransformStream>(),
+            None => web_sys::TransformStream::new()?,
+        };
+        let hash = DigestStream::new(match digest.algorithm() {
+            Algorithm::Sha256 => "SHA-256",
+            Algorithm::Sha512 => "SHA-512",
+        });
+        let reader = WatchedReader::new(&source, Watch::stream(limits, now_ms()));
+        let run = carry(
+            reader,
+            Outlet::of(Some(&client.writable())),
+            Outlet::of(store.as_ref()),
+            hash,
+            Tally::new(len),
+            digest.clone(),
+        );
+        Ok(Pump {
+            client: client.readable(),
+            run: Box::pin(run),
+        })
+    }
+}
+
+/// A `FixedLengthStream` of `len` bytes (a BigInt past 4 GiB).
+pub fn fixed_length(len: u64) -> Result<FixedLengthStream, JsValue> {
+    match u32::try_from(len) {
+        Ok(l) => FixedLengthStream::new(l),
+        Err(_) => FixedLengthStream::new_big_int(js_sys::BigInt::from(len)),
+    }
+}
+
+async fn carry(
+    mut reader: WatchedReader,
+    mut client: Outlet,
+    mut store: Outlet,
+    hash: DigestStream,
+    mut tally: Tally,
+    digest: Digest,
+) {
+    let hasher = hash.get_writer().ok();
+    // Each chunk is handed on only once the next has arrived, and the last one only when the
+    // bytes proved right: a client that got every byte of a `Content-Length` body would see a
+    // complete answer however the stream ended afterwards.
+    let mut held: Option<Uint8Array> = None;
+    let verdict = async {
+        while let Some(chunk) = reader.next().await? {
+            tally.add(chunk.length() as u64)?;
+            if let Some(h) = &hasher {
+                // The runtime hashes the chunks in order as they are written: no wait needed.
+                let _ = h.write_with_chunk(&chunk);
+            }
+            if let Some(previous) = held.replace(chunk) {
+                hand_on(&previous, &mut client, &mut store, &digest).await;
+                if !client.open() && !store.open() {
+                    // Nobody reads any more: stop reading upstream.
+                    reader.cancel();
+                    return Ok(());
+                }
+            }
+        }
+        let Some(h) = hasher else {
+            return Err(Wrong::Broken("no digest stream".into()));
+        };
+        let _ = JsFuture::from(h.close()).await;
+        let raw = JsFuture::from(hash.digest())
+            .await
+            .map_err(|e| Wrong::Broken(describe(&e)))?;
+        tally.finish(&digest, &Uint8Array::new(&raw).to_vec())
+    }
+    .await;
+    match verdict {
+        Ok(()) => {
+            if let Some(last) = held.take() {
+                hand_on(&last, &mut client, &mut store, &digest).await;
+            }
+            futures::join!(store.close(), client.close());
+        }
+        Err(wrong) => {
+            reader.cancel();
+            futures::join!(store.abort(&wrong), client.abort(&wrong));
+            console_error!("{}", wrong.log_line(&digest, false));
+        }
+    }
+}
+
+/// Writes `chunk` to the client and to storage, waiting for both to take it. A client that went
+/// away is dropped (storage goes on filling); a storage write that failed is logged and dropped.
+async fn hand_on(chunk: &Uint8Array, client: &mut Outlet, store: &mut Outlet, digest: &Digest) {
+    let (_, to_store) = futures::join!(client.write(chunk), store.write(chunk));
+    if let Err(e) = to_store {
+        console_error!(
+            "{}",
+            serde_json::json!({"fill": digest.to_string(), "error": e})
+        );
+    }
+}
