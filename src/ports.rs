@@ -276,6 +276,12 @@ pub trait Coalesce {
     type Body;
     /// Re-sends the client's request to the owner of `key` and returns its answer.
     async fn forward(&self, key: &str) -> Result<Reply<Self::Body>, RegistryError>;
+    /// Sends the owner of `key` a `GET` of `path` (a `/v2/<registry>/<repository>/manifests/<digest>`
+    /// path the door routes itself) with the client's credentials: how a tag's answer gets the
+    /// manifest its tag names from that manifest's own owner, so a client asking for the tag and
+    /// one asking for its digest cost one upstream fetch between them.
+    async fn forward_path(&self, key: &str, path: &str)
+        -> Result<Reply<Self::Body>, RegistryError>;
 }
 
 /// No owner to hand misses to: each request fetches for itself (host tests, or the owner itself).
@@ -288,6 +294,9 @@ impl<S> Coalesce for NoCoalescing<S> {
             crate::error::ErrorCode::Unknown,
             format!("no owner to forward {key} to"),
         ))
+    }
+    async fn forward_path(&self, key: &str, _path: &str) -> Result<Reply<S>, RegistryError> {
+        self.forward(key).await
     }
 }
 

@@ -123,6 +123,10 @@ pub struct Door<'a, K, B, U, C> {
     /// Where cache misses go so that only one place fetches each object from upstream. `None`
     /// inside that place (or where there is no such place): fetch directly.
     pub coalesce: Option<&'a C>,
+    /// Where a tag's answer gets the manifest its tag names when only its digest is known (the
+    /// manifest key's owner, asked by path): set in the worker and in every owner, so the tag's
+    /// owner and a by-digest client never fetch the same manifest twice. `None`: fetch directly.
+    pub digest_owner: Option<&'a C>,
     /// Unix seconds.
     pub now: u64,
 }
@@ -332,6 +336,7 @@ where
         // Fetched here, not through an owner: an owner would answer some client's request.
         let direct = Door {
             coalesce: None,
+            digest_owner: None,
             ..*self
         };
         let (target, reference) = parse_image(self.config, image, host)?;
@@ -728,9 +733,7 @@ where
                     return Ok(manifest_reply(record, &digest, head));
                 }
                 // Known from a HEAD only: the manifest itself, by digest.
-                return self
-                    .manifest_by_digest(target, &digest, false, Some(CANONICAL_ACCEPT), outcome)
-                    .await;
+                return self.fetch_named(target, &digest, outcome).await;
             }
             TagPlan::Revalidate | TagPlan::Fetch => {}
         }
@@ -806,21 +809,22 @@ where
                 }
             }
             // The manifest HEAD named, by digest: exactly those bytes, verified.
-            let direct = Door {
-                coalesce: None,
-                ..*self
-            };
             let cache = outcome.cache;
-            let answer = direct
-                .manifest_by_digest(
-                    target,
-                    &learned_digest,
-                    false,
-                    Some(CANONICAL_ACCEPT),
-                    outcome,
-                )
-                .await;
+            let answer = self.fetch_named(target, &learned_digest, outcome).await;
+            let failed = |status: u16| status == 429 || status >= 500;
             return match answer {
+                Ok(reply) if failed(reply.status) => {
+                    match (
+                        cached.filter(|r| acceptable(&r.media_type, accept)),
+                        &digest,
+                    ) {
+                        (Some(record), Some(old)) => {
+                            let why = format!("the new manifest's fetch answered {}", reply.status);
+                            Ok(self.stale(record, old, false, &why, outcome))
+                        }
+                        _ => Ok(reply),
+                    }
+                }
                 Ok(reply) => {
                     outcome.cache = cache;
                     Ok(reply)
@@ -860,6 +864,40 @@ where
         };
         self.kv_put(&tag_key, pointer.encode(), outcome).await;
         Ok(manifest_reply(record, &digest, false))
+    }
+
+    /// The manifest a tag names, by its digest: through that manifest's owner when there is one,
+    /// else fetched here.
+    async fn fetch_named(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        outcome: &mut Outcome,
+    ) -> Result<Reply<U::Body>, RegistryError> {
+        let key = keys::manifest(&target.registry, &target.repository, digest);
+        let Some(owner) = self.digest_owner else {
+            let direct = Door {
+                coalesce: None,
+                ..*self
+            };
+            return direct
+                .manifest_by_digest(target, digest, false, Some(CANONICAL_ACCEPT), outcome)
+                .await;
+        };
+        // The door routes a `<registry>/` prefix whatever host the client used.
+        let path = format!(
+            "/v2/{}/{}/manifests/{digest}",
+            target.registry, target.repository
+        );
+        outcome.coalesced = true;
+        // The owner's answer is already the client's (its error body included).
+        let reply = owner.forward_path(&key, &path).await?;
+        outcome.cache = Some(match reply.headers.get(CACHE_HEADER) {
+            Some("hit") => CacheOutcome::Hit,
+            Some("stale") => CacheOutcome::Stale,
+            _ => CacheOutcome::Miss,
+        });
+        Ok(reply)
     }
 
     /// A client that cannot take the tag's canonical type: served from a pointer of its own (per

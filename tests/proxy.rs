@@ -562,6 +562,7 @@ impl World {
             tokens: &self.tokens,
             health: &self.health,
             coalesce,
+            digest_owner: coalesce,
             now: self.now.get(),
         };
         let (path, query) = match path.split_once('?') {
@@ -1237,6 +1238,15 @@ impl Coalesce for Owner<'_> {
         let (method, path) = (&self.request.0, &self.request.1);
         let none = None::<&NoCoalescing<Vec<u8>>>;
         Ok(self.world.run(none, method, path, None).await.0)
+    }
+    async fn forward_path(
+        &self,
+        key: &str,
+        path: &str,
+    ) -> Result<Reply<Vec<u8>>, frontdoor::error::RegistryError> {
+        self.keys.borrow_mut().push(format!("{key} {path}"));
+        let none = None::<&NoCoalescing<Vec<u8>>>;
+        Ok(self.world.run(none, "GET", path, None).await.0)
     }
 }
 
@@ -2700,6 +2710,7 @@ fn unsorted_tags(method: &str, path_and_query: &str) -> (Reply<Vec<u8>>, usize) 
         tokens: &tokens,
         health: &RefCell::default(),
         coalesce: None::<&NoCoalescing<Vec<u8>>>,
+        digest_owner: None,
         now: 1_000_000,
     };
     let (path, query) = path_and_query
@@ -2793,4 +2804,35 @@ fn a_resolve_request_naming_too_many_images_is_refused_before_any_upstream_reque
     let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
     assert_eq!(v["images"].as_array().unwrap().len(), limit);
     assert!(w.reg.total() > 0);
+}
+
+#[test]
+fn a_tag_known_from_a_head_gets_its_manifest_from_the_digests_owner() {
+    let (reg, digest, _) = image();
+    let w = World::new(reg);
+    w.request("HEAD", "/v2/team/app/manifests/v1", None);
+    let owner = Owner {
+        world: &w,
+        request: ("GET".into(), "/v2/team/app/manifests/v1".into()),
+        keys: RefCell::new(Vec::new()),
+    };
+    let (r, o) = w.request_via(Some(&owner), "GET", "/v2/team/app/manifests/v1", None);
+    assert_eq!((r.status, o.coalesced), (200, true));
+    let digest_s = digest.to_string();
+    assert_eq!(
+        r.headers.get("docker-content-digest"),
+        Some(digest_s.as_str())
+    );
+    // The owner of the manifest's key, asked for it by digest (not sent the tag request), which
+    // is exactly where a client asking by digest goes too.
+    assert_eq!(
+        owner.keys.into_inner(),
+        [format!(
+            "v1/manifests/reg.test/team/app/sha256/{} /v2/reg.test/team/app/manifests/{digest}",
+            digest.hex()
+        )]
+    );
+    assert_eq!(w.reg.count(HttpMethod::Get, "/manifests/"), 1);
+    let (_, o) = w.get(&format!("/v2/team/app/manifests/{digest}"));
+    assert_eq!(o.cache, Some(CacheOutcome::Hit));
 }

@@ -58,16 +58,49 @@ impl Coalesce for DurableCoalescer<'_> {
     type Body = Stream;
 
     async fn forward(&self, key: &str) -> Result<Reply<Stream>, RegistryError> {
-        let failed = |e: worker::Error| {
-            RegistryError::new(ErrorCode::Unknown, format!("coalescer for {key}: {e}"))
+        let request = self.request.clone().map_err(|e| failed(key, e))?;
+        self.send(key, request).await
+    }
+
+    async fn forward_path(&self, key: &str, path: &str) -> Result<Reply<Stream>, RegistryError> {
+        // The client's headers (its credentials), with the full Accept; the host is one no
+        // `HOSTS` entry names, so the `<registry>/` prefix in `path` chooses the registry.
+        let headers = worker::Headers::new();
+        for (name, value) in self.request.headers().entries() {
+            if name != "host" && name != "accept" && name != "range" {
+                headers.set(&name, &value).map_err(|e| failed(key, e))?;
+            }
+        }
+        headers
+            .set("accept", crate::oci::DEFAULT_MANIFEST_ACCEPT)
+            .map_err(|e| failed(key, e))?;
+        let init = super::request::Init {
+            method: "GET",
+            headers: Some(&headers),
+            body: None,
+            manual_redirect: false,
         };
+        let url = format!("https://frontdoor.internal{path}");
+        let request = super::request::new(&url, init).map_err(|e| failed(key, e))?;
+        self.send(key, request).await
+    }
+}
+
+fn failed(key: &str, e: worker::Error) -> RegistryError {
+    RegistryError::new(ErrorCode::Unknown, format!("coalescer for {key}: {e}"))
+}
+
+impl DurableCoalescer<'_> {
+    async fn send(&self, key: &str, request: Request) -> Result<Reply<Stream>, RegistryError> {
         let stub = self
             .namespace
             .id_from_name(key)
             .and_then(|id| id.get_stub())
-            .map_err(failed)?;
-        let request = self.request.clone().map_err(failed)?;
-        let response = stub.fetch_with_request(request).await.map_err(failed)?;
+            .map_err(|e| failed(key, e))?;
+        let response = stub
+            .fetch_with_request(request)
+            .await
+            .map_err(|e| failed(key, e))?;
         let mut headers = Headers::new();
         for (name, value) in response.headers().entries() {
             headers.append(&name, value);
@@ -131,10 +164,21 @@ impl DurableObject for Coalescer {
             let fills = fills.clone();
             move |f: LocalBoxFuture<'static, ()>| fills.borrow_mut().push(f)
         };
+        // An owner hands nothing on but a tag's manifest fetch by digest (`Door::digest_owner`):
+        // the digest's owner never forwards, so no owner waits on itself.
+        let digest_owner =
+            self.env
+                .durable_object(super::COALESCER_BINDING)
+                .ok()
+                .map(|namespace| DurableCoalescer {
+                    namespace,
+                    request: &req,
+                });
         let ports = Ports {
             spawn: &collect,
             recent: Some(&self.recent),
             coalesce: None,
+            digest_owner: digest_owner.as_ref(),
             role: "owner",
         };
         let response = serve_request(&req, &self.env, ports).await;

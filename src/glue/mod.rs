@@ -32,7 +32,7 @@ const KV_BINDING: &str = "CACHE";
 const R2_BINDING: &str = "BLOBS";
 /// Durable Object namespace that owns cache misses (see `coalescer`). Without the binding the
 /// door still works, each isolate fetching its own misses.
-const COALESCER_BINDING: &str = "COALESCER";
+pub(crate) const COALESCER_BINDING: &str = "COALESCER";
 /// Workers Analytics Engine dataset: one data point per request when bound (see `analytics`).
 const ANALYTICS_BINDING: &str = "ANALYTICS";
 /// The largest `POST /token` form read.
@@ -64,6 +64,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         spawn: &spawn,
         recent: None,
         coalesce: coalescer.as_ref(),
+        digest_owner: coalescer.as_ref(),
         role: "worker",
     };
     serve_request(&req, &env, ports).await
@@ -77,6 +78,8 @@ pub(crate) struct Ports<'a> {
     pub recent: Option<&'a Recent>,
     /// Where misses go; `None` inside the owner itself.
     pub coalesce: Option<&'a DurableCoalescer<'a>>,
+    /// Where a tag's answer gets the manifest its tag names (see `Door::digest_owner`).
+    pub digest_owner: Option<&'a DurableCoalescer<'a>>,
     /// For the log: `worker` or `owner`.
     pub role: &'static str,
 }
@@ -232,6 +235,7 @@ impl<'a> Parts<'a> {
             tokens: TOKENS.with(|t| *t),
             health: HEALTH.with(|h| *h),
             coalesce: ports.coalesce,
+            digest_owner: ports.digest_owner,
             now: now_ms / 1000,
         }
     }
@@ -250,6 +254,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
         spawn: &spawn,
         recent: None,
         coalesce: None,
+        digest_owner: None,
         role: "cron",
     };
     let parts = match Parts::new(&env, &config, &ports) {
