@@ -41,6 +41,12 @@ for (const image of IMAGES) image.full = `docker.io/${image.repo}:${image.tag}`;
  */
 const DISTINCT = 5;
 
+/**
+ * Each pull gets this long (a healthy rotation takes a few seconds): a client that met a 429 or a
+ * 503 retries with back-off for minutes, and the test should say so sooner.
+ */
+const PULL_TIMEOUT = 45000;
+
 let tmp, upstream, hub, door, binDir;
 let dockerd, criDaemon, cri, ctrd;
 const cleanups = [];
@@ -154,33 +160,36 @@ const clients = {
   async docker() {
     return Promise.all(IMAGES.map(async (image) => {
       const ref = `${image.docker}:${image.tag}`;
-      await dockerd.pull(ref);
+      await dockerd.pull(ref, { timeout: PULL_TIMEOUT });
       const info = await dockerd.inspect(ref);
       return { image, repoDigests: info.RepoDigests, id: info.Id };
     }));
   },
   podman: (store) => () => Promise.all(IMAGES.map(async (image) => {
-    await store.pull(image.full);
+    await store.pull(image.full, { timeout: PULL_TIMEOUT });
     const info = await store.inspect(image.full);
     return { image, digest: info.Digest, repoDigests: info.RepoDigests, id: `sha256:${info.Id}` };
   })),
   async cri() {
     return Promise.all(IMAGES.map(async (image) => {
-      const ref = await cri.pullImage(image.full);
+      const ref = await cri.pullImage(image.full, { timeout: PULL_TIMEOUT });
       const status = await cri.imageStatus(image.full);
       return { image, id: ref, repoDigests: status.repo_digests, statusId: status.id };
     }));
   },
   ctr: (hostsDir) => () => Promise.all(IMAGES.map(async (image) => {
     const platform = image.platforms.length > 1 ? "linux/arm64" : undefined;
-    await ctrd.pull(image.full, { hostsDir, platform });
+    await ctrd.pull(image.full, { hostsDir, platform, timeout: PULL_TIMEOUT });
     const arch = platform ? "arm64" : "amd64";
     return { image, digest: await ctrd.imageDigest(image.full), unpacked: await ctrd.unpacked(platformOf(image, arch).config), arch };
   })),
   skopeo: (confPath, dir) => () => Promise.all(IMAGES.map(async (image) => {
     mkdirSync(dir, { recursive: true });
     const out = path.join(dir, image.repo.replace("/", "_"));
-    await skopeo(["--registries-conf", confPath, "copy", "--all", `docker://${image.full}`, `oci:${out}:x`]);
+    const args = ["--registries-conf", confPath, "copy", "--all", `docker://${image.full}`, `oci:${out}:x`];
+    await execFileP("skopeo", args, { timeout: PULL_TIMEOUT }).catch((e) => {
+      throw new Error(`skopeo ${args.join(" ")} failed: ${e.killed ? `killed after ${PULL_TIMEOUT} ms` : e.stderr || e.message}`);
+    });
     return { image, digest: JSON.parse(readFileSync(path.join(out, "index.json"))).manifests[0].digest };
   })),
 };
@@ -220,8 +229,8 @@ async function check(name, results) {
 
 test("a rotation: Docker Engine, 2 podman stores, containerd CRI, ctr and skopeo pull the same images at once; Docker Hub sees each manifest once", async (t) => {
   hub.state.reset();
-  const podmanA = podmanStore({ dir: path.join(tmp.dir, "podman-a"), registriesConf: registriesConf("podman/registries.conf") });
-  const podmanB = podmanStore({ dir: path.join(tmp.dir, "podman-b"), registriesConf: registriesConf("podman/registries.strict.conf") });
+  const podmanA = podmanStore({ dir: path.join(tmp.dir, "pa"), registriesConf: registriesConf("podman/registries.conf") });
+  const podmanB = podmanStore({ dir: path.join(tmp.dir, "pb"), registriesConf: registriesConf("podman/registries.strict.conf") });
   cleanups.push(podmanA.remove, podmanB.remove);
   const skopeoConf = path.join(tmp.dir, "skopeo-registries.conf");
   writeFileSync(skopeoConf, registriesConf("podman/registries.conf"));
@@ -242,13 +251,14 @@ test("a rotation: Docker Engine, 2 podman stores, containerd CRI, ctr and skopeo
   const counts = { ...hub.state.counts };
   t.diagnostic(`hubsim: ${JSON.stringify(counts)}`);
   t.diagnostic(`times (ms): ${JSON.stringify(times)}, all ${wall}`);
+  t.diagnostic(`Docker Hub saw: ${hub.state.manifestLog.map((l) => l.replace(/sha256:([0-9a-f]{12})[0-9a-f]{52}/, "sha256:$1…")).join("; ")}`);
   const failures = settled.map((s, i) => s.status === "rejected" ? `${Object.keys(runs)[i]}: ${s.reason.message}` : null).filter(Boolean);
+  assert.equal(counts.tooMany, 0, `no 429 reached the door (client failures: ${failures.join(" | ")})`);
+  assert.equal(counts.pulls, DISTINCT, "counted pulls = distinct manifests (not per client)");
   assert.deepEqual(failures, [], "every client pulled every image");
 
   const names = Object.keys(runs);
   for (const [i, s] of settled.entries()) t.diagnostic(await check(names[i], s.value));
-  assert.equal(counts.tooMany, 0, "no 429 reached the door");
-  assert.equal(counts.pulls, DISTINCT, "counted pulls = distinct manifests (not per client)");
 });
 
 test("with Docker Hub down and no fallback reachable, fresh stores of every client still pull from the door", async (t) => {
@@ -261,7 +271,7 @@ test("with Docker Hub down and no fallback reachable, fresh stores of every clie
       await cri.removeImage(image.full);
       assert.equal(await cri.imageStatus(image.full), null, `CRI forgot ${image.repo}`);
     }
-    const podmanC = podmanStore({ dir: path.join(tmp.dir, "podman-c"), registriesConf: registriesConf("podman/registries.strict.conf") });
+    const podmanC = podmanStore({ dir: path.join(tmp.dir, "pc"), registriesConf: registriesConf("podman/registries.strict.conf") });
     cleanups.push(podmanC.remove);
     const strictConf = path.join(tmp.dir, "strict-registries.conf");
     writeFileSync(strictConf, registriesConf("podman/registries.strict.conf"));
@@ -283,4 +293,54 @@ test("with Docker Hub down and no fallback reachable, fresh stores of every clie
   } finally {
     hub.state.mode = "ok";
   }
+});
+
+test("a door with ACCESS: Docker Engine sends the mirror the credentials stored for https://index.docker.io/v1/, podman those stored for the door", async (t) => {
+  const CI_PW = crypto.randomBytes(12).toString("hex");
+  const privateDoor = await startDoor({
+    bindings: {
+      UPSTREAMS: JSON.stringify({ "docker.io": { url: upstream.url, username: SVC, password_secret: "UP_PW" } }),
+      DEFAULT_REGISTRY: "docker.io",
+      UP_PW: PW,
+      ACCESS: JSON.stringify({ anonymous: ["docker.io/library/*"], users: { ci: { password_secret: "CI_PASSWORD", pull: ["docker.io/*"] } } }),
+      CI_PASSWORD: CI_PW,
+      ACCESS_TOKEN_KEY: crypto.randomBytes(32).toString("hex"),
+    },
+  });
+  cleanups.push(() => privateDoor.stop());
+  const auth = { auth: Buffer.from(`ci:${CI_PW}`).toString("base64") };
+  const d = await startDockerd({ dir: path.join(tmp.dir, "docker-private"), mirrors: [privateDoor.url] });
+  cleanups.unshift(() => d.stop());
+  const app = IMAGES[1];
+  const ref = `${app.docker}:${app.tag}`;
+
+  // What `docker login 127.0.0.1:PORT` stores: used for that host only, never for the mirror.
+  d.setAuths({ [new URL(privateDoor.url).host]: auth, [privateDoor.url]: auth });
+  const from = privateDoor.requests().length;
+  await assert.rejects(d.pull(ref, { timeout: PULL_TIMEOUT }), /registry-1\.docker\.io|unauthorized|denied/i);
+  const tried = privateDoor.requests().slice(from).filter((l) => l.path?.startsWith(`/v2/${app.repo}/manifests/`));
+  assert.ok(tried.length > 0 && tried.every((l) => l.status === 401), `the door refused it: ${JSON.stringify(tried.map((l) => [l.method, l.status]))}`);
+  await d.pull(`${IMAGES[0].docker}:${IMAGES[0].tag}`); // anonymous may pull library/*
+  // What `docker login` (no server: Docker Hub) stores: sent to the mirror.
+  d.setAuths({ "https://index.docker.io/v1/": auth });
+  await d.pull(ref);
+  assert.deepEqual((await d.inspect(ref)).RepoDigests, [`${app.docker}@${built[app.repo].top}`]);
+
+  // podman is the other way round: the door's own entry in auth.json (`podman login <door>`),
+  // for the mirror and for the strict variant alike; docker.io's entry is not sent to the door.
+  const conf = (rel) => example(rel, privateDoor.host).replaceAll(
+    new RegExp(`(location = "${privateDoor.host.replace(/\./g, "\\.")}[^"]*")`, "g"), "$1\ninsecure = true");
+  const podmanWith = (name, rel, key) => {
+    const store = podmanStore({ dir: path.join(tmp.dir, name), registriesConf: conf(rel), auths: { [key]: auth } });
+    cleanups.push(store.remove);
+    return store;
+  };
+  for (const [name, rel] of [["pm", "podman/registries.conf"], ["ps", "podman/registries.strict.conf"]]) {
+    const store = podmanWith(name, rel, privateDoor.host);
+    await store.pull(app.full, { timeout: PULL_TIMEOUT });
+    assert.equal((await store.inspect(app.full)).Digest, built[app.repo].top, `podman (${rel}) with the door's credentials`);
+  }
+  const hubKey = podmanWith("ph", "podman/registries.strict.conf", "docker.io");
+  await assert.rejects(hubKey.pull(app.full, { timeout: PULL_TIMEOUT }), /unauthorized/, "podman does not send docker.io's credentials to the door");
+  t.diagnostic("Docker Engine: credentials of https://index.docker.io/v1/ reach the mirror; podman: those of the door's host");
 });

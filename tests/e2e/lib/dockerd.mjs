@@ -21,7 +21,8 @@ const SETPRIV = "/usr/bin/setpriv";
  * `http://` for a plain-HTTP mirror: Docker treats 127.0.0.0/8 as insecure, but it still needs the
  * scheme). `auths`: the CLI's config.json `auths` (registry → { auth: base64("user:pass") }), which
  * the CLI sends to the daemon with each pull.
- * Returns { docker(args), pull(ref, { platform }), inspect(ref), output, stop }.
+ * Returns { docker(args), pull(ref, { platform }), inspect(ref), setAuths(auths), output, stop };
+ * `setAuths` rewrites the CLI's config.json (read afresh by every CLI call, as `docker login` does).
  */
 export async function startDockerd({ dir, mirrors, auths = {} }) {
   for (const sub of ["root", "exec", "cli"]) mkdirSync(path.join(dir, sub), { recursive: true });
@@ -32,7 +33,8 @@ export async function startDockerd({ dir, mirrors, auths = {} }) {
     "deprecated-key-path": path.join(dir, "key.json"),
     "registry-mirrors": mirrors,
   }, null, 2));
-  writeFileSync(path.join(dir, "cli", "config.json"), JSON.stringify({ auths }));
+  const setAuths = (a) => writeFileSync(path.join(dir, "cli", "config.json"), JSON.stringify({ auths: a }));
+  setAuths(auths);
 
   const dead = `http://127.0.0.1:${await freePort()}`;
   const scrubbed = Object.fromEntries(Object.entries(process.env)
@@ -94,10 +96,12 @@ export async function startDockerd({ dir, mirrors, auths = {} }) {
 
   return {
     docker,
+    setAuths,
     output: daemon.output,
     stop,
-    /** `docker pull [--platform P] REF`. */
-    pull: (ref, { platform } = {}) => docker(["pull", "--quiet", ...(platform ? ["--platform", platform] : []), ref]),
+    /** `docker pull [--platform P] REF`; the CLI is killed after `timeout` ms. */
+    pull: (ref, { platform, timeout } = {}) =>
+      docker(["pull", "--quiet", ...(platform ? ["--platform", platform] : []), ref], { timeout }),
     /** `docker image inspect REF`: { Id, RepoTags, RepoDigests, Architecture, … }. */
     inspect: async (ref) => JSON.parse(await docker(["image", "inspect", ref]))[0],
   };

@@ -15,6 +15,8 @@ const PODMAN = "/usr/bin/podman";
  * Returns { podman(args), pull(ref, { platform }), inspect(ref), remove }.
  */
 export function podmanStore({ dir, registriesConf, auths = {} }) {
+  // podman 4.3 refuses a run root longer than 50 characters.
+  if (path.join(dir, "run").length > 50) throw new Error(`podman store dir too long for its run root: ${dir}`);
   for (const sub of ["root", "run", "tmp", "net"]) mkdirSync(path.join(dir, sub), { recursive: true });
   const file = (name, text) => {
     const p = path.join(dir, name);
@@ -53,8 +55,8 @@ export function podmanStore({ dir, registriesConf, auths = {} }) {
   return {
     podman,
     /** `podman pull --quiet [--platform P] REF`; returns the image ID it prints. */
-    pull: async (ref, { platform } = {}) =>
-      (await podman(["pull", "--quiet", "--signature-policy", policy, ...(platform ? ["--platform", platform] : []), ref])).trim(),
+    pull: async (ref, { platform, timeout } = {}) =>
+      (await podman(["pull", "--quiet", "--signature-policy", policy, ...(platform ? ["--platform", platform] : []), ref], { timeout })).trim(),
     /** `podman image inspect REF`: { Id, Digest, RepoDigests, RepoTags, … }. */
     inspect: async (ref) => JSON.parse(await podman(["image", "inspect", ref]))[0],
     /** Nothing runs between calls; only a stray mount (none with vfs) could outlive them. */
