@@ -23,7 +23,18 @@ ensure_apt() {
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Packages that ship a service (docker.io, containerd) must not start it: the tests run private
+  # daemons of their own. policy-rc.d answering 101 tells invoke-rc.d "not now" (most containers
+  # already have one; a machine without it gets one only for this install).
+  local policy=/usr/sbin/policy-rc.d made_policy="" rc=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+    made_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+  [ -z "$made_policy" ] || $sudo rm -f "$policy"
+  return "$rc"
 }
 
 ensure_wasm_target() {

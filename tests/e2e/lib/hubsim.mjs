@@ -79,10 +79,13 @@ export async function startHubSim({ targetUrl, limit = 100, window = 21600, real
     limit,
     window,
     counts: newCounts(),
+    /** Every manifest request as `METHOD /v2/… → status` (429s included), in arrival order. */
+    manifestLog: [],
     /** Counted pulls still inside the window, per client key. */
     quota: pullsByClient,
     reset() {
       Object.assign(state.counts, newCounts());
+      state.manifestLog.length = 0;
       pullsByClient.clear();
     },
     /** Pulls left for a client key (default 127.0.0.1). */
@@ -182,6 +185,7 @@ export async function startHubSim({ targetUrl, limit = 100, window = 21600, real
     const key = clientKey(req);
     if (manifest && req.method === "GET" && req.headers.authorization && state.remaining(key) === 0) {
       c.tooMany++;
+      state.manifestLog.push(`${req.method} ${path} → 429`);
       req.resume();
       const list = live(key);
       const retryAfter = Math.max(1, Math.ceil((list[0] + state.window * 1000 - Date.now()) / 1000));
@@ -200,6 +204,7 @@ export async function startHubSim({ targetUrl, limit = 100, window = 21600, real
         return rewriteRealm(raw);
       }
       if (!manifest) return raw;
+      state.manifestLog.push(`${req.method} ${path} → ${status}`);
       if (req.method === "GET" && status === 200) {
         const list = live(key);
         list.push(Date.now());

@@ -1,7 +1,7 @@
 // Small shared helpers for the end-to-end tests: ports, temp dirs, processes, HTTP.
 import { spawn, execFile } from "node:child_process";
 import crypto from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -80,3 +80,31 @@ export const MANIFEST_ACCEPT = [
 
 /** `sha256:<hex>` of some bytes. */
 export const sha256 = (bytes) => `sha256:${crypto.createHash("sha256").update(bytes).digest("hex")}`;
+
+/**
+ * Mount points at or under `dir`, deepest first (from /proc/self/mountinfo; its paths escape space,
+ * tab, newline and backslash as octal).
+ */
+export function mountsUnder(dir) {
+  let text;
+  try {
+    text = readFileSync("/proc/self/mountinfo", "utf8");
+  } catch {
+    return [];
+  }
+  const unescape = (s) => s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
+  return text.split("\n").filter(Boolean)
+    .map((line) => unescape(line.split(" ")[4]))
+    .filter((m) => m === dir || m.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+}
+
+/**
+ * Lazily unmounts whatever is still mounted under `dir` (a daemon killed before its own clean-up
+ * leaves dockerd's bind-mounted data root, for one), so the folder can be removed.
+ */
+export async function unmountUnder(dir) {
+  for (const m of mountsUnder(dir)) {
+    await execFileP("umount", ["-l", m]).catch(() => {});
+  }
+}
