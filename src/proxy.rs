@@ -452,6 +452,7 @@ where
         // A HEAD, answered here: an owner would answer the client's request (this resolve).
         let direct = Door {
             coalesce: None,
+            digest_owner: None,
             ..*self
         };
         let answer = direct
@@ -1642,8 +1643,10 @@ where
                     Reference::Tag(format!("{}-{}", digest.algorithm().as_str(), digest.hex()));
                 // Read here, not through an owner: the owner would answer the client's request
                 // (this referrers call), not the tag's manifest.
+                // (Its bytes are read here: no owner either, whose answer would be a stream.)
                 let direct = Door {
                     coalesce: None,
+                    digest_owner: None,
                     ..*self
                 };
                 match direct

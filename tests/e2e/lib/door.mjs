@@ -32,8 +32,11 @@ if (RECORD && !globalThis.fetch.frontdoorRecording) {
     const url = typeof input === "string" ? input : input.url ?? String(input);
     if ([...origins].some((o) => url.startsWith(o))) {
       const head = [...res.headers].map(([k, v]) => `${k}: ${v}`).join("\n");
-      const body = await res.clone().text().catch(() => "");
-      appendFileSync(path.join(RECORD, `answers-${process.pid}.txt`), `${res.status} ${url}\n${head}\n\n${body}\n`);
+      // Recorded when the body has arrived, without holding the caller until then: a test timing
+      // a streamed answer must see its headers when the door sent them.
+      res.clone().text().catch(() => "").then((body) => {
+        appendFileSync(path.join(RECORD, `answers-${process.pid}.txt`), `${res.status} ${url}\n${head}\n\n${body}\n`);
+      });
     }
     return res;
   };
