@@ -122,8 +122,10 @@ impl Access {
         let Some(raw) = lookup("ACCESS") else {
             return Ok(Access::public());
         };
-        let raw: RawAccess = serde_json::from_str(&raw)
-            .map_err(|e| bad("ACCESS", format!("not a valid access document: {e}")))?;
+        let raw: RawAccess = serde_json::from_str(&raw).map_err(|e| {
+            let problem = crate::config::json_problem(&e);
+            bad("ACCESS", format!("not a valid access document: {problem}"))
+        })?;
         let key = lookup("ACCESS_TOKEN_KEY")
             .filter(|k| k.len() >= MIN_KEY_BYTES)
             .ok_or_else(|| {

@@ -3,7 +3,7 @@
 //!
 //! | setting            | meaning                                                                  |
 //! |--------------------|--------------------------------------------------------------------------|
-//! | `UPSTREAMS`        | JSON: registry name → `{"url", "username"?, "password_secret"?, "fallback"?}` |
+//! | `UPSTREAMS`        | JSON: registry name → `{"url", "username"?, "password_secret"?, "auth_hosts"?, "fallback"?}` |
 //! | `DEFAULT_REGISTRY` | registry for names with no registry prefix (default `docker.io`)         |
 //! | `TAG_TTL_SECONDS`  | how long a tag → digest answer is trusted without asking upstream (300)  |
 //! | `NEGATIVE_TTL_SECONDS` | how long an upstream 404 for a manifest is remembered (60)           |
@@ -19,12 +19,14 @@
 //! | `DENY_LATEST`      | `true`: refuse manifests by the `latest` tag (false)                  |
 //! | `PREWARM`, `ADMIN_TOKEN`* | images the cron trigger pulls into the cache; the admin endpoint's token |
 //! | `HOSTS`            | JSON: hostname the door is reached at → registry name (optional)         |
+//! | `PUBLIC_URL`       | the door's own origin (`https://door.example.com`), named in its challenges |
 //! | `RETENTION_DAYS`   | the cron trigger deletes what was not read for this many days; 0: never (30) |
 //! | `RETENTION_BATCH`  | keys the retention sweep looks at per cron run, 1 to 1000 (300)         |
 //!
 //! (* a secret.) `password_secret` names *another* binding (a wrangler secret) that holds the password or token, so
 //! the JSON itself never carries a secret. A bad setting is an error that names it; there is no
-//! silent fallback.
+//! silent fallback. An error never repeats a value that could hold a secret: a URL with
+//! credentials in it is refused without being quoted, and JSON errors lose their quoted input.
 
 use crate::access::Access;
 use crate::cache::multipart;
@@ -89,6 +91,9 @@ pub struct Config {
     /// `UPSTREAM_IDLE_TIMEOUT_SECONDS`: an upstream body that sends no byte for this long is
     /// aborted (nothing stored; the client's stream errors, or a cached manifest is served).
     pub upstream_idle_timeout_seconds: u64,
+    /// `PUBLIC_URL`: the door's own origin (no path), which its `WWW-Authenticate` challenges
+    /// name whatever `Host` a client sent. `None`: the origin the request came in on.
+    pub public_url: Option<HttpUrl>,
 }
 
 /// `BLOB_REDIRECT`: stream blobs through the worker, or send the client to storage.
@@ -139,6 +144,9 @@ pub struct UpstreamConfig {
     /// Base URL without a trailing slash, e.g. `https://registry-1.docker.io`.
     pub url: HttpUrl,
     pub credentials: Option<Credentials>,
+    /// Hosts besides the upstream's own and its registrable domain whose token realms get the
+    /// service account's credentials (see [`crate::upstream::realm`]), as `host_str` writes them.
+    pub auth_hosts: Vec<String>,
     /// Tried in order when this upstream answers 429 or 5xx or cannot be reached; content from
     /// them is verified exactly like the primary's.
     pub fallbacks: Vec<UpstreamConfig>,
@@ -193,6 +201,9 @@ struct RawUpstream {
     url: String,
     username: Option<String>,
     password_secret: Option<String>,
+    /// Extra hosts whose token realms may get the credentials.
+    #[serde(default)]
+    auth_hosts: Vec<String>,
     /// Mirrors tried in order when this one answers 429 or 5xx (not allowed inside a fallback).
     #[serde(default)]
     fallback: Vec<RawUpstream>,
@@ -207,6 +218,16 @@ fn upstream_from(
     nested: bool,
 ) -> Result<UpstreamConfig, ConfigError> {
     let url = parse_url(&r.url).map_err(|p| bad(format!("{setting}.url"), p))?;
+    let mut auth_hosts = Vec::new();
+    for (i, host) in r.auth_hosts.iter().enumerate() {
+        let host = crate::upstream::realm::normalize_host(host).ok_or_else(|| {
+            bad(
+                format!("{setting}.auth_hosts[{i}]"),
+                "must be a bare hostname or IP address: no scheme, port, path or credentials",
+            )
+        })?;
+        auth_hosts.push(host);
+    }
     let credentials = match (r.username, r.password_secret) {
         (None, None) => None,
         (Some(username), Some(secret)) => {
@@ -238,6 +259,7 @@ fn upstream_from(
         name: name.to_owned(),
         url,
         credentials,
+        auth_hosts,
         fallbacks,
     })
 }
@@ -246,13 +268,24 @@ impl Config {
     /// Reads every setting through `lookup` (binding name → value) and validates it.
     pub fn load(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let raw_json = lookup("UPSTREAMS").unwrap_or_else(|| DEFAULT_UPSTREAMS.to_owned());
-        let raw: BTreeMap<String, RawUpstream> = serde_json::from_str(&raw_json)
-            .map_err(|e| bad("UPSTREAMS", format!("not a JSON object of registries: {e}")))?;
+        let raw: BTreeMap<String, RawUpstream> = serde_json::from_str(&raw_json).map_err(|e| {
+            bad(
+                "UPSTREAMS",
+                format!("not a JSON object of registries: {}", json_problem(&e)),
+            )
+        })?;
         if raw.is_empty() {
             return Err(bad("UPSTREAMS", "names no registry"));
         }
         let mut upstreams = BTreeMap::new();
         for (name, r) in raw {
+            if name.contains('@') {
+                // Likely `user:password@host`: refused without being repeated.
+                return Err(bad(
+                    "UPSTREAMS",
+                    "a registry name contains '@'; credentials belong in a secret named by password_secret",
+                ));
+            }
             let setting = format!("UPSTREAMS[{name:?}]");
             if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
                 return Err(bad(setting, "registry name must be a host[:port]"));
@@ -302,7 +335,10 @@ impl Config {
                 let map: BTreeMap<String, String> = serde_json::from_str(&raw).map_err(|e| {
                     bad(
                         "HOSTS",
-                        format!("not a JSON object of hostname → registry: {e}"),
+                        format!(
+                            "not a JSON object of hostname → registry: {}",
+                            json_problem(&e)
+                        ),
                     )
                 })?;
                 let mut hosts = BTreeMap::new();
@@ -380,8 +416,23 @@ impl Config {
             ));
         }
 
+        let public_url = match lookup("PUBLIC_URL").filter(|v| !v.trim().is_empty()) {
+            None => None,
+            Some(raw) => {
+                let url = parse_url(raw.trim()).map_err(|p| bad("PUBLIC_URL", p))?;
+                if url.path() != "/" {
+                    return Err(bad(
+                        "PUBLIC_URL",
+                        "must be an origin (scheme, host, port), without a path",
+                    ));
+                }
+                Some(url)
+            }
+        };
+
         Ok(Config {
             upstream_idle_timeout_seconds,
+            public_url,
             retention_days,
             retention_batch: retention_batch as u32,
             upstreams,
@@ -399,8 +450,12 @@ impl Config {
             pins: pins(&lookup, &upstreams_for_pins)?,
             prewarm: match lookup("PREWARM") {
                 None => Vec::new(),
-                Some(raw) => serde_json::from_str(&raw)
-                    .map_err(|e| bad("PREWARM", format!("not a JSON list of images: {e}")))?,
+                Some(raw) => serde_json::from_str(&raw).map_err(|e| {
+                    bad(
+                        "PREWARM",
+                        format!("not a JSON list of images: {}", json_problem(&e)),
+                    )
+                })?,
             },
             admin_token: lookup("ADMIN_TOKEN")
                 .filter(|t| !t.is_empty())
@@ -445,8 +500,12 @@ fn pins(
     let Some(raw) = lookup("PINS") else {
         return Ok(BTreeMap::new());
     };
-    let map: BTreeMap<String, String> = serde_json::from_str(&raw)
-        .map_err(|e| bad("PINS", format!("not a JSON object of image → digest: {e}")))?;
+    let map: BTreeMap<String, String> = serde_json::from_str(&raw).map_err(|e| {
+        bad(
+            "PINS",
+            format!("not a JSON object of image → digest: {}", json_problem(&e)),
+        )
+    })?;
     let mut pins = BTreeMap::new();
     for (image, digest) in map {
         let setting = format!("PINS[{image:?}]");
@@ -528,17 +587,67 @@ fn blob_redirect(lookup: &impl Fn(&str) -> Option<String>) -> Result<BlobRedirec
     }
 }
 
+/// A URL setting. The problem never quotes the value: a URL may carry `user:password@`, and
+/// where it does not parse nobody can tell which part is a secret.
 fn parse_url(s: &str) -> Result<HttpUrl, String> {
     let url = HttpUrl::parse(s.trim_end_matches('/')).map_err(|e| match e {
-        ParseError::NotHttp => format!("{s:?} must be an http(s) URL with a host"),
-        e => format!("{s:?} is not a URL: {e}"),
+        ParseError::NotHttp => "must be an http(s) URL with a host".to_owned(),
+        e => format!("is not a URL: {e}"),
     })?;
-    if url.query().is_some() || url.fragment().is_some() || url.has_credentials() {
-        return Err(format!(
-            "{s:?} must not carry a query, fragment or credentials"
-        ));
+    if url.has_credentials() {
+        return Err(
+            "must not carry credentials (user:password@); put a password in a secret \
+             named by password_secret"
+                .to_owned(),
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not carry a query or fragment".to_owned());
     }
     Ok(url)
+}
+
+/// A JSON error without the input it quotes: serde writes unexpected strings in quotes
+/// (`invalid type: string "https://u:pw@host", expected …`) and map keys as field names in
+/// backticks; both go, what is left (the kind of error, the position, the expected fields) stays.
+pub fn json_problem(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            // A Debug-quoted string: escapes keep any `"` inside it behind a `\`.
+            '"' => {
+                out.push_str("\"…\"");
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            // Backticks: serde's field names; an identifier is shown, anything else is input.
+            '`' => {
+                let quoted: String = chars.by_ref().take_while(|&c| c != '`').collect();
+                if !quoted.is_empty()
+                    && quoted
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    out.push('`');
+                    out.push_str(&quoted);
+                    out.push('`');
+                } else {
+                    out.push_str("`…`");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -673,6 +782,191 @@ mod tests {
         assert_eq!(c.host_registry("DOCKER.example.com:443"), Some("docker.io"));
         assert_eq!(c.host_registry("other.example.com"), None);
         assert_eq!(load(&[]).unwrap().host_registry("docker.example.com"), None);
+    }
+
+    #[test]
+    fn auth_hosts_for_upstreams_and_fallbacks() {
+        let c = load(&[(
+            "UPSTREAMS",
+            r#"{"docker.io": {"url": "https://nvcr.io", "auth_hosts": ["AUTHN.nvidia.com", "10.0.0.1"],
+                "fallback": [{"url": "https://m.example", "auth_hosts": ["auth.example.net"]}]}}"#,
+        )])
+        .unwrap();
+        let hub = c.upstream("docker.io").unwrap();
+        assert_eq!(hub.auth_hosts, ["authn.nvidia.com", "10.0.0.1"]);
+        assert_eq!(hub.fallbacks[0].auth_hosts, ["auth.example.net"]);
+        assert!(load(&[])
+            .unwrap()
+            .upstream("docker.io")
+            .unwrap()
+            .auth_hosts
+            .is_empty());
+        for (json, setting) in [
+            (
+                r#"{"docker.io": {"url": "https://x", "auth_hosts": ["https://a.example"]}}"#,
+                r#"UPSTREAMS["docker.io"].auth_hosts[0]"#,
+            ),
+            (
+                r#"{"docker.io": {"url": "https://x", "fallback": [{"url": "https://y", "auth_hosts": ["ok.example", "a.example:443"]}]}}"#,
+                r#"UPSTREAMS["docker.io"].fallback[0].auth_hosts[1]"#,
+            ),
+        ] {
+            assert_eq!(load(&[("UPSTREAMS", json)]).unwrap_err().setting, setting);
+        }
+    }
+
+    #[test]
+    fn public_url_is_an_origin() {
+        assert_eq!(load(&[]).unwrap().public_url, None);
+        let c = load(&[("PUBLIC_URL", "https://Door.Example.com/")]).unwrap();
+        assert_eq!(
+            c.public_url.as_ref().map(HttpUrl::as_str),
+            Some("https://door.example.com/")
+        );
+        let c = load(&[("PUBLIC_URL", "http://127.0.0.1:8787")]).unwrap();
+        assert_eq!(c.public_url.unwrap().as_str(), "http://127.0.0.1:8787/");
+        for bad in [
+            "door.example.com",
+            "ftp://door.example.com",
+            "https://door.example.com/prefix",
+            "https://door.example.com/?x=1",
+            "https://door.example.com/#x",
+            "https://u:hunter2@door.example.com",
+        ] {
+            let e = load(&[("PUBLIC_URL", bad)]).unwrap_err();
+            assert_eq!(e.setting, "PUBLIC_URL", "{bad}");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+    }
+
+    /// A password written into a URL (or anywhere in a JSON setting) is refused, and the error
+    /// names the setting without repeating the password — the error is every answer's body.
+    #[test]
+    fn configuration_errors_never_repeat_a_secret() {
+        let s3 = |endpoint: &'static str| {
+            vec![
+                ("BLOB_REDIRECT", "s3"),
+                ("R2_S3_ENDPOINT", endpoint),
+                ("R2_BUCKET", "b"),
+                ("R2_ACCESS_KEY_ID", "AK"),
+                ("R2_SECRET_ACCESS_KEY", "SK"),
+            ]
+        };
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (
+                vec![(
+                    "UPSTREAMS",
+                    r#"{"docker.io": {"url": "https://svc:hunter2@registry.example"}}"#,
+                )],
+                r#"UPSTREAMS["docker.io"].url"#,
+            ),
+            (
+                vec![(
+                    "UPSTREAMS",
+                    r#"{"docker.io": {"url": "https://hunter2@registry.example"}}"#,
+                )],
+                r#"UPSTREAMS["docker.io"].url"#,
+            ),
+            (
+                vec![(
+                    "UPSTREAMS",
+                    r#"{"docker.io": {"url": "https://svc:hunter2@[oops/"}}"#,
+                )],
+                r#"UPSTREAMS["docker.io"].url"#,
+            ),
+            (
+                vec![(
+                    "UPSTREAMS",
+                    r#"{"docker.io": {"url": "https://x", "fallback": [{"url": "https://svc:hunter2@m.example"}]}}"#,
+                )],
+                r#"UPSTREAMS["docker.io"].fallback[0].url"#,
+            ),
+            (
+                vec![(
+                    "UPSTREAMS",
+                    r#"{"docker.io": "https://svc:hunter2@registry.example"}"#,
+                )],
+                "UPSTREAMS",
+            ),
+            (
+                vec![(
+                    "UPSTREAMS",
+                    r#"{"docker.io": {"url": "https://x", "fallback": "https://svc:hunter2@m"}}"#,
+                )],
+                "UPSTREAMS",
+            ),
+            (
+                vec![(
+                    "UPSTREAMS",
+                    r#"{"docker.io": {"url": "https://x", "https://svc:hunter2@m": 1}}"#,
+                )],
+                "UPSTREAMS",
+            ),
+            (
+                vec![(
+                    "UPSTREAMS",
+                    r#"{"svc:hunter2@registry.example": {"url": "https://x"}}"#,
+                )],
+                "UPSTREAMS",
+            ),
+            (
+                s3("https://AK:hunter2@acct.r2.cloudflarestorage.com"),
+                "R2_S3_ENDPOINT",
+            ),
+            (s3("hunter2"), "R2_S3_ENDPOINT"),
+            (
+                vec![("PUBLIC_URL", "https://u:hunter2@door.example")],
+                "PUBLIC_URL",
+            ),
+            (vec![("HOSTS", r#"{"a": ["hunter2"]}"#)], "HOSTS"),
+            (vec![("PINS", r#"{"a": ["hunter2"]}"#)], "PINS"),
+            (vec![("PREWARM", r#"["ok", {"x": "hunter2"}]"#)], "PREWARM"),
+            (
+                vec![(
+                    "ACCESS",
+                    r#"{"users": {"ci": {"password_secret": ["hunter2"]}}}"#,
+                )],
+                "ACCESS",
+            ),
+            (vec![("ACCESS", r#"{"users": "hunter2"}"#)], "ACCESS"),
+        ];
+        for (pairs, setting) in cases {
+            let e = load(&pairs).expect_err(&format!("{pairs:?} should fail"));
+            assert_eq!(e.setting, setting, "{pairs:?}: {e}");
+            let text = e.to_string();
+            assert!(text.contains(setting), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+        let e = load(&[(
+            "UPSTREAMS",
+            r#"{"docker.io": {"url": "https://u:hunter2@x"}}"#,
+        )])
+        .unwrap_err();
+        assert!(e.problem.contains("credentials"), "{e}");
+    }
+
+    #[test]
+    fn json_problems_keep_their_shape_but_not_their_input() {
+        let Err(e) = serde_json::from_str::<BTreeMap<String, RawUpstream>>(
+            r#"{"r": {"url": "https://x", "usr": "a"}}"#,
+        ) else {
+            panic!("an unknown field")
+        };
+        let p = json_problem(&e);
+        assert!(
+            p.starts_with("unknown field `usr`, expected one of `url`"),
+            "{p}"
+        );
+        let e = serde_json::from_str::<Vec<String>>(r#"["a\"b", 1]"#).unwrap_err();
+        assert_eq!(
+            json_problem(&e),
+            "invalid type: integer `1`, expected a string at line 1 column 10"
+        );
+        let e = serde_json::from_str::<u8>(r#""x\"y\\\"z` tail""#).unwrap_err();
+        assert_eq!(
+            json_problem(&e),
+            "invalid type: string \"…\", expected u8 at line 1 column 17"
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`route`]: `(method, host, path, query)` → what was asked for;
 //! - [`range`]: HTTP `Range` parsing for blob reads;
 //! - [`cache`]: storage keys (one place), record encodings, freshness;
-//! - [`upstream`]: `WWW-Authenticate` parsing, tokens and their cache, the auth dance, redirects;
+//! - [`upstream`]: `WWW-Authenticate` parsing, tokens and their cache, the auth dance, redirects,
+//!   and which token realms may receive the service account's credentials;
 //! - [`signing`]: SigV4 presigned URLs for R2, and HMAC-signed URLs for the door's own blobs;
 //! - [`ports`]: the traits that are the only seam to the runtime;
 //! - [`proxy`]: pull-through orchestration, generic over the ports;

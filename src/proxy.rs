@@ -472,7 +472,13 @@ where
         repository: Option<&str>,
         why: &str,
     ) -> RegistryError {
-        let origin = req.origin.unwrap_or("");
+        // `PUBLIC_URL` when set: the client's `Host` header does not choose where it sends its
+        // credentials next.
+        let public = self.config.public_url.as_ref();
+        let origin = public
+            .map(|u| u.as_str().trim_end_matches('/'))
+            .or(req.origin)
+            .unwrap_or("");
         let service = origin.split("://").nth(1).unwrap_or(origin);
         let mut value = format!("Bearer realm=\"{origin}/token\",service=\"{service}\"");
         if let Some(repository) = repository {
@@ -1164,6 +1170,7 @@ where
                 .fetch(method, &target.repository, tail, headers.clone())
                 .await;
             outcome.upstream_calls += client.calls.get();
+            outcome.notes.append(&mut client.notes.borrow_mut());
             let reachable = !is_outage(&result);
             let wait = self
                 .health

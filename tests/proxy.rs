@@ -190,6 +190,8 @@ struct FakeRegistry {
     stall_manifests: Cell<bool>,
     /// Blob GETs answer without `Content-Length` (chunked).
     chunked_blobs: Cell<bool>,
+    /// The CDN answers `401` with a bearer challenge naming this realm.
+    cdn_realm: Option<&'static str>,
 }
 
 impl FakeRegistry {
@@ -209,11 +211,12 @@ impl FakeRegistry {
             fallback: None,
             other: None,
             permissive: Cell::new(false),
-            realm: "http://auth.test/token",
+            realm: "http://auth.reg.test/token",
             only_in: HashMap::new(),
             platform_fallback: None,
             stall_manifests: Cell::new(false),
             chunked_blobs: Cell::new(false),
+            cdn_realm: None,
         }
     }
 
@@ -277,7 +280,7 @@ impl Upstream for FakeRegistry {
             .borrow_mut()
             .push((req.method, url.clone(), auth.clone()));
 
-        if let Some(rest) = url.strip_prefix("http://auth.test/token?") {
+        if let Some(rest) = url.strip_prefix(&format!("{}?", self.realm)) {
             let expected = format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("svc:{}", self.password))
@@ -297,6 +300,10 @@ impl Upstream for FakeRegistry {
             return Ok(answer(200, &[], body.into_bytes()));
         }
         if let Some(path) = url.strip_prefix("http://cdn.test/") {
+            if let Some(realm) = self.cdn_realm {
+                let challenge = format!(r#"Bearer realm="{realm}",service="cdn""#);
+                return Ok(answer(401, &[("www-authenticate", &challenge)], vec![]));
+            }
             if auth.is_some() {
                 return Ok(answer(400, &[], b"Authorization not allowed".to_vec()));
             }
@@ -1197,6 +1204,7 @@ fn the_fallback_answers_when_the_primary_is_rate_limited_and_is_verified_too() {
     reg.add_manifest("team/app", "v2", MANIFEST, b"{\"schemaVersion\":2,\"v\":2}");
     let (mut mirror, _, _) = image();
     mirror.base = "http://fallback.test";
+    mirror.realm = "http://fallback.test/token";
     mirror.manifests = reg.manifests.clone();
     mirror.blobs = reg.blobs.clone();
     reg.fallback = Some(Box::new(mirror));
@@ -1993,6 +2001,7 @@ fn a_permissive_registry_cannot_unlock_another_registrys_blobs() {
     let (mut reg, _, layer) = image();
     let mut open = FakeRegistry::new();
     open.base = "http://open.test";
+    open.realm = "http://open.test/token";
     open.permissive.set(true);
     reg.other = Some(Box::new(open));
     let w = World::new(reg);
@@ -2040,6 +2049,7 @@ fn a_second_registry_that_delivers_the_bytes_is_vouched_for_too() {
     let (mut reg, _, layer) = image();
     let mut mirror = FakeRegistry::new();
     mirror.base = "http://mirror.test";
+    mirror.realm = "http://mirror.test/token";
     mirror.blobs = reg.blobs.clone();
     reg.other = Some(Box::new(mirror));
     let w = World::new(reg);
@@ -2835,4 +2845,131 @@ fn a_tag_known_from_a_head_gets_its_manifest_from_the_digests_owner() {
     assert_eq!(w.reg.count(HttpMethod::Get, "/manifests/"), 1);
     let (_, o) = w.get(&format!("/v2/team/app/manifests/{digest}"));
     assert_eq!(o.cache, Some(CacheOutcome::Hit));
+}
+
+/// The requests that carried the service account's Basic credentials, by URL.
+fn basic_sent_to(w: &World) -> Vec<String> {
+    let svc = basic("svc", "pw");
+    w.reg
+        .log
+        .borrow()
+        .iter()
+        .filter(|(_, _, auth)| auth.as_deref() == Some(svc.as_str()))
+        .map(|(_, url, _)| url.clone())
+        .collect()
+}
+
+#[test]
+fn a_realm_on_another_host_is_asked_without_credentials_unless_listed() {
+    let (mut reg, _, _) = image();
+    reg.realm = "http://evil.test/token";
+    let w = World::new(reg);
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    // The fake realm issues tokens only for the service account: anonymously, it refuses.
+    assert_eq!((r.status, error_code(&r)), (403, "DENIED".into()));
+    let realm_requests: Vec<_> = w
+        .reg
+        .log
+        .borrow()
+        .iter()
+        .filter(|(_, u, _)| u.starts_with("http://evil.test/"))
+        .map(|(_, _, auth)| auth.clone())
+        .collect();
+    assert_eq!(realm_requests, [None], "asked once, anonymously");
+    assert_eq!(basic_sent_to(&w), Vec::<String>::new());
+    let note = o
+        .notes
+        .iter()
+        .find(|n| n.contains("token realm evil.test"))
+        .unwrap_or_else(|| panic!("a note names the realm's host: {:?}", o.notes));
+    assert!(note.contains("anonymously"), "{note}");
+    let everything = format!("{:?}{}", o.notes, String::from_utf8_lossy(&body(&r)));
+    assert!(
+        !everything.contains(&basic("svc", "pw")[6..]),
+        "{everything}"
+    );
+    assert!(!everything.contains("pw\""), "{everything}");
+
+    // Listed in `auth_hosts`, the same realm gets the credentials and the pull works.
+    let (mut reg, _, _) = image();
+    reg.realm = "http://evil.test/token";
+    let mut w = World::new(reg);
+    w.config.upstreams.get_mut("reg.test").unwrap().auth_hosts = vec!["evil.test".into()];
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(r.status, 200, "{:?}", o.notes);
+    assert_eq!(basic_sent_to(&w).len(), 1);
+    assert!(basic_sent_to(&w)[0].starts_with("http://evil.test/token?"));
+}
+
+#[test]
+fn a_challenge_from_a_redirect_target_is_neither_answered_nor_remembered() {
+    let (mut reg, _, layer) = image();
+    reg.redirect_blobs = true;
+    // Same registrable domain as the registry: only the redirect makes it untrusted.
+    reg.cdn_realm = Some("http://auth2.reg.test/token");
+    let w = World::new(reg);
+    let blob = format!("/v2/team/app/blobs/{layer}");
+    for round in 0..2 {
+        // Round 0: the 401 answers the retry that carried a fresh token; round 1: the first try,
+        // with the token cached.
+        let (r, o) = w.get(&blob);
+        assert_eq!(
+            (r.status, error_code(&r)),
+            (403, "DENIED".into()),
+            "{round}"
+        );
+        assert!(
+            o.notes
+                .iter()
+                .any(|n| n.contains("401 from cdn.test") && n.contains("redirect")),
+            "{round}: {:?}",
+            o.notes
+        );
+        assert!(
+            !w.reg
+                .log
+                .borrow()
+                .iter()
+                .any(|(_, u, _)| u.contains("auth2.reg.test")),
+            "{round}: the redirect target's realm is never asked"
+        );
+        let realm = w
+            .tokens
+            .borrow()
+            .realm("http://reg.test/")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            realm.realm, "http://auth.reg.test/token",
+            "{round}: not remembered"
+        );
+    }
+    assert!(basic_sent_to(&w)
+        .iter()
+        .all(|u| u.starts_with("http://auth.reg.test/token?")));
+}
+
+#[test]
+fn challenges_name_the_public_url_whatever_host_the_client_sent() {
+    let (reg, _, _) = image();
+    let w = World::with(
+        reg,
+        &[
+            ("ACCESS", r#"{"anonymous": []}"#),
+            ("ACCESS_TOKEN_KEY", ACCESS_KEY),
+            ("PUBLIC_URL", "https://door.example.com"),
+        ],
+    );
+    // The world's requests come in as `https://door.test` (their Host header).
+    for path in ["/v2/", "/v2/team/app/manifests/v1"] {
+        let (r, _) = w.get(path);
+        assert_eq!(r.status, 401, "{path}");
+        let challenge = r.headers.get("www-authenticate").unwrap();
+        assert!(
+            challenge.starts_with(
+                r#"Bearer realm="https://door.example.com/token",service="door.example.com""#
+            ),
+            "{challenge}"
+        );
+    }
 }

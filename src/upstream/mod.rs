@@ -4,9 +4,15 @@
 //! challenge, obtains a token for the service account (or anonymously) from the realm, caches it
 //! per (registry, scope), and retries once. Redirects (Docker Hub → its CDN, Quay → CloudFront) are
 //! followed here, not by the runtime, so `Authorization` is never sent to another origin.
+//!
+//! The service account's credentials go only to a realm [`realm::credentials_allowed`] admits;
+//! any other realm is asked for an anonymous token, and [`Client::notes`] says why. A `401` from
+//! a host the upstream redirected to is not answered at all (and its realm not remembered): the
+//! retry would go back to the upstream, and the redirect would drop its `Authorization` anyway.
 
 pub mod challenge;
 pub mod health;
+pub mod realm;
 pub mod token;
 
 use crate::config::UpstreamConfig;
@@ -16,6 +22,7 @@ use crate::oci::Repository;
 use crate::ports::{Fetched, Headers, HttpMethod, NetError, OutboundRequest, Upstream};
 use base64::Engine as _;
 use std::cell::{Cell, RefCell};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use token::{parse_token_response, pull_scope, BearerRealm, TokenCache};
 
 const MAX_REDIRECTS: usize = 5;
@@ -30,6 +37,8 @@ pub struct Client<'a, U> {
     pub now: u64,
     /// Requests actually sent (registry, token endpoint and redirect hops).
     pub calls: Cell<u32>,
+    /// Things the request log should say (a realm asked anonymously, and why). Never a credential.
+    pub notes: RefCell<Vec<String>>,
 }
 
 impl<'a, U: Upstream> Client<'a, U> {
@@ -45,7 +54,12 @@ impl<'a, U: Upstream> Client<'a, U> {
             tokens,
             now,
             calls: Cell::new(0),
+            notes: RefCell::new(Vec::new()),
         }
+    }
+
+    fn note(&self, note: String) {
+        self.notes.borrow_mut().push(note);
     }
 
     /// `METHOD <url>/v2/<repository>/<tail>` with pull rights on `repository`; `tail` may carry a
@@ -87,9 +101,14 @@ impl<'a, U: Upstream> Client<'a, U> {
         if let Some(token) = &cached {
             req.headers.set("authorization", format!("Bearer {token}"));
         }
-        let first = self.send(req.clone()).await?;
+        let (first, answered_by) = self.send(req.clone()).await?;
         if first.status != 401 {
             return Ok(first);
+        }
+        if !same_host(&answered_by, &self.upstream.url) {
+            // A host the upstream redirected to asks for credentials: it gets none, and its
+            // challenge is not remembered.
+            return Err(self.redirected_challenge(&answered_by));
         }
         if cached.is_some() {
             // Upstream refused a token it issued (revoked, or clocks disagree): get a fresh one.
@@ -124,9 +143,12 @@ impl<'a, U: Upstream> Client<'a, U> {
             ));
         };
         req.headers.set("authorization", authorization);
-        let second = self.send(req).await?;
+        let (second, answered_by) = self.send(req).await?;
         if second.status == 401 {
             self.tokens.borrow_mut().remove(token_key, &scope);
+            if !same_host(&answered_by, &self.upstream.url) {
+                return Err(self.redirected_challenge(&answered_by));
+            }
             return Err(RegistryError::new(
                 ErrorCode::Denied,
                 format!("{registry} refused the mirror's credentials for {repository}"),
@@ -164,9 +186,18 @@ impl<'a, U: Upstream> Client<'a, U> {
         url.append_query_pair("scope", asked_scope.unwrap_or(scope));
         let mut headers = Headers::new();
         if let Some(basic) = self.basic() {
-            headers.set("authorization", basic);
+            let upstream = &self.upstream.url;
+            match realm::credentials_allowed(upstream, &self.upstream.auth_hosts, &url) {
+                Ok(()) => headers.set("authorization", basic),
+                Err(why) => self.note(format!(
+                    "token realm {} asked anonymously, without the service account: {}",
+                    url.host_str(),
+                    why.as_str()
+                )),
+            }
         }
-        let answer = self
+        let anonymous = headers.get("authorization").is_none();
+        let (answer, _) = self
             .send(OutboundRequest {
                 method: HttpMethod::Get,
                 url,
@@ -176,10 +207,15 @@ impl<'a, U: Upstream> Client<'a, U> {
         match answer.status {
             200 => {}
             401 | 403 => {
+                let whose = if anonymous {
+                    "an anonymous token"
+                } else {
+                    "the mirror's credentials"
+                };
                 return Err(RegistryError::new(
                     ErrorCode::Denied,
-                    format!("{registry}'s token service refused the mirror's credentials"),
-                ))
+                    format!("{registry}'s token service refused {whose}"),
+                ));
             }
             s => {
                 return Err(upstream_status(
@@ -204,6 +240,21 @@ impl<'a, U: Upstream> Client<'a, U> {
         Ok(value)
     }
 
+    /// The error for a `401` from `host`, reached by a redirect: not answered, not remembered.
+    fn redirected_challenge(&self, answered_by: &HttpUrl) -> RegistryError {
+        let host = answered_by.host_str();
+        self.note(format!(
+            "a 401 from {host}, reached by a redirect, was not answered"
+        ));
+        RegistryError::new(
+            ErrorCode::Denied,
+            format!(
+                "{} redirected to {host}, which asked for credentials; the mirror sends none there",
+                self.upstream.name
+            ),
+        )
+    }
+
     fn basic(&self) -> Option<String> {
         self.upstream.credentials.as_ref().map(|c| {
             let raw = format!("{}:{}", c.username, c.password);
@@ -215,7 +266,11 @@ impl<'a, U: Upstream> Client<'a, U> {
     }
 
     /// Sends `req`, following redirects; `Authorization` goes only to the origin it was meant for.
-    async fn send(&self, mut req: OutboundRequest) -> Result<Fetched<U::Body>, RegistryError> {
+    /// Also gives the URL that answered (the last redirect's target).
+    async fn send(
+        &self,
+        mut req: OutboundRequest,
+    ) -> Result<(Fetched<U::Body>, HttpUrl), RegistryError> {
         let registry = self.upstream.name.as_str();
         for _ in 0..=MAX_REDIRECTS {
             self.calls.set(self.calls.get() + 1);
@@ -225,7 +280,7 @@ impl<'a, U: Upstream> Client<'a, U> {
                 .await
                 .map_err(|e| net_error(registry, e))?;
             if !matches!(res.status, 301 | 302 | 303 | 307 | 308) {
-                return Ok(res);
+                return Ok((res, req.url));
             }
             let next = res
                 .headers
@@ -267,33 +322,79 @@ impl<U> Client<'_, U> {
     }
 }
 
-/// Whether `url` names a loopback, private, link-local or otherwise internal address.
+/// Whether two URLs name the same host (ports and schemes aside).
+fn same_host(a: &HttpUrl, b: &HttpUrl) -> bool {
+    let bare = |h: &str| h.strip_suffix('.').unwrap_or(h).to_owned();
+    bare(a.host_str()) == bare(b.host_str())
+}
+
+/// Whether `url` names a loopback, private, link-local or otherwise internal or reserved address,
+/// or a name reserved for such (`localhost`, `*.internal`, a single label). Only what the URL
+/// itself says: a public name that *resolves* to a private address cannot be told from a Worker,
+/// which has no DNS API. IPv4 arrives here already normalized by [`HttpUrl`] (`http://2130706433/`,
+/// `http://0x7f.1/` and `http://127.1/` are all `127.0.0.1`), and IPv6 forms that carry an IPv4
+/// address (mapped, compatible, NAT64, 6to4) are judged by that address.
 pub fn is_private(url: &HttpUrl) -> bool {
-    let private_v4 = |ip: std::net::Ipv4Addr| {
-        let [a, b, ..] = ip.octets();
-        ip.is_loopback()
-            || ip.is_private()
-            || ip.is_link_local()
-            || ip.is_unspecified()
-            || ip.is_broadcast()
-            || a == 0
-            || (a == 100 && (64..128).contains(&b))
-    };
     match url.host() {
         Host::Ipv4(ip) => private_v4(ip),
-        Host::Ipv6(ip) => {
-            let first = ip.segments()[0];
-            ip.is_loopback()
-                || ip.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || ip.to_ipv4_mapped().is_some_and(private_v4)
-        }
-        Host::Domain(d) => {
-            let d = d.trim_end_matches('.');
-            d == "localhost" || d.ends_with(".localhost") || d.ends_with(".internal")
-        }
+        Host::Ipv6(ip) => private_v6(ip),
+        Host::Domain(d) => private_name(d),
     }
+}
+
+/// IANA's special-purpose IPv4 registry, less the globally reachable few that matter nowhere here.
+fn private_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    a == 0 // "this network" 0/8
+        || a == 10
+        || a == 127
+        || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64/10
+        || (a == 169 && b == 254)
+        || (a == 172 && (16..32).contains(&b))
+        || (a == 192 && b == 168)
+        || (a == 192 && b == 0 && (c == 0 || c == 2)) // IETF assignments, TEST-NET-1
+        || (a == 192 && b == 88 && c == 99) // the old 6to4 relay anycast
+        || (a == 198 && (18..20).contains(&b)) // benchmarking 198.18/15
+        || (a == 198 && b == 51 && c == 100) // TEST-NET-2
+        || (a == 203 && b == 0 && c == 113) // TEST-NET-3
+        || a >= 224 // multicast 224/4, reserved 240/4, broadcast
+}
+
+fn private_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if s[..5] == [0; 5] && (s[5] == 0 || s[5] == 0xffff) {
+        // IPv4-compatible `::a.b.c.d` (and `::`, `::1`) or IPv4-mapped `::ffff:a.b.c.d`.
+        return private_v4(v4(s[6], s[7]));
+    }
+    if s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 {
+        return private_v4(v4(s[6], s[7])); // IPv4-translated `::ffff:0:a.b.c.d`
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b {
+        // NAT64: the well-known prefix 64:ff9b::/96 carries an IPv4 address; the local-use
+        // 64:ff9b:1::/48 is private whatever follows.
+        return s[2..6] != [0; 4] || private_v4(v4(s[6], s[7]));
+    }
+    if s[0] == 0x2002 {
+        return private_v4(v4(s[1], s[2])); // 6to4 2002:a.b.c.d::/48
+    }
+    (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10
+        || (s[0] & 0xff00) == 0xff00 // multicast ff00::/8
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo 2001::/32: a tunnel to any IPv4 address
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] == 0x0100 && s[1..4] == [0; 3]) // discard-only 100::/64
+}
+
+/// Names that never mean a public host: `localhost`, the special-use `.local`, `.internal`,
+/// `.localhost`, `.home.arpa`, `.localdomain`, and single labels (intranet names).
+fn private_name(domain: &str) -> bool {
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    !d.contains('.')
+        || ["localhost", "local", "internal", "home.arpa", "localdomain"]
+            .iter()
+            .any(|r| d == *r || d.ends_with(&format!(".{r}")))
 }
 
 /// The error for an upstream answer that is not a success. `not_found` is the code a 404 means
@@ -346,21 +447,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn private_addresses() {
+    fn private_addresses_in_every_spelling() {
         let private = [
             "http://127.0.0.1:5000/",
+            // IPv4 as the URL standard reads it: one number, hex, octal, short forms.
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://127.1/",
+            "http://0177.0.0.1/",
+            "http://0x7f000001/",
+            "http://127.0.0.1./",
+            "http://%31%32%37.0.0.1/",
             "http://10.1.2.3/",
+            "http://012.1/",
             "http://172.16.0.1/",
+            "http://172.31.255.255/",
             "http://192.168.1.1/",
+            "http://3232235777/",
             "http://169.254.169.254/latest/meta-data",
+            "http://0xa9fea9fe/",
             "http://100.64.0.1/",
+            "http://100.127.255.255/",
+            "http://198.18.0.1/",
+            "http://198.19.255.255/",
+            "http://192.0.0.1/",
+            "http://192.0.2.1/",
+            "http://198.51.100.1/",
+            "http://203.0.113.1/",
+            "http://224.0.0.1/",
+            "http://240.0.0.1/",
+            "http://255.255.255.255/",
             "http://0.0.0.0/",
+            "http://0/",
+            "http://0.1.2.3/",
             "http://[::1]/",
+            "http://[0:0:0:0:0:0:0:1]/",
+            "http://[::]/",
+            "http://[::127.0.0.1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:7f00:1]/",
+            "http://[::ffff:a9fe:a9fe]/",
+            "http://[::ffff:0:10.0.0.1]/",
+            "http://[64:ff9b::127.0.0.1]/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[64:ff9b:1::8.8.8.8]/",
+            "http://[2002:7f00:1::]/",
+            "http://[2002:c0a8:101::1]/",
+            "http://[fc00::1]/",
             "http://[fd00::1]/",
             "http://[fe80::1]/",
-            "http://[::ffff:127.0.0.1]/",
+            "http://[febf::1]/",
+            "http://[fec0::1]/",
+            "http://[ff02::1]/",
+            "http://[2001::1]/",
+            "http://[2001:db8::1]/",
             "http://localhost:8080/",
+            "http://LOCALHOST./",
+            "http://app.localhost/",
             "http://metadata.google.internal/",
+            "http://printer.local/",
+            "http://router.home.arpa/",
+            "http://metadata/",
         ];
         for u in private {
             assert!(is_private(&HttpUrl::parse(u).unwrap()), "{u}");
@@ -368,8 +515,17 @@ mod tests {
         for u in [
             "https://auth.docker.io/token",
             "https://8.8.8.8/",
+            "https://134744072/",
             "https://[2606:4700::1]/",
+            "https://[::ffff:8.8.8.8]/",
+            "https://[64:ff9b::8.8.8.8]/",
+            "https://[2002:808:808::1]/",
             "https://172.32.0.1/",
+            "https://100.128.0.1/",
+            "https://198.20.0.1/",
+            "https://223.255.255.255/",
+            "https://localhost.example.com/",
+            "https://internal.example.com/",
         ] {
             assert!(!is_private(&HttpUrl::parse(u).unwrap()), "{u}");
         }

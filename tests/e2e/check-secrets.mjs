@@ -1,5 +1,7 @@
 // After the end-to-end suite: no secret any door was configured with (passwords, tokens, signing
-// and storage keys) appears in any door's log or in any answer a test fetched from a door.
+// and storage keys) appears in any door's log, in any answer a test fetched from a door, or in what
+// a scripted upstream's credential sink received where the service account's credentials must not
+// go (sink-*.txt, written by tests/e2e/lib/realmsink.mjs, Basic credentials decoded).
 // Usage: node tests/e2e/check-secrets.mjs $FRONTDOOR_LOG_DIR
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
@@ -9,7 +11,8 @@ const files = readdirSync(dir);
 const secrets = new Set(files.filter((f) => f.startsWith("secrets-"))
   .flatMap((f) => JSON.parse(readFileSync(path.join(dir, f), "utf8")))
   .filter((s) => typeof s === "string" && s.length >= 6));
-const scanned = files.filter((f) => f.startsWith("log-") || f.startsWith("answers-"));
+const scanned = files.filter((f) => ["log-", "answers-", "sink-"].some((p) => f.startsWith(p)));
+const sinks = files.filter((f) => f.startsWith("sink-")).length;
 let bytes = 0;
 const leaks = [];
 for (const f of scanned) {
@@ -21,6 +24,6 @@ if (secrets.size === 0 || scanned.length === 0) {
   console.error("check-secrets: nothing recorded — was FRONTDOOR_LOG_DIR set for the suite?");
   process.exit(1);
 }
-console.log(`check-secrets: ${secrets.size} secrets, ${scanned.length} files, ${bytes} bytes of logs and answers: ${leaks.length} leaks`);
+console.log(`check-secrets: ${secrets.size} secrets, ${scanned.length} files (${sinks} credential sinks), ${bytes} bytes of logs, answers and sinks: ${leaks.length} leaks`);
 for (const l of leaks) console.error(`LEAK ${l}`);
 process.exit(leaks.length ? 1 : 0);
