@@ -150,6 +150,10 @@ pub struct UpstreamConfig {
     /// Tried in order when this upstream answers 429 or 5xx or cannot be reached; content from
     /// them is verified exactly like the primary's.
     pub fallbacks: Vec<UpstreamConfig>,
+    /// `serve_stale_on` (opt-in): when revalidating a tag the door holds a copy of, these upstream
+    /// answers (`404`: the tag was deleted; `401`/`403`: the mirror's credentials were revoked)
+    /// keep serving that copy, marked stale, instead of failing the pull.
+    pub serve_stale_on: Vec<u16>,
 }
 
 impl UpstreamConfig {
@@ -207,6 +211,9 @@ struct RawUpstream {
     /// Mirrors tried in order when this one answers 429 or 5xx (not allowed inside a fallback).
     #[serde(default)]
     fallback: Vec<RawUpstream>,
+    /// Upstream answers (401, 403, 404) to a stale tag that keep its cached copy in service.
+    #[serde(default)]
+    serve_stale_on: Vec<u16>,
 }
 
 /// Builds one upstream (or fallback) from its raw form; `setting` names it in errors.
@@ -245,6 +252,16 @@ fn upstream_from(
     if nested && !r.fallback.is_empty() {
         return Err(bad(setting, "a fallback cannot have fallbacks of its own"));
     }
+    if let Some(s) = r
+        .serve_stale_on
+        .iter()
+        .find(|s| !matches!(s, 401 | 403 | 404))
+    {
+        return Err(bad(
+            format!("{setting}.serve_stale_on"),
+            format!("{s} is not one of 401, 403, 404"),
+        ));
+    }
     let mut fallbacks = Vec::new();
     for (i, f) in r.fallback.into_iter().enumerate() {
         fallbacks.push(upstream_from(
@@ -261,6 +278,7 @@ fn upstream_from(
         credentials,
         auth_hosts,
         fallbacks,
+        serve_stale_on: r.serve_stale_on,
     })
 }
 
@@ -782,6 +800,29 @@ mod tests {
         assert_eq!(c.host_registry("DOCKER.example.com:443"), Some("docker.io"));
         assert_eq!(c.host_registry("other.example.com"), None);
         assert_eq!(load(&[]).unwrap().host_registry("docker.example.com"), None);
+    }
+
+    #[test]
+    fn serve_stale_on_takes_only_the_refusals_it_can_outlast() {
+        let c = load(&[(
+            "UPSTREAMS",
+            r#"{"docker.io": {"url": "https://x", "serve_stale_on": [404, 401]}}"#,
+        )])
+        .unwrap();
+        assert_eq!(c.upstream("docker.io").unwrap().serve_stale_on, [404, 401]);
+        assert!(load(&[])
+            .unwrap()
+            .upstream("docker.io")
+            .unwrap()
+            .serve_stale_on
+            .is_empty());
+        let e = load(&[(
+            "UPSTREAMS",
+            r#"{"docker.io": {"url": "https://x", "serve_stale_on": [500]}}"#,
+        )])
+        .unwrap_err();
+        assert_eq!(e.setting, r#"UPSTREAMS["docker.io"].serve_stale_on"#);
+        assert!(e.problem.contains("500"), "{}", e.problem);
     }
 
     #[test]

@@ -784,6 +784,46 @@ where
                     }
                 }
             }
+            // Opt-in (`serve_stale_on`): a tag deleted upstream, or the mirror's credentials
+            // revoked, keeps the copy the door holds in service rather than failing every pull.
+            let refusal = match &answer {
+                Ok(f) if f.status != 200 => Some(f.status),
+                Err(e) if e.code == ErrorCode::Denied => Some(401),
+                _ => None,
+            };
+            let opted = |status: u16| {
+                self.config.upstream(registry).is_some_and(|u| {
+                    u.serve_stale_on.contains(&status)
+                        || (status == 401 && u.serve_stale_on.contains(&403))
+                })
+            };
+            if let (Some(status), Some(pointer), Some(old)) = (refusal, &pointer, &digest) {
+                if opted(status) {
+                    let why =
+                        format!("upstream answered {status}; kept in service (serve_stale_on)");
+                    let record = cached
+                        .as_ref()
+                        .filter(|r| acceptable(&r.media_type, accept));
+                    let takes = pointer
+                        .media_type
+                        .as_deref()
+                        .is_some_and(|t| acceptable(t, accept));
+                    if record.is_some() || (head && takes && pointer.size.is_some()) {
+                        // Asked again after another TTL, not on every pull.
+                        let kept = TagRecord {
+                            fetched_at: self.now,
+                            ..pointer.clone()
+                        };
+                        self.kv_put(&tag_key, kept.encode(), outcome).await;
+                        if let Some(record) = record {
+                            return Ok(self.stale(record.clone(), old, head, &why, outcome));
+                        }
+                        outcome.cache = Some(CacheOutcome::Stale);
+                        outcome.notes.push(format!("served stale {old}: {why}"));
+                        return Ok(pointer_reply(pointer, old));
+                    }
+                }
+            }
             let answer = answer?;
             if answer.status != 200 {
                 return Err(self

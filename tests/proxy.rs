@@ -192,6 +192,8 @@ struct FakeRegistry {
     chunked_blobs: Cell<bool>,
     /// The CDN answers `401` with a bearer challenge naming this realm.
     cdn_realm: Option<&'static str>,
+    /// More fields for this registry's `UPSTREAMS` entry (`, "serve_stale_on": [404]`).
+    config_extra: &'static str,
 }
 
 impl FakeRegistry {
@@ -217,6 +219,7 @@ impl FakeRegistry {
             stall_manifests: Cell::new(false),
             chunked_blobs: Cell::new(false),
             cdn_realm: None,
+            config_extra: "",
         }
     }
 
@@ -518,7 +521,8 @@ impl World {
         };
         let config = Config::load(|k| match k {
             "UPSTREAMS" => Some(format!(
-                r#"{{"reg.test": {{"url": "{UPSTREAM}", "username": "svc", "password_secret": "PW"{fallback}}}{other}}}"#
+                r#"{{"reg.test": {{"url": "{UPSTREAM}", "username": "svc", "password_secret": "PW"{fallback}{}}}{other}}}"#,
+                reg.config_extra
             )),
             "PW" => Some("pw".into()),
             "DEFAULT_REGISTRY" => Some("reg.test".into()),
@@ -2971,5 +2975,52 @@ fn challenges_name_the_public_url_whatever_host_the_client_sent() {
             ),
             "{challenge}"
         );
+    }
+}
+
+#[test]
+fn a_tag_deleted_upstream_or_revoked_credentials_keep_the_cached_copy_when_opted_in() {
+    for (extra, status, password, kept) in [
+        ("", Some(404), "pw", false),
+        (r#", "serve_stale_on": [404]"#, Some(404), "pw", true),
+        (r#", "serve_stale_on": [404]"#, None, "revoked", false),
+        (r#", "serve_stale_on": [401, 404]"#, None, "revoked", true),
+    ] {
+        let (mut reg, digest, _) = image();
+        reg.config_extra = extra;
+        let mut w = World::new(reg);
+        let (fresh, _) = w.get("/v2/team/app/manifests/v1");
+        w.now.set(w.now.get() + TTL + 1);
+        w.reg.status.set(status);
+        w.reg.password = password.into();
+        let (r, o) = w.get("/v2/team/app/manifests/v1");
+        let case = format!("{extra} {status:?} {password}");
+        if kept {
+            assert_eq!(
+                (r.status, o.cache),
+                (200, Some(CacheOutcome::Stale)),
+                "{case}"
+            );
+            assert_eq!(body(&r), body(&fresh));
+            let digest_s = digest.to_string();
+            assert_eq!(
+                r.headers.get("docker-content-digest"),
+                Some(digest_s.as_str())
+            );
+            assert!(
+                o.notes.iter().any(|n| n.contains("serve_stale_on")),
+                "{:?}",
+                o.notes
+            );
+            // Kept for another TTL: the next pull asks nobody.
+            let (_, o) = w.get("/v2/team/app/manifests/v1");
+            assert_eq!(
+                (o.cache, o.upstream_calls),
+                (Some(CacheOutcome::Hit), 0),
+                "{case}"
+            );
+        } else {
+            assert_ne!(r.status, 200, "{case}");
+        }
     }
 }
