@@ -69,6 +69,8 @@ pub use crate::ports::{Body, Reply};
 
 /// Where a manifest or blob answer came from; also sent to the client as `X-Frontdoor-Cache`.
 pub const CACHE_HEADER: &str = "x-frontdoor-cache";
+/// Seconds until a down upstream is asked again (see [`Outcome::upstream_down`]).
+pub const DOWN_HEADER: &str = "x-frontdoor-upstream-down";
 pub const SECONDS_PER_DAY: u64 = 86_400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +111,10 @@ pub struct Outcome {
     pub ratelimit_limit: Option<String>,
     /// Things an operator should see (storage failures, refused upstream content).
     pub notes: Vec<String>,
+    /// Seconds until the registry's upstream is asked again, when it was found down (or known
+    /// to be): sent as `X-Frontdoor-Upstream-Down`, which is how an object's owner tells the
+    /// worker that handed it the request, so the worker's next clients are served at once.
+    pub upstream_down: Option<u64>,
 }
 
 /// One request's view of the door.
@@ -150,6 +156,9 @@ where
         let mut reply = result.unwrap_or_else(|e| error_reply(&e, req.line.method == "HEAD"));
         if let Some(cache) = outcome.cache {
             reply.headers.set(CACHE_HEADER, cache.as_str());
+        }
+        if let Some(seconds) = outcome.upstream_down {
+            reply.headers.set(DOWN_HEADER, seconds.to_string());
         }
         (reply, outcome)
     }
@@ -650,7 +659,12 @@ where
         outcome.cache = Some(CacheOutcome::Miss);
         if let Some(owner) = self.coalesce {
             return self
-                .forward(owner, &keys::manifest(registry, repo, digest), outcome)
+                .forward(
+                    owner,
+                    target,
+                    &keys::manifest(registry, repo, digest),
+                    outcome,
+                )
                 .await;
         }
         let tail = format!("manifests/{digest}");
@@ -745,9 +759,31 @@ where
             TagPlan::Revalidate | TagPlan::Fetch => {}
         }
 
+        // The registry is known to be down: served here and now, not queued behind a probe.
+        if let (Some(retry_in), true) = (self.registry_down(target), self.coalesce.is_some()) {
+            outcome.upstream_down = Some(retry_in);
+            if let (Some(pointer), Some(old)) = (&pointer, &digest) {
+                let why = format!("{registry} is down; asked again in {retry_in} s");
+                if let Some(record) = cached
+                    .as_ref()
+                    .filter(|r| acceptable(&r.media_type, accept))
+                {
+                    return Ok(self.stale(record.clone(), old, head, &why, outcome));
+                }
+                let takes = pointer
+                    .media_type
+                    .as_deref()
+                    .is_some_and(|t| acceptable(t, accept));
+                if head && takes && pointer.size.is_some() {
+                    outcome.cache = Some(CacheOutcome::Stale);
+                    outcome.notes.push(format!("served stale {old}: {why}"));
+                    return Ok(pointer_reply(pointer, old));
+                }
+            }
+        }
         outcome.cache = Some(CacheOutcome::Miss);
         if let Some(owner) = self.coalesce {
-            return self.forward(owner, &tag_key, outcome).await;
+            return self.forward(owner, target, &tag_key, outcome).await;
         }
         let tail = format!("manifests/{tag}");
         let mut headers = Headers::new();
@@ -938,7 +974,8 @@ where
         );
         outcome.coalesced = true;
         // The owner's answer is already the client's (its error body included).
-        let reply = owner.forward_path(&key, &path).await?;
+        let mut reply = owner.forward_path(&key, &path).await?;
+        self.learn_down(target, &mut reply);
         outcome.cache = Some(match reply.headers.get(CACHE_HEADER) {
             Some("hit") => CacheOutcome::Hit,
             Some("stale") => CacheOutcome::Stale,
@@ -1104,11 +1141,13 @@ where
     async fn forward(
         &self,
         owner: &C,
+        target: &Target,
         key: &str,
         outcome: &mut Outcome,
     ) -> Result<Reply<U::Body>, RegistryError> {
         outcome.coalesced = true;
-        let reply = owner.forward(key).await?;
+        let mut reply = owner.forward(key).await?;
+        self.learn_down(target, &mut reply);
         if let Some(cache) = reply.headers.get(CACHE_HEADER) {
             outcome.cache = match cache {
                 "hit" => Some(CacheOutcome::Hit),
@@ -1118,6 +1157,44 @@ where
             };
         }
         Ok(reply)
+    }
+
+    /// An owner's word that the registry's upstream is down: remembered here (the header is the
+    /// owner's, not the client's, and is passed on only as this door's own).
+    fn learn_down(&self, target: &Target, reply: &mut Reply<U::Body>) {
+        let Some(seconds) = reply
+            .headers
+            .get(DOWN_HEADER)
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        else {
+            return;
+        };
+        if let Some(primary) = self.config.upstream(&target.registry) {
+            let mut health = self.health.borrow_mut();
+            for upstream in std::iter::once(primary).chain(primary.fallbacks.iter()) {
+                health.note_down(upstream.url.as_str(), self.now, seconds);
+            }
+        }
+    }
+
+    /// Seconds until the registry's upstreams are asked again, when every one of them is down now
+    /// (asking sends no probe).
+    fn registry_down(&self, target: &Target) -> Option<u64> {
+        let primary = self.config.upstream(&target.registry)?;
+        let backoff = self.backoff();
+        let health = self.health.borrow();
+        std::iter::once(primary)
+            .chain(primary.fallbacks.iter())
+            .map(|u| health.peek(u.url.as_str(), self.now, backoff))
+            .try_fold(u64::MAX, |least, wait| wait.map(|w| least.min(w)))
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            seconds: self.config.upstream_backoff_seconds,
+            // Headers, then the body (read under the same limit), plus a token request.
+            probe_timeout: self.config.upstream_timeout_seconds.saturating_mul(3),
+        }
     }
 
     /// A cached manifest served because upstream could not answer (429, 5xx, unreachable).
@@ -1173,11 +1250,7 @@ where
         let primary = self.config.upstream(&target.registry).ok_or_else(|| {
             RegistryError::new(ErrorCode::NameUnknown, "registry is not configured")
         })?;
-        let backoff = Backoff {
-            seconds: self.config.upstream_backoff_seconds,
-            // Headers, then the body (read under the same limit), plus a token request.
-            probe_timeout: self.config.upstream_timeout_seconds.saturating_mul(3),
-        };
+        let backoff = self.backoff();
         let mut answer = None;
         for (i, upstream) in std::iter::once(primary)
             .chain(primary.fallbacks.iter())
@@ -1189,6 +1262,7 @@ where
                 .borrow_mut()
                 .admit(health_key, self.now, backoff);
             if let Admit::Down { retry_in } = admit {
+                outcome.upstream_down = Some(retry_in);
                 outcome.notes.push(format!(
                     "{} is down: not asked (next probe in {retry_in} s)",
                     upstream.url
@@ -1220,10 +1294,13 @@ where
                 (Admit::Probe, true) => outcome
                     .notes
                     .push(format!("{} is back (probe answered)", upstream.url)),
-                (_, false) if wait > 0 => outcome.notes.push(format!(
-                    "{} is down: not asked again for {wait} s",
-                    upstream.url
-                )),
+                (_, false) if wait > 0 => {
+                    outcome.upstream_down = Some(wait);
+                    outcome.notes.push(format!(
+                        "{} is down: not asked again for {wait} s",
+                        upstream.url
+                    ))
+                }
                 _ => {}
             }
             if let Ok(f) = &result {
@@ -1329,7 +1406,7 @@ where
         //    goes to the object's single owner, which fetches and fills once for everyone.
         let partial = range.filter(|r| !r.is_everything());
         if let (Some(owner), false, None) = (self.coalesce, head, partial) {
-            return self.forward(owner, &key, outcome).await;
+            return self.forward(owner, target, &key, outcome).await;
         }
         let mut headers = Headers::new();
         if let Some(r) = partial {

@@ -3024,3 +3024,35 @@ fn a_tag_deleted_upstream_or_revoked_credentials_keep_the_cached_copy_when_opted
         }
     }
 }
+
+#[test]
+fn with_upstream_down_the_worker_serves_stale_itself_instead_of_queueing_at_the_owner() {
+    let (reg, _, _) = image();
+    let w = World::new(reg);
+    w.get("/v2/team/app/manifests/v1");
+    w.now.set(w.now.get() + TTL + 1);
+    w.reg.down.set(true);
+    let via_owner = || {
+        let owner = Owner {
+            world: &w,
+            request: ("GET".into(), "/v2/team/app/manifests/v1".into()),
+            keys: RefCell::new(Vec::new()),
+        };
+        let (r, o) = w.request_via(Some(&owner), "GET", "/v2/team/app/manifests/v1", None);
+        (r, o, owner.keys.into_inner())
+    };
+    // The first goes to the owner, which finds upstream down and says so in its answer.
+    let (r, o, keys) = via_owner();
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Stale)));
+    assert_eq!(keys.len(), 1);
+    assert_eq!(r.headers.get("x-frontdoor-upstream-down"), Some("10"));
+    // The next ones are served stale by the worker at once: no owner, no upstream.
+    for _ in 0..5 {
+        let (r, o, keys) = via_owner();
+        assert_eq!(
+            (r.status, o.cache, o.upstream_calls),
+            (200, Some(CacheOutcome::Stale), 0)
+        );
+        assert!(keys.is_empty(), "handed to the owner: {keys:?}");
+    }
+}

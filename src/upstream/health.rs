@@ -110,6 +110,36 @@ impl Health {
             .get(upstream)
             .is_some_and(|o| now < o.down_until || o.probe_sent.is_some())
     }
+
+    /// What [`Health::admit`] would say, without sending a probe: `Some(retry_in)` when a request
+    /// for `upstream` would be refused now. For deciding before a request is handed to an owner.
+    pub fn peek(&self, upstream: &str, now: u64, backoff: Backoff) -> Option<u64> {
+        if backoff.seconds == 0 {
+            return None;
+        }
+        let outage = self.outages.get(upstream)?;
+        if now < outage.down_until {
+            return Some(outage.down_until - now);
+        }
+        let out = outage
+            .probe_sent
+            .is_some_and(|sent| now < sent.saturating_add(backoff.probe_timeout));
+        out.then_some(1)
+    }
+
+    /// Learns from elsewhere (an object's owner, which asked upstream) that `upstream` is down for
+    /// `seconds` more: this isolate then serves stale at once instead of handing requests on.
+    pub fn note_down(&mut self, upstream: &str, now: u64, seconds: u64) {
+        if seconds == 0 {
+            return;
+        }
+        if self.outages.len() >= MAX_TRACKED && !self.outages.contains_key(upstream) {
+            self.outages.clear();
+        }
+        let outage = self.outages.entry(upstream.to_owned()).or_default();
+        outage.failures = outage.failures.max(1);
+        outage.down_until = outage.down_until.max(now.saturating_add(seconds));
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +220,20 @@ mod tests {
             h.record(U, false, t, B);
         }
         assert_eq!(h.admit(U, 110, B), Admit::Probe);
+    }
+
+    #[test]
+    fn peeking_sends_no_probe_and_an_owners_word_is_taken() {
+        let mut h = Health::default();
+        assert_eq!(h.peek(U, 100, B), None);
+        h.note_down(U, 100, 7);
+        assert_eq!(h.peek(U, 100, B), Some(7));
+        assert_eq!(h.peek(U, 107, B), None, "back-off over: a probe may go");
+        assert_eq!(h.peek(U, 107, B), None, "peeking sent none");
+        assert_eq!(h.admit(U, 107, B), Admit::Probe);
+        assert_eq!(h.peek(U, 107, B), Some(1), "one is out now");
+        h.record(U, true, 108, B);
+        assert_eq!(h.peek(U, 108, B), None);
     }
 
     #[test]
