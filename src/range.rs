@@ -208,7 +208,8 @@ mod tests {
     #[test]
     fn parse_table() {
         use ByteRange::*;
-        let cases: &[(&str, Result<Option<Vec<ByteRange>>, ()>)] = &[
+        type Want = Result<Option<Vec<ByteRange>>, ()>;
+        let cases: &[(&str, Want)] = &[
             ("bytes=0-", Ok(Some(vec![From(0)]))),
             ("bytes=100-", Ok(Some(vec![From(100)]))),
             ("bytes=5-9", Ok(Some(vec![FromTo(5, 9)]))),
@@ -257,7 +258,8 @@ mod tests {
 
     #[test]
     fn parts_are_coalesced_in_the_order_asked() {
-        let cases: &[(&str, u64, &[(u64, u64)])] = &[
+        type Parts = &'static [(u64, u64)];
+        let cases: &[(&str, u64, Parts)] = &[
             ("bytes=0-9,100-199", 1000, &[(0, 9), (100, 199)]),
             // Order kept: the client asked for the later part first.
             ("bytes=100-199,0-9", 1000, &[(100, 199), (0, 9)]),

@@ -1091,7 +1091,8 @@ fn several_ranges_are_one_multipart_answer_from_the_cache() {
 
     let before = w.reg.total();
     // (Range, the parts (first, last, bytes) of "layer bytes" in the order they must come.)
-    let cases: &[(&str, &[(usize, usize, &[u8])])] = &[
+    type Parts<'a> = &'a [(usize, usize, &'a [u8])];
+    let cases: &[(&str, Parts)] = &[
         ("bytes=0-1,6-10", &[(0, 1, b"la"), (6, 10, b"bytes")]),
         ("bytes=6-10,0-1", &[(6, 10, b"bytes"), (0, 1, b"la")]),
         ("bytes=-5,0-0", &[(6, 10, b"bytes"), (0, 0, b"l")]),
