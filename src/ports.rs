@@ -247,10 +247,24 @@ pub trait Blobs {
     /// stalls or sends more than `len`. For bytes that must not be cached (no `Content-Length`, or
     /// a blob read on another registry's word) but must not end cleanly when wrong either.
     fn verify(&self, body: Self::Body, len: Option<u64>, digest: &Digest) -> Self::Body;
+    /// Returns a body that yields `pieces` in order, `len` bytes in all (a `multipart/byteranges`
+    /// answer, see [`crate::range::multipart`]): each [`Piece::Blob`] is read from `key` only when
+    /// its turn comes, one storage read open at a time, so memory stays flat whatever the parts'
+    /// sizes. The body errors (never ends cleanly) when a read fails or the blob is gone.
+    fn pieces(&self, key: &str, pieces: Vec<Piece>, len: u64) -> Self::Body;
     /// Lets go of a body nobody will read (pre-warming): a filling blob keeps filling.
     fn discard(&self, body: Self::Body);
     /// Removes a stored blob (retention); removing one that is not stored is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// One piece of a body put together from a stored blob (see [`Blobs::pieces`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Bytes the core wrote (a part's headers, a delimiter).
+    Bytes(Vec<u8>),
+    /// `len` bytes of the blob from `offset` (the caller has checked they lie inside it).
+    Blob { offset: u64, len: u64 },
 }
 
 /// A body for the client.

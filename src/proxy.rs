@@ -8,8 +8,9 @@
 //! - Blobs are served from R2; on a miss they stream from upstream to the client while R2 stores
 //!   the same bytes, and R2 refuses the object unless its checksum matches the digest.
 //! - A client HEAD on a miss becomes an upstream HEAD, never a GET.
-//! - `Range` reads are served from R2 as `206`; on a miss a range from byte 0 fills the cache as a
-//!   whole read would, any other range is passed upstream and not cached.
+//! - `Range` reads are served from R2 as `206`, several ranges as one `multipart/byteranges` body
+//!   (`crate::range`); on a miss a range from byte 0 — or a list of ranges — fills the cache as a
+//!   whole read would (200), any other single range is passed upstream and not cached.
 //! - Manifests are served only with a checked manifest media type (`crate::oci::serving_type`):
 //!   nothing upstream says becomes active content on the door's origin.
 //! - Tag lists are sorted (the spec's MUST) with their `Link` pointed back at the door; referrers
@@ -28,7 +29,7 @@ use crate::oci::{
     DEFAULT_MANIFEST_ACCEPT,
 };
 use crate::ports::{Blobs, Coalesce, Fetched, Headers, HttpMethod, Kv, Stored, Upstream};
-use crate::range::{self, ByteRange};
+use crate::range::{self, Ranges};
 use crate::route::{resolve_name, route, Method, RequestLine, Route, Routed, Target};
 use crate::signing::sigv4::{PresignRequest, R2_REGION, S3_SERVICE};
 use crate::signing::url_token;
@@ -1386,7 +1387,14 @@ where
                 return self.redirect(digest);
             }
             match self
-                .stored_blob(digest, head, range, Some(&target.registry), known, outcome)
+                .stored_blob(
+                    digest,
+                    head,
+                    range.clone(),
+                    Some(&target.registry),
+                    known,
+                    outcome,
+                )
                 .await?
             {
                 Served::Reply(reply) => return Ok(reply),
@@ -1404,7 +1412,12 @@ where
 
         // 2. From upstream. A range that does not start at 0 is only passed through; a whole read
         //    goes to the object's single owner, which fetches and fills once for everyone.
-        let partial = range.filter(|r| !r.is_everything());
+        //    Several ranges of a blob not stored yet are read whole, like no range: the first
+        //    client gets the whole blob (200) while it fills the cache, later ones their parts.
+        let partial = range
+            .as_ref()
+            .and_then(Ranges::single)
+            .filter(|r| !r.is_everything());
         if let (Some(owner), false, None) = (self.coalesce, head, partial) {
             return self.forward(owner, target, &key, outcome).await;
         }
@@ -1486,14 +1499,14 @@ where
         &self,
         digest: &Digest,
         head: bool,
-        range: Option<ByteRange>,
+        range: Option<Ranges>,
         registry: Option<&str>,
         known: Option<Stored>,
         outcome: &mut Outcome,
     ) -> Result<Served<U::Body>, RegistryError> {
         let key = keys::blob(digest);
         let vouched = |s: &Stored| registry.is_none_or(|r| s.vouched_by(r));
-        let stored = match (head, range, known) {
+        let stored = match (head, &range, known) {
             (false, None, _) => match self.blobs.get(&key, None).await {
                 Ok(Some((stored, body))) if vouched(&stored) => {
                     outcome.cache = Some(CacheOutcome::Hit);
@@ -1538,13 +1551,31 @@ where
                 true,
             )));
         };
-        let Some((first, last)) = range.resolve(size) else {
-            let mut e = RegistryError::new(
-                ErrorCode::RangeInvalid,
-                format!("{} is outside the blob's {size} bytes", range.header()),
-            );
-            e.content_range = Some(format!("bytes */{size}"));
-            return Err(e);
+        let parts = range.resolve(size);
+        let (first, last) = match parts.as_slice() {
+            [] => {
+                let mut e = RegistryError::new(
+                    ErrorCode::RangeInvalid,
+                    format!("{} is outside the blob's {size} bytes", range.header()),
+                );
+                e.content_range = Some(format!("bytes */{size}"));
+                return Err(e);
+            }
+            [one] => *one,
+            several => {
+                // RFC 9110 §15.3.7: several parts go as one multipart/byteranges body.
+                let boundary = range::boundary(digest);
+                let (pieces, len) = range::multipart(several, size, &boundary);
+                let mut headers = blob_headers(digest, Some(len));
+                headers.set("content-type", range::multipart_type(&boundary));
+                let body = self.blobs.pieces(&key, pieces, len);
+                return Ok(Served::Reply(reply(
+                    206,
+                    headers,
+                    Body::Stream(body),
+                    false,
+                )));
+            }
         };
         let len = last - first + 1;
         match self.blobs.get(&key, Some((first, len))).await {
@@ -1944,7 +1975,8 @@ fn blob_headers(digest: &Digest, len: Option<u64>) -> Headers {
 }
 
 /// The client's `Range`, if it sent one that applies (HEAD ignores it, as registries do).
-fn parse_range(header: Option<&str>, head: bool) -> Result<Option<ByteRange>, RegistryError> {
+/// Past [`range::MAX_PARTS`] ranges the header is ignored (`None`: the whole blob).
+fn parse_range(header: Option<&str>, head: bool) -> Result<Option<Ranges>, RegistryError> {
     match header.filter(|_| !head) {
         None => Ok(None),
         Some(h) => range::parse(h).map_err(|e| RegistryError::new(ErrorCode::RangeInvalid, e)),

@@ -476,23 +476,67 @@ fn resolves_inside(r: ByteRange, size: u64) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The parts `ranges` resolves to within `size` bytes cover exactly the bytes some range asks for
+/// (small sizes are checked byte by byte), and no two of them overlap or touch.
+fn parts_cover_exactly(ranges: &range::Ranges, size: u64) -> Result<(), TestCaseError> {
+    let parts = ranges.resolve(size);
+    for (i, &(f, l)) in parts.iter().enumerate() {
+        prop_assert!(f <= l && l < size, "{parts:?} of {size}");
+        for &(g, m) in &parts[i + 1..] {
+            prop_assert!(l + 1 < g || m + 1 < f, "{parts:?} overlap or touch");
+        }
+    }
+    if size <= 4096 {
+        for byte in 0..size {
+            let asked = ranges
+                .list()
+                .iter()
+                .any(|r| r.resolve(size).is_some_and(|(f, l)| f <= byte && byte <= l));
+            let sent = parts
+                .iter()
+                .filter(|&&(f, l)| f <= byte && byte <= l)
+                .count();
+            prop_assert_eq!(sent, usize::from(asked), "byte {} of {}", byte, size);
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(config())]
 
     #[test]
     fn range_arbitrary(s in any::<String>(), size in blob_size()) {
-        if let Ok(Some(r)) = range::parse(&s) {
-            resolves_inside(r, size)?;
+        if let Ok(Some(ranges)) = range::parse(&s) {
+            for r in ranges.list() {
+                resolves_inside(*r, size)?;
+            }
+            parts_cover_exactly(&ranges, size)?;
         }
     }
 
     #[test]
     fn range_near_valid(s in near_range_header(), size in blob_size()) {
-        if let Ok(Some(r)) = range::parse(&s) {
-            resolves_inside(r, size)?;
+        if let Ok(Some(ranges)) = range::parse(&s) {
+            for r in ranges.list() {
+                resolves_inside(*r, size)?;
+            }
+            parts_cover_exactly(&ranges, size)?;
             // What is accepted is what the door would send upstream, and that parses back.
-            prop_assert_eq!(range::parse(&r.header()), Ok(Some(r)));
+            prop_assert_eq!(range::parse(&ranges.header()), Ok(Some(ranges.clone())));
         }
+    }
+
+    /// Lists of ranges: the coalesced parts are exactly the bytes asked for, each once.
+    #[test]
+    fn range_lists_cover_exactly(
+        list in proptest::collection::vec(parsable_byte_range(), 1..8),
+        size in 0u64..64,
+    ) {
+        let specs: Vec<String> = list.iter().map(|r| r.header()[6..].to_owned()).collect();
+        let header = format!("bytes={}", specs.join(","));
+        let ranges = range::parse(&header).unwrap().unwrap();
+        parts_cover_exactly(&ranges, size)?;
     }
 
     #[test]
@@ -520,10 +564,11 @@ proptest! {
     #[test]
     fn range_valid_is_accepted(a in any::<u64>(), b in any::<u64>()) {
         let (s, e) = (a.min(b), a.max(b));
-        prop_assert_eq!(range::parse(&format!("bytes={s}-{e}")), Ok(Some(ByteRange::FromTo(s, e))));
-        prop_assert_eq!(range::parse(&format!("bytes={a}-")), Ok(Some(ByteRange::From(a))));
+        let one = |h: String| range::parse(&h).map(|r| r.and_then(|r| r.single()));
+        prop_assert_eq!(one(format!("bytes={s}-{e}")), Ok(Some(ByteRange::FromTo(s, e))));
+        prop_assert_eq!(one(format!("bytes={a}-")), Ok(Some(ByteRange::From(a))));
         if a > 0 {
-            prop_assert_eq!(range::parse(&format!("bytes=-{a}")), Ok(Some(ByteRange::Suffix(a))));
+            prop_assert_eq!(one(format!("bytes=-{a}")), Ok(Some(ByteRange::Suffix(a))));
         }
         if s < e {
             prop_assert!(range::parse(&format!("bytes={e}-{s}")).is_err(), "backwards");

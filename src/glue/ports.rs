@@ -6,14 +6,15 @@ use super::pump::{fixed_length, now_ms, Pump, WatchedReader};
 use crate::cache::multipart::PartSplitter;
 use crate::oci::{Algorithm, Digest};
 use crate::ports::{
-    Blobs, Entry, Fetched, Headers, HttpMethod, Kv, NetError, OutboundRequest, Page, StoreError,
-    Stored, Upstream, REGISTRIES_METADATA,
+    Blobs, Entry, Fetched, Headers, HttpMethod, Kv, NetError, OutboundRequest, Page, Piece,
+    StoreError, Stored, Upstream, REGISTRIES_METADATA,
 };
 use crate::watchdog::{Limits, Watch};
 use futures::future::{Either, LocalBoxFuture};
 use futures::StreamExt;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use wasm_bindgen_futures::JsFuture;
 use worker::{
     console_error, AbortController, Bucket, ByteStream, Data, Delay, Fetch, Range as R2Range,
     ResponseBody,
@@ -222,6 +223,77 @@ impl Blobs for R2Blobs<'_> {
         (self.spawn)(pump.run);
         Some(pump.client)
     }
+
+    /// A `FixedLengthStream` of `len` bytes the pieces are written into in order, past the
+    /// response: the core's bytes through a writer, each stretch of the blob as its own R2 range
+    /// read piped in (`preventClose`, so the next piece can follow). A failed read aborts the
+    /// stream short of its length: the client sees a failed transfer.
+    fn pieces(&self, key: &str, pieces: Vec<Piece>, len: u64) -> Stream {
+        let fixed = match fixed_length(len) {
+            Ok(fixed) => fixed,
+            Err(e) => {
+                console_error!("{{\"pieces\":\"{key}\",\"error\":{:?}}}", failure(e));
+                return None;
+            }
+        };
+        let writable = fixed.writable();
+        let readable = fixed.readable();
+        let bucket = self.bucket.clone();
+        let key = key.to_owned();
+        (self.spawn)(Box::pin(async move {
+            let result = write_pieces(&bucket, &key, pieces, &writable).await;
+            if let Err(why) = result {
+                let reason = js_sys::Error::new(&why);
+                let _ = JsFuture::from(writable.abort_with_reason(&reason)).await;
+                console_error!("{{\"pieces\":\"{key}\",\"error\":{why:?}}}");
+            }
+        }));
+        Some(readable)
+    }
+}
+
+/// Writes `pieces` into `writable` in order and closes it (see `R2Blobs::pieces`).
+async fn write_pieces(
+    bucket: &Bucket,
+    key: &str,
+    pieces: Vec<Piece>,
+    writable: &web_sys::WritableStream,
+) -> Result<(), String> {
+    let js = |e: wasm_bindgen::JsValue| failure(e);
+    for piece in pieces {
+        match piece {
+            Piece::Bytes(bytes) => {
+                let writer = writable.get_writer().map_err(js)?;
+                let chunk = js_sys::Uint8Array::from(bytes.as_slice());
+                let written = JsFuture::from(writer.write_with_chunk(&chunk)).await;
+                writer.release_lock();
+                written.map_err(js)?;
+            }
+            Piece::Blob { offset, len } => {
+                let object = bucket
+                    .get(key)
+                    .range(R2Range::OffsetWithLength {
+                        offset,
+                        length: len,
+                    })
+                    .execute()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| "the blob is gone".to_owned())?;
+                let stream = match object.body().map(|b| b.response_body()) {
+                    Some(Ok(ResponseBody::Stream(s))) => s,
+                    _ => return Err("no body for a stretch of the blob".into()),
+                };
+                let options = web_sys::StreamPipeOptions::new();
+                options.set_prevent_close(true);
+                JsFuture::from(stream.pipe_to_with_options(writable, &options))
+                    .await
+                    .map_err(js)?;
+            }
+        }
+    }
+    JsFuture::from(writable.close()).await.map_err(js)?;
+    Ok(())
 }
 
 /// What an R2 object says about itself: its size and the registries that vouched for its bytes.

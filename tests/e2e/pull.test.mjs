@@ -134,6 +134,91 @@ test("HEAD answers length and digest with no body; blobs come back byte for byte
   assert.equal(Number(m.headers.get("content-length")), upstreamManifest.bytes.length);
 });
 
+/**
+ * Reads a `multipart/byteranges` body (RFC 9110 §14.6) on its own terms: each part's bytes are
+ * as many as its `Content-Range` says, and must be followed by the next delimiter.
+ */
+function parseByteranges(body, boundary) {
+  const delimiter = Buffer.from(`--${boundary}`);
+  const crlf = "\r\n";
+  assert.equal(body.indexOf(delimiter), 0, "the body opens with the first delimiter");
+  const parts = [];
+  let at = delimiter.length;
+  for (;;) {
+    const after = body.subarray(at, at + 2).toString("latin1");
+    if (after === "--") {
+      assert.equal(body.subarray(at + 2).toString("latin1"), crlf, "the close delimiter ends the body");
+      return parts;
+    }
+    assert.equal(after, crlf, "a delimiter line ends with CRLF");
+    const headEnd = body.indexOf(`${crlf}${crlf}`, at);
+    assert.ok(headEnd > at, "a part's headers end with an empty line");
+    const headers = {};
+    for (const line of body.subarray(at + 2, headEnd).toString("latin1").split(crlf)) {
+      const colon = line.indexOf(":");
+      headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+    }
+    const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(headers["content-range"] ?? "");
+    assert.ok(m, `a part's Content-Range: ${JSON.stringify(headers)}`);
+    const [first, last, size] = m.slice(1).map(Number);
+    const start = headEnd + 4;
+    const bytes = body.subarray(start, start + last - first + 1);
+    parts.push({ headers, first, last, size, bytes });
+    at = start + bytes.length;
+    assert.equal(body.subarray(at, at + 2 + delimiter.length).toString("latin1"), `${crlf}--${boundary}`, "a delimiter follows each part");
+    at += 2 + delimiter.length;
+  }
+}
+
+test("several ranges of a cached blob are one 206 multipart/byteranges answer; one range a plain 206", async () => {
+  const layer = upstreamManifest.json.layers[0];
+  const url = `${door.url}/v2/${REPO}/blobs/${layer.digest}`;
+  const whole = Buffer.from(await (await fetch(url)).arrayBuffer());
+  assert.equal(whole.length, layer.size);
+  assert.ok(layer.size > 1000, "a layer of several stream chunks");
+  upstream.resetCounts();
+
+  const cases = [
+    ["bytes=0-9,100-199", [[0, 9], [100, 199]]],
+    [`bytes=-10,0-0`, [[layer.size - 10, layer.size - 1], [0, 0]]],
+    [`bytes=500-,0-9,${layer.size + 5}-`, [[500, layer.size - 1], [0, 9]]],
+  ];
+  for (const [range, want] of cases) {
+    const r = await fetch(url, { headers: { range } });
+    assert.equal(r.status, 206, range);
+    const type = r.headers.get("content-type");
+    const boundary = /^multipart\/byteranges; *boundary=("?)([^";]+)\1$/.exec(type)?.[2];
+    assert.ok(boundary, `${range}: ${type}`);
+    assert.equal(r.headers.get("content-range"), null, range);
+    const body = Buffer.from(await r.arrayBuffer());
+    assert.equal(Number(r.headers.get("content-length")), body.length, range);
+    const parts = parseByteranges(body, boundary);
+    assert.deepEqual(parts.map((p) => [p.first, p.last]), want, range);
+    for (const p of parts) {
+      assert.equal(p.size, layer.size, range);
+      assert.equal(p.headers["content-type"], "application/octet-stream", range);
+      assert.ok(p.bytes.equals(whole.subarray(p.first, p.last + 1)), `${range}: bytes ${p.first}-${p.last}`);
+    }
+  }
+
+  // One range — or ranges that overlap into one — is a plain 206.
+  for (const [range, first, last] of [["bytes=100-199", 100, 199], ["bytes=0-9,5-19", 0, 19]]) {
+    const r = await fetch(url, { headers: { range } });
+    assert.equal(r.status, 206, range);
+    assert.equal(r.headers.get("content-type"), "application/octet-stream", range);
+    assert.equal(r.headers.get("content-range"), `bytes ${first}-${last}/${layer.size}`, range);
+    const body = Buffer.from(await r.arrayBuffer());
+    assert.ok(body.equals(whole.subarray(first, last + 1)), range);
+  }
+
+  // No part inside the blob: 416 with its size.
+  const none = await fetch(url, { headers: { range: `bytes=${layer.size}-,${layer.size + 10}-${layer.size + 20}` } });
+  assert.equal(none.status, 416);
+  assert.equal(none.headers.get("content-range"), `bytes */${layer.size}`);
+  assert.equal((await none.json()).errors[0].code, "RANGE_INVALID");
+  assert.equal(upstream.counts["GET blobs"] ?? 0, 0, "all from R2");
+});
+
 test("unknown things are OCI errors", async () => {
   const cases = [
     [`/v2/${REPO}/manifests/nope`, 404, "MANIFEST_UNKNOWN"],
