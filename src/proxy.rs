@@ -765,20 +765,9 @@ where
             outcome.upstream_down = Some(retry_in);
             if let (Some(pointer), Some(old)) = (&pointer, &digest) {
                 let why = format!("{registry} is down; asked again in {retry_in} s");
-                if let Some(record) = cached
-                    .as_ref()
-                    .filter(|r| acceptable(&r.media_type, accept))
-                {
-                    return Ok(self.stale(record.clone(), old, head, &why, outcome));
-                }
-                let takes = pointer
-                    .media_type
-                    .as_deref()
-                    .is_some_and(|t| acceptable(t, accept));
-                if head && takes && pointer.size.is_some() {
-                    outcome.cache = Some(CacheOutcome::Stale);
-                    outcome.notes.push(format!("served stale {old}: {why}"));
-                    return Ok(pointer_reply(pointer, old));
+                let known = (pointer, old, cached.as_ref());
+                if let Some(reply) = self.stale_tag(known, head, accept, &why, outcome) {
+                    return Ok(reply);
                 }
             }
         }
@@ -804,20 +793,9 @@ where
                         Ok(f) => format!("upstream answered {}", f.status),
                         Err(e) => e.message.clone(),
                     };
-                    if let Some(record) = cached
-                        .as_ref()
-                        .filter(|r| acceptable(&r.media_type, accept))
-                    {
-                        return Ok(self.stale(record.clone(), digest, head, &why, outcome));
-                    }
-                    let takes = pointer
-                        .media_type
-                        .as_deref()
-                        .is_some_and(|t| acceptable(t, accept));
-                    if head && takes && pointer.size.is_some() {
-                        outcome.cache = Some(CacheOutcome::Stale);
-                        outcome.notes.push(format!("served stale {digest}: {why}"));
-                        return Ok(pointer_reply(pointer, digest));
+                    let known = (pointer, digest, cached.as_ref());
+                    if let Some(reply) = self.stale_tag(known, head, accept, &why, outcome) {
+                        return Ok(reply);
                     }
                 }
             }
@@ -838,26 +816,15 @@ where
                 if opted(status) {
                     let why =
                         format!("upstream answered {status}; kept in service (serve_stale_on)");
-                    let record = cached
-                        .as_ref()
-                        .filter(|r| acceptable(&r.media_type, accept));
-                    let takes = pointer
-                        .media_type
-                        .as_deref()
-                        .is_some_and(|t| acceptable(t, accept));
-                    if record.is_some() || (head && takes && pointer.size.is_some()) {
+                    let known = (pointer, old, cached.as_ref());
+                    if let Some(reply) = self.stale_tag(known, head, accept, &why, outcome) {
                         // Asked again after another TTL, not on every pull.
                         let kept = TagRecord {
                             fetched_at: self.now,
                             ..pointer.clone()
                         };
                         self.kv_put(&tag_key, kept.encode(), outcome).await;
-                        if let Some(record) = record {
-                            return Ok(self.stale(record.clone(), old, head, &why, outcome));
-                        }
-                        outcome.cache = Some(CacheOutcome::Stale);
-                        outcome.notes.push(format!("served stale {old}: {why}"));
-                        return Ok(pointer_reply(pointer, old));
+                        return Ok(reply);
                     }
                 }
             }
@@ -940,12 +907,7 @@ where
                 .await);
         }
         let (digest, record) = self.receive(target, &reference, fetched, outcome).await?;
-        let pointer = TagRecord {
-            digest: digest.to_string(),
-            fetched_at: self.now,
-            media_type: Some(record.media_type.clone()),
-            size: Some(record.bytes.len() as u64),
-        };
+        let pointer = TagRecord::of(&digest, &record, self.now);
         self.kv_put(&tag_key, pointer.encode(), outcome).await;
         Ok(manifest_reply(record, &digest, false))
     }
@@ -1058,12 +1020,7 @@ where
             }
             (Err(e), _, _) => return Err(e),
         };
-        let pointer = TagRecord {
-            digest: digest.to_string(),
-            fetched_at: self.now,
-            media_type: Some(record.media_type.clone()),
-            size: Some(record.bytes.len() as u64),
-        };
+        let pointer = TagRecord::of(&digest, &record, self.now);
         self.kv_put(&key, pointer.encode(), outcome).await;
         Ok(manifest_reply(record, &digest, false))
     }
@@ -1196,6 +1153,32 @@ where
             // Headers, then the body (read under the same limit), plus a token request.
             probe_timeout: self.config.upstream_timeout_seconds.saturating_mul(3),
         }
+    }
+
+    /// What the door can serve stale for a tag it knows (`pointer`, `digest`, the cached manifest if
+    /// any): that manifest when the client takes its type, else — for a HEAD — what the pointer
+    /// says. `None` when it holds neither.
+    fn stale_tag(
+        &self,
+        (pointer, digest, cached): (&TagRecord, &Digest, Option<&ManifestRecord>),
+        head: bool,
+        accept: Option<&str>,
+        why: &str,
+        outcome: &mut Outcome,
+    ) -> Option<Reply<U::Body>> {
+        if let Some(record) = cached.filter(|r| acceptable(&r.media_type, accept)) {
+            return Some(self.stale(record.clone(), digest, head, why, outcome));
+        }
+        let takes = pointer
+            .media_type
+            .as_deref()
+            .is_some_and(|t| acceptable(t, accept));
+        if !(head && takes && pointer.size.is_some()) {
+            return None;
+        }
+        outcome.cache = Some(CacheOutcome::Stale);
+        outcome.notes.push(format!("served stale {digest}: {why}"));
+        Some(pointer_reply(pointer, digest))
     }
 
     /// A cached manifest served because upstream could not answer (429, 5xx, unreachable).

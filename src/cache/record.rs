@@ -55,6 +55,16 @@ pub struct TagRecord {
 }
 
 impl TagRecord {
+    /// What a tag names now: `record`, stored under `digest`, as upstream sent it at `now`.
+    pub fn of(digest: &Digest, record: &ManifestRecord, now: u64) -> TagRecord {
+        TagRecord {
+            digest: digest.to_string(),
+            fetched_at: now,
+            media_type: Some(record.media_type.clone()),
+            size: Some(record.bytes.len() as u64),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("serializing a record cannot fail")
     }
