@@ -337,7 +337,9 @@ test("bad Range headers get 416 RANGE_INVALID before anything is fetched", async
   const ranges = [
     "bytes=abc", "bytes=5-1", "items=0-1", "bytes=99999999999999999999999-", "bytes=0-99999999999999999999999",
     "bytes=-99999999999999999999999", "bytes=18446744073709551616-", "bytes=-0", "bytes=-", "bytes=", "bytes",
-    "bytes=0-1,x", "bytes=0-1,", "bytes=--1", "bytes=1-2-3", "bytes=0x10-", "bytes=+1-2", "bytes=1 - 2",
+    // (`bytes=0-1,` is not here: RFC 9110 §5.6.1.2 has recipients ignore empty list items, so it
+    // is the range 0-1.)
+    "bytes=0-1,x", "bytes=--1", "bytes=1-2-3", "bytes=0x10-", "bytes=+1-2", "bytes=1 - 2",
     "bytes=\u00bd-", "bytes=0-1;q=1", "=0-1", "0-1", "bytes=0-1, 9-5", `bytes=${"0-1,".repeat(4000)}x`,
   ];
   const corpus = [
