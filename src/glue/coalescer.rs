@@ -7,8 +7,7 @@
 //! finds no blob and fetches for itself, while the slow fill carries on.
 
 use super::ports::Stream;
-use super::{lookup, serve_request, Ports};
-use crate::config::Config;
+use super::{serve_request, Ports};
 use crate::error::{ErrorCode, RegistryError};
 use crate::ports::{Body, Coalesce, Entry, Headers, Reply};
 use crate::watchdog::Limits;
@@ -135,7 +134,7 @@ impl Coalescer {
     fn limits(&self) -> Limits {
         *self.limits.get_or_init(|| {
             // Settings that do not load answer every request with an error: no fill to wait for.
-            Config::load(|name| lookup(&self.env, name)).map_or(
+            super::settings(&self.env).map_or(
                 Limits {
                     answer_seconds: 0,
                     idle_seconds: 0,

@@ -43,6 +43,20 @@ thread_local! {
     static TOKENS: &'static RefCell<TokenCache> = Box::leak(Box::default());
     /// Which upstreams are down, for as long as the isolate lives.
     static HEALTH: &'static RefCell<Health> = Box::leak(Box::default());
+    /// The settings, parsed and validated once per isolate: a Worker's vars and secrets are fixed
+    /// for the life of its isolate (a new deployment, or a changed secret, starts new isolates).
+    static CONFIG: &'static std::cell::OnceCell<Config> = Box::leak(Box::default());
+}
+
+/// The settings (see `CONFIG`); settings that do not load are read again on the next request,
+/// so every request answers with the error until they are fixed.
+pub(crate) fn settings(env: &Env) -> Result<&'static Config, crate::config::ConfigError> {
+    let cell = CONFIG.with(|c| *c);
+    if let Some(config) = cell.get() {
+        return Ok(config);
+    }
+    let config = Config::load(|name| lookup(env, name))?;
+    Ok(cell.get_or_init(|| config))
 }
 
 #[event(start)]
@@ -181,14 +195,14 @@ async fn serve(
     req: ClientRequest<'_>,
     now_ms: u64,
 ) -> Result<(Reply<Stream>, Outcome), RegistryError> {
-    let config = Config::load(|name| lookup(env, name))
-        .map_err(|e| RegistryError::new(ErrorCode::Unknown, e.to_string()))?;
+    let config =
+        settings(env).map_err(|e| RegistryError::new(ErrorCode::Unknown, e.to_string()))?;
     let hub = stats::Hub { env, now_ms };
-    if let Some(answer) = crate::status::serve(&config, &req, now_ms / 1000, &hub).await {
+    if let Some(answer) = crate::status::serve(config, &req, now_ms / 1000, &hub).await {
         return Ok(answer);
     }
-    let parts = Parts::new(env, &config, ports)?;
-    Ok(parts.door(&config, ports, now_ms).handle(req).await)
+    let parts = Parts::new(env, config, ports)?;
+    Ok(parts.door(config, ports, now_ms).handle(req).await)
 }
 
 /// The Workers-backed ports for one request or one scheduled run.
