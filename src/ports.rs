@@ -254,6 +254,19 @@ pub trait Blobs {
     fn pieces(&self, key: &str, pieces: Vec<Piece>, len: u64) -> Self::Body;
     /// Lets go of a body nobody will read (pre-warming): a filling blob keeps filling.
     fn discard(&self, body: Self::Body);
+    /// A fill of `key` under way here that another client may follow: the size and registries
+    /// the object will be stored with. Only an object's coalescing owner knows its fills; it
+    /// announces only fills it can replay from their first byte (see [`Blobs::follow`]).
+    fn filling(&self, _key: &str) -> Option<Stored> {
+        None
+    }
+    /// A body that yields the bytes of the fill of `key` under way, from the first byte, as they
+    /// arrive from upstream (what has gone by is read back from storage), and ends cleanly only
+    /// when the fill proved right — it errors when the fill fails, as the filling client's does.
+    /// `None` when no fill of `key` is under way any more.
+    fn follow(&self, _key: &str) -> Option<Self::Body> {
+        None
+    }
     /// Removes a stored blob (retention); removing one that is not stored is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 }

@@ -95,7 +95,7 @@ impl Stats {
             }
         }
         match outcome.cache {
-            Some(CacheOutcome::Hit) => r.hits += 1,
+            Some(CacheOutcome::Hit | CacheOutcome::Joined) => r.hits += 1,
             Some(CacheOutcome::Miss) => r.misses += 1,
             Some(CacheOutcome::Revalidated) => r.revalidated += 1,
             Some(CacheOutcome::Stale) => r.stale_serves += 1,

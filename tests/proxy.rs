@@ -85,6 +85,10 @@ struct MemBlobs {
     broken: Cell<u32>,
     /// Bodies put together with `pieces` (multipart answers).
     pieced: Cell<u32>,
+    /// Fills under way at this owner that a client may follow: key → (bytes, registries).
+    filling: RefCell<HashMap<String, StoredBlob>>,
+    /// Bodies handed out by `follow`.
+    followed: Cell<u32>,
 }
 
 impl MemBlobs {
@@ -119,6 +123,19 @@ impl Blobs for MemBlobs {
         }))
     }
     fn discard(&self, _body: Vec<u8>) {}
+
+    fn filling(&self, key: &str) -> Option<Stored> {
+        self.filling.borrow().get(key).map(|(b, r)| Stored {
+            size: b.len() as u64,
+            registries: r.clone(),
+        })
+    }
+
+    fn follow(&self, key: &str) -> Option<Vec<u8>> {
+        let bytes = self.filling.borrow().get(key).map(|(b, _)| b.clone())?;
+        self.followed.set(self.followed.get() + 1);
+        Some(bytes)
+    }
 
     /// The pieces in order; a stretch of a blob that is gone or too short ends the body early
     /// (the worker's body errors instead).
@@ -2206,6 +2223,60 @@ fn a_second_registry_that_delivers_the_bytes_is_vouched_for_too() {
         (body(&r), o.cache, o.upstream_calls),
         (b"layer bytes".to_vec(), Some(CacheOutcome::Hit), 0)
     );
+}
+
+#[test]
+fn a_herds_later_clients_follow_the_fill_under_way_on_the_same_evidence_as_a_stored_copy() {
+    let (mut reg, _, layer) = image();
+    let mut mirror = FakeRegistry::new();
+    mirror.base = "http://mirror.test";
+    mirror.realm = "http://mirror.test/token";
+    mirror.blobs = reg.blobs.clone();
+    reg.other = Some(Box::new(mirror));
+    let w = World::new(reg);
+    let key = format!("blobs/sha256/{}", layer.hex());
+    let path = format!("/v2/team/app/blobs/{layer}");
+    // The owner's first client fetched and is filling (linked through team/app).
+    w.get(&path);
+    let filled = w.blobs.map.borrow_mut().remove(&key).unwrap();
+    w.blobs.filling.borrow_mut().insert(key.clone(), filled);
+    let gets = w.reg.count(HttpMethod::Get, "/blobs/");
+
+    // The next client of the same repository follows: no upstream request at all.
+    let (r, o) = w.get(&path);
+    assert_eq!(
+        (r.status, body(&r), o.cache, o.upstream_calls),
+        (200, b"layer bytes".to_vec(), Some(CacheOutcome::Joined), 0)
+    );
+    assert_eq!(r.headers.get("content-length"), Some("11"));
+    assert_eq!(w.blobs.followed.get(), 1);
+
+    // Through another repository, upstream first confirms the blob belongs there (a HEAD).
+    let other_repo = format!("/v2/team/other/blobs/{layer}");
+    let (r, o) = w.get(&other_repo);
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Joined)));
+    assert_eq!(w.reg.count(HttpMethod::Head, "/v2/team/other/blobs/"), 1);
+    assert_eq!(w.reg.count(HttpMethod::Get, "/blobs/"), gets);
+    // … and a repository upstream says it is not in never follows.
+    w.reg.status.set(Some(404));
+    let (r, _) = w.get(&format!("/v2/team/third/blobs/{layer}"));
+    assert_eq!((r.status, error_code(&r).as_str()), (404, "BLOB_UNKNOWN"));
+    w.reg.status.set(None);
+    assert_eq!(w.blobs.followed.get(), 2);
+
+    // A HEAD and a range that does not start at 0 are not followers: they ask upstream.
+    let (r, o) = w.request("HEAD", &path, None);
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Miss)));
+    *w.range.borrow_mut() = Some("bytes=2-4".into());
+    let (r, _) = w.get(&path);
+    assert_eq!((r.status, body(&r)), (206, b"yer".to_vec()));
+    *w.range.borrow_mut() = None;
+    assert_eq!(w.blobs.followed.get(), 2);
+
+    // Another registry's clients do not take bytes this registry's upstream delivered.
+    let (r, o) = w.get(&format!("/v2/other.test/team/app/blobs/{layer}"));
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Miss)));
+    assert_eq!(w.blobs.followed.get(), 2);
 }
 
 #[test]

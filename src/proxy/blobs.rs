@@ -43,26 +43,7 @@ where
         let mut refill = None;
         match &known {
             Some(stored) if !stored.vouched_by(&target.registry) => refill = Some(stored.clone()),
-            Some(_) if !linked => {
-                let answer = self
-                    .fetch_upstream(
-                        target,
-                        HttpMethod::Head,
-                        &format!("blobs/{digest}"),
-                        Headers::new(),
-                        outcome,
-                    )
-                    .await?;
-                if answer.status != 200 {
-                    return Err(upstream_status(
-                        answer.status,
-                        &answer.headers,
-                        ErrorCode::BlobUnknown,
-                        &target.registry,
-                    ));
-                }
-                self.link_blob(target, digest, outcome).await;
-            }
+            Some(_) if !linked => self.confirm_link(target, digest, outcome).await?,
             _ => {}
         }
 
@@ -106,6 +87,22 @@ where
             .filter(|r| !r.is_everything());
         if let (Some(owner), false, None) = (self.coalesce, head, partial) {
             return self.forward(owner, target, &key, outcome).await;
+        }
+        // 2a. At the owner, a fill of this blob under way (a herd's later clients): follow it from
+        //     its first byte as the bytes arrive, on the same evidence a stored copy needs.
+        if let (false, None) = (head, partial) {
+            if let Some(filling) = self.blobs.filling(&key) {
+                if filling.vouched_by(&target.registry) {
+                    if !linked {
+                        self.confirm_link(target, digest, outcome).await?;
+                    }
+                    if let Some(body) = self.blobs.follow(&key) {
+                        outcome.cache = Some(CacheOutcome::Joined);
+                        let headers = blob_headers(digest, Some(filling.size));
+                        return Ok(reply(200, headers, Body::Stream(body), false));
+                    }
+                }
+            }
         }
         let mut headers = Headers::new();
         if let Some(r) = partial {
@@ -176,6 +173,35 @@ where
                 ))
             }
         }
+    }
+
+    /// Asks this registry's upstream whether `digest` belongs to the repository (a HEAD, with the
+    /// mirror's rights on it) and links it when it does; any other answer is the client's.
+    async fn confirm_link(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        outcome: &mut Outcome,
+    ) -> Result<(), RegistryError> {
+        let answer = self
+            .fetch_upstream(
+                target,
+                HttpMethod::Head,
+                &format!("blobs/{digest}"),
+                Headers::new(),
+                outcome,
+            )
+            .await?;
+        if answer.status != 200 {
+            return Err(upstream_status(
+                answer.status,
+                &answer.headers,
+                ErrorCode::BlobUnknown,
+                &target.registry,
+            ));
+        }
+        self.link_blob(target, digest, outcome).await;
+        Ok(())
     }
 
     /// A blob as R2 holds it: whole, a range (206), or headers only; a stored blob counts as a hit

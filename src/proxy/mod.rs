@@ -96,6 +96,8 @@ pub enum CacheOutcome {
     Revalidated,
     /// Served from the cache because upstream failed (429, 5xx, unreachable).
     Stale,
+    /// Streamed from another client's fill under way (a cold herd's later clients).
+    Joined,
 }
 
 impl CacheOutcome {
@@ -105,6 +107,7 @@ impl CacheOutcome {
             CacheOutcome::Miss => "miss",
             CacheOutcome::Revalidated => "revalidated",
             CacheOutcome::Stale => "stale",
+            CacheOutcome::Joined => "joined",
         }
     }
 }
