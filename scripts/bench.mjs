@@ -6,6 +6,7 @@
 // throughput, and the size target for the bundle wrangler would upload.
 // Progress goes to stderr; the result is one markdown table on stdout and a PNG chart
 // (test-output/bench.png, rendered by headless Chromium). Run through scripts/bench.
+import { acceptRows, herdRows, ROTATION_NODES, singleColdRow } from "./bench-herd.mjs";
 import crypto from "node:crypto";
 import { execFile } from "node:child_process";
 import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
@@ -53,7 +54,7 @@ const FLOOR_ROUTE = "/_floor/";
 const S3_AK = "FRONTDOORBENCHKEY";
 const S3_SK = crypto.randomBytes(20).toString("hex");
 const S3_BUCKET = "door-blobs";
-const DEADLINE_MS = 200_000;
+const DEADLINE_MS = 420_000;
 // The outage rows: how long the door waits for a hung upstream's headers.
 const OUTAGE_TIMEOUT_S = 2;
 
@@ -517,6 +518,11 @@ async function main() {
   log(`${BLOB_GETS} sequential GETs of the ${(bigSize / 2 ** 20).toFixed(2)} MiB layer per target (round-robin, after ${BLOB_WARMUP} unmeasured)`);
   const latencies = await blobLatency(blobTargets, "bench/blob", bigLayer, bigSize);
   res.lat = Object.fromEntries(blobTargets.map((t, i) => [t.key, latencies[i]]));
+  // The cold-rotation rows, each with a door of its own (after the rows above: nothing else runs).
+  const herdArgs = { upstream, hub, svc: SVC, pw: PW, dir: path.join(tmp.dir, "herd"), log };
+  res.herd = await herdRows(herdArgs);
+  res.single = await singleColdRow(herdArgs);
+  res.accept = await acceptRows(herdArgs);
   const total = (performance.now() - t0) / 1000;
 
   await cleanup();
@@ -568,6 +574,18 @@ async function main() {
     row(`tag past its TTL, upstream hung: non-200 answers or errors, back-off on / off`, o.backoff.down.errors, undefined, { la: `off: ${o.none.down.errors}` }),
     row(`cold blob GET throughput (MB/s; ${cb.door.n} × ${mib(coldSize)} MiB layers, each read once; in parentheses min–max)`,
       cb.door.mbps, cb.peer.mbps, { la: minMax(cb.door), lb: minMax(cb.peer), c: cb.direct.mbps, lc: `direct upstream read, ${minMax(cb.direct)}` }),
+    ...res.herd.flatMap((h) => [
+      row(`cold herd, ${h.clients} clients × ${n(h.mib)} MiB layer: others' time to headers, p50 / max (ms; baseline: the owner's + 1000 ms, the target)`,
+        h.othersP50, undefined, { la: `max ${n(h.othersMax)}`, c: h.ownerHeaders + 1000, lc: `owner ${n(h.ownerHeaders)}` }),
+      row(`cold herd, ${h.clients} × ${n(h.mib)} MiB: last client done (s); clients that joined the fill; upstream blob GETs`,
+        h.completion, undefined, { digits: 1, la: `${h.joined} joined, ${h.blobGets} upstream GET${h.blobGets === 1 ? "" : "s"}` }),
+      row(`cold herd, ${h.clients} × ${n(h.mib)} MiB: workerd RSS growth (MiB; baseline: the 64 MiB target)`, h.rssGrowth, undefined, { c: 64, lc: "target" }),
+    ]),
+    row(`one cold client, ${n(res.single.mib)} MiB layer (MB/s; baseline: a direct upstream read)`, res.single.door, undefined,
+      { c: res.single.direct, lc: `direct; storage takes ${n(res.single.storage)} MB/s: ${ratio(res.single.door, res.single.storage)} of it` }),
+    ...Object.entries(res.accept).map(([name, a]) =>
+      row(`${ROTATION_NODES}-node rotation, ${name === "oci" ? "OCI-only" : "Docker-only"} Accept: counted pulls (baseline: distinct manifests, the quota)`,
+        a.pulls, undefined, { la: `${a.tooMany} × 429; answers ${JSON.stringify(a.statuses)}`, c: a.distinct, lc: "distinct" })),
     row(`bundle wrangler would upload, gzip (KiB; ${n(bundle.total, 2)} KiB before gzip)`, bundle.gzip, undefined,
       { digits: 2, c: BUNDLE_TARGET_KIB, lc: `target: ≤ ${BUNDLE_TARGET_KIB} KiB` }),
   ];

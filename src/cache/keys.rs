@@ -11,8 +11,14 @@
 //!     └── blobs/<algorithm>/<hex>                               empty: the blob's last-read mark
 //! retention                                                     the retention sweep's cursor
 //! R2 (binding BLOBS)
-//! └── blobs/<algorithm>/<hex>                                   blob bytes, checksum-verified on put
+//! ├── blobs/<algorithm>/<hex>                                   blob bytes, checksum-verified on put
+//! └── spool/<algorithm>/<hex>/<fill>/<n>                        a fill's n-th segment while it runs
 //! ```
+//!
+//! A fill a herd follows (`crate::glue::spool`) stores its bytes segment by segment under
+//! `spool/` as they arrive, so a client joining late reads back what has gone by; the blob's own
+//! object is then put together from the segments (checksum-verified like any put) and the
+//! segments deleted. `<fill>` (the fill's start, in ms) keeps two fills of one blob apart.
 //!
 //! Every `v1/` record carries, in its KV metadata, the day it was last read; the retention sweep
 //! (`crate::retention`) lists `v1/` and deletes what has not been read for `RETENTION_DAYS`,
@@ -80,6 +86,13 @@ pub fn blob(digest: &Digest) -> String {
     format!("blobs/{}/{}", digest.algorithm().as_str(), digest.hex())
 }
 
+/// The `n`-th segment of the fill of the blob stored under `blob_key` that started at `fill_ms`.
+/// `blob_key` is what [`blob`] built (`blobs/<algorithm>/<hex>`).
+pub fn spool_segment(blob_key: &str, fill_ms: u64, n: u32) -> String {
+    let blob = blob_key.strip_prefix("blobs/").unwrap_or(blob_key);
+    format!("spool/{blob}/{fill_ms}/{n}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +110,10 @@ mod tests {
             "v1/tags/docker.io/library/alpine/3.20"
         );
         assert_eq!(blob(&d), format!("blobs/sha256/{}", d.hex()));
+        assert_eq!(
+            spool_segment(&blob(&d), 1700, 3),
+            format!("spool/sha256/{}/1700/3", d.hex())
+        );
         assert_eq!(blob_read(&d), format!("v1/blobs/sha256/{}", d.hex()));
         assert_eq!(blob_of_mark(&blob_read(&d)), Some(blob(&d)));
         assert_eq!(blob_of_mark(&link("docker.io", &repo, &d)), None);

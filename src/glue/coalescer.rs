@@ -7,12 +7,14 @@
 //! finds no blob and fetches for itself, while the slow fill carries on.
 
 use super::ports::Stream;
+use super::spool::Fills;
 use super::{serve_request, Ports};
 use crate::error::{ErrorCode, RegistryError};
 use crate::ports::{Body, Coalesce, Entry, Headers, Reply};
 use crate::watchdog::Limits;
 use futures::future::{select, Either, LocalBoxFuture};
 use futures::lock::Mutex;
+use futures::FutureExt;
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -126,6 +128,8 @@ pub struct Coalescer {
     /// One request at a time; held until that request's cache fill has landed.
     turn: Arc<Mutex<()>>,
     recent: Rc<Recent>,
+    /// Fills under way that later requests follow instead of waiting (see `super::spool`).
+    fills: Rc<Fills>,
     /// The settings' limits on upstream answers (read once: an object's settings do not change).
     limits: OnceCell<Limits>,
 }
@@ -152,6 +156,7 @@ impl DurableObject for Coalescer {
             env,
             turn: Arc::new(Mutex::new(())),
             recent: Rc::new(Recent::default()),
+            fills: Rc::default(),
             limits: OnceCell::new(),
         }
     }
@@ -176,6 +181,7 @@ impl DurableObject for Coalescer {
         let ports = Ports {
             spawn: &collect,
             recent: Some(&self.recent),
+            fills: Some(&self.fills),
             coalesce: None,
             digest_owner: digest_owner.as_ref(),
             role: "owner",
@@ -183,6 +189,13 @@ impl DurableObject for Coalescer {
         let response = serve_request(&req, &self.env, ports).await;
         let pending: Vec<_> = fills.borrow_mut().drain(..).collect();
         if pending.is_empty() {
+            return response;
+        }
+        if self.fills.running() {
+            // A fill the next requests can follow: they need not wait for it to land.
+            drop(turn);
+            self.state
+                .wait_until(futures::future::join_all(pending).map(|_| ()));
             return response;
         }
         let len = response

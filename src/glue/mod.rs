@@ -6,6 +6,7 @@ mod js;
 mod ports;
 mod pump;
 mod request;
+mod spool;
 mod stats;
 
 use crate::analytics;
@@ -21,6 +22,7 @@ use coalescer::{DurableCoalescer, Recent};
 use futures::future::LocalBoxFuture;
 use ports::{FetchUpstream, R2Blobs, Stream, WorkerKv};
 use std::cell::RefCell;
+use std::rc::Rc;
 use worker::{
     console_error, console_log, event, Context, Date, Env, Request, Response, ResponseBody,
     ScheduleContext, ScheduledEvent,
@@ -77,6 +79,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     let ports = Ports {
         spawn: &spawn,
         recent: None,
+        fills: None,
         coalesce: coalescer.as_ref(),
         digest_owner: coalescer.as_ref(),
         role: "worker",
@@ -90,6 +93,8 @@ pub(crate) struct Ports<'a> {
     pub spawn: &'a dyn Fn(LocalBoxFuture<'static, ()>),
     /// The Durable Object's memory of recent KV writes (KV reads may lag writes for a while).
     pub recent: Option<&'a Recent>,
+    /// The Durable Object's fills that later clients may follow.
+    pub fills: Option<&'a Rc<spool::Fills>>,
     /// Where misses go; `None` inside the owner itself.
     pub coalesce: Option<&'a DurableCoalescer<'a>>,
     /// Where a tag's answer gets the manifest its tag names (see `Door::digest_owner`).
@@ -230,6 +235,7 @@ impl<'a> Parts<'a> {
                 multipart_threshold: config.multipart_threshold_bytes,
                 part_bytes: config.multipart_part_bytes,
                 limits: config.body_limits(),
+                fills: ports.fills.cloned(),
             },
             upstream: FetchUpstream::new(config.body_limits()),
         })
@@ -267,6 +273,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
     let ports = Ports {
         spawn: &spawn,
         recent: None,
+        fills: None,
         coalesce: None,
         digest_owner: None,
         role: "cron",

@@ -3,6 +3,7 @@
 use super::coalescer::Recent;
 use super::js::{failure, KvNamespace};
 use super::pump::{fixed_length, now_ms, Pump, WatchedReader};
+use super::spool::{self, Fills};
 use crate::cache::multipart::PartSplitter;
 use crate::oci::{Algorithm, Digest};
 use crate::ports::{
@@ -14,6 +15,7 @@ use futures::future::{Either, LocalBoxFuture};
 use futures::StreamExt;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use wasm_bindgen_futures::JsFuture;
 use worker::{
     console_error, AbortController, Bucket, ByteStream, Data, Delay, Fetch, Range as R2Range,
@@ -87,6 +89,8 @@ pub struct R2Blobs<'a> {
     pub part_bytes: u64,
     /// How long upstream may leave a body silent.
     pub limits: Limits,
+    /// At an object's owner, its fills that a herd may follow (see `super::spool`).
+    pub fills: Option<Rc<Fills>>,
 }
 
 impl R2Blobs<'_> {
@@ -192,6 +196,17 @@ impl Blobs for R2Blobs<'_> {
             }
             return None;
         };
+        if let Some(fills) = &self.fills {
+            if len > spool::SEGMENT_BYTES && len <= self.multipart_threshold {
+                let (writable, task) =
+                    spool::start(fills, &self.bucket, key, len, digest, registries)?;
+                let pump = self.pump(stream, Some(len), digest, Some(writable))?;
+                (self.spawn)(Box::pin(async move {
+                    futures::join!(pump.run, task);
+                }));
+                return Some(pump.client);
+            }
+        }
         if len > self.multipart_threshold {
             // A plain identity stream between the pump and the part splitter.
             let through = web_sys::TransformStream::new().ok()?;
@@ -216,6 +231,16 @@ impl Blobs for R2Blobs<'_> {
             futures::join!(pump.run, put(Data::ReadableStream(readable)));
         }));
         Some(pump.client)
+    }
+
+    fn filling(&self, key: &str) -> Option<Stored> {
+        self.fills.as_ref()?.filling(key)
+    }
+
+    fn follow(&self, key: &str) -> Option<Stream> {
+        let (stream, task) = self.fills.as_ref()?.follow(&self.bucket, key)?;
+        (self.spawn)(task);
+        Some(Some(stream))
     }
 
     fn verify(&self, body: Stream, len: Option<u64>, digest: &Digest) -> Stream {

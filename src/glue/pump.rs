@@ -158,7 +158,7 @@ impl WatchedReader {
 const WINDOW_BYTES: u64 = 2 * 1024 * 1024;
 
 /// A writer the pump feeds; `None` once its reader has gone away.
-struct Outlet {
+pub(super) struct Outlet {
     writer: Option<WritableStreamDefaultWriter>,
     /// Writes not yet taken, oldest first, with their sizes.
     pending: VecDeque<(JsFuture, u64)>,
@@ -166,7 +166,7 @@ struct Outlet {
 }
 
 impl Outlet {
-    fn of(stream: Option<&web_sys::WritableStream>) -> Outlet {
+    pub(super) fn of(stream: Option<&web_sys::WritableStream>) -> Outlet {
         Outlet {
             writer: stream.and_then(|s| s.get_writer().ok()),
             pending: VecDeque::new(),
@@ -174,12 +174,12 @@ impl Outlet {
         }
     }
 
-    fn open(&self) -> bool {
+    pub(super) fn open(&self) -> bool {
         self.writer.is_some()
     }
 
     /// Queues `chunk`, then waits while more than the window is untaken.
-    async fn write(&mut self, chunk: &Uint8Array) -> Result<(), String> {
+    pub(super) async fn write(&mut self, chunk: &Uint8Array) -> Result<(), String> {
         let Some(writer) = &self.writer else {
             return Ok(());
         };
@@ -210,7 +210,7 @@ impl Outlet {
         }
     }
 
-    async fn close(&mut self) {
+    pub(super) async fn close(&mut self) {
         while !self.pending.is_empty() {
             if self.settle_one().await.is_err() {
                 return;
@@ -221,7 +221,7 @@ impl Outlet {
         }
     }
 
-    async fn abort(&mut self, why: &Wrong) {
+    pub(super) async fn abort(&mut self, why: &impl std::fmt::Display) {
         self.pending.clear();
         self.pending_bytes = 0;
         if let Some(writer) = self.writer.take() {

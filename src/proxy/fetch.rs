@@ -22,12 +22,7 @@ where
         let mut reply = owner.forward(key).await?;
         self.learn_down(target, &mut reply);
         if let Some(cache) = reply.headers.get(CACHE_HEADER) {
-            outcome.cache = match cache {
-                "hit" => Some(CacheOutcome::Hit),
-                "revalidated" => Some(CacheOutcome::Revalidated),
-                "stale" => Some(CacheOutcome::Stale),
-                _ => Some(CacheOutcome::Miss),
-            };
+            outcome.cache = Some(CacheOutcome::of_owner(Some(cache)));
         }
         Ok(reply)
     }

@@ -361,11 +361,7 @@ where
         // The owner's answer is already the client's (its error body included).
         let mut reply = owner.forward_path(&key, &path).await?;
         self.learn_down(target, &mut reply);
-        outcome.cache = Some(match reply.headers.get(CACHE_HEADER) {
-            Some("hit") => CacheOutcome::Hit,
-            Some("stale") => CacheOutcome::Stale,
-            _ => CacheOutcome::Miss,
-        });
+        outcome.cache = Some(CacheOutcome::of_owner(reply.headers.get(CACHE_HEADER)));
         Ok(reply)
     }
 

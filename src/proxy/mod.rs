@@ -110,6 +110,19 @@ impl CacheOutcome {
             CacheOutcome::Joined => "joined",
         }
     }
+
+    /// An owner's `X-Frontdoor-Cache` as this door's outcome (anything else: it fetched).
+    pub fn of_owner(header: Option<&str>) -> CacheOutcome {
+        [
+            CacheOutcome::Hit,
+            CacheOutcome::Revalidated,
+            CacheOutcome::Stale,
+            CacheOutcome::Joined,
+        ]
+        .into_iter()
+        .find(|c| header == Some(c.as_str()))
+        .unwrap_or(CacheOutcome::Miss)
+    }
 }
 
 /// What happened while answering, for the request log.

@@ -1,0 +1,217 @@
+// scripts/bench's cold-rotation rows (issue 12): a cold herd on one big layer, one cold client on
+// a 256 MiB layer against a direct upstream read and against what storage itself takes, and
+// OCI-only / Docker-only Accept clients in a 50-node rotation. Each row's door is started here,
+// alone in its own workerd, so that workerd's memory is the door's.
+import crypto from "node:crypto";
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import path from "node:path";
+import { buildImage } from "../tests/e2e/lib/image.mjs";
+import { startDoor } from "../tests/e2e/lib/door.mjs";
+import { startHubSim } from "../tests/e2e/lib/hubsim.mjs";
+import { MANIFEST_ACCEPT, waitFor } from "../tests/e2e/lib/util.mjs";
+
+const HERD = 16;
+const HERD_LAYERS = [32 << 20, 128 << 20];
+const SINGLE_LAYER = 256 << 20;
+export const ROTATION_NODES = 50;
+const OCI_ONLY = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
+const DOCKER_ONLY = "application/vnd.docker.distribution.manifest.v2+json";
+
+const percentile = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+};
+
+/** Process ids of every workerd running now. */
+function workerds() {
+  return new Set(readdirSync("/proc").filter((p) => /^\d+$/.test(p)).filter((p) => {
+    try {
+      return /^Name:\s+workerd$/m.test(readFileSync(`/proc/${p}/status`, "utf8"));
+    } catch {
+      return false;
+    }
+  }));
+}
+
+/** Resident memory of `pids`, MiB. */
+function rss(pids) {
+  let kib = 0;
+  for (const p of pids) {
+    try {
+      kib += Number(readFileSync(`/proc/${p}/status`, "utf8").match(/VmRSS:\s+(\d+)/)[1]);
+    } catch {}
+  }
+  return kib / 1024;
+}
+
+/** A door of its own (its workerd's pids are its own too). */
+async function ownDoor(hub, svc, pw, dir) {
+  const before = workerds();
+  const door = await startDoor({
+    persistDir: dir,
+    bindings: {
+      UPSTREAMS: JSON.stringify({ "registry.test": { url: hub.url, username: svc, password_secret: "PW" } }),
+      DEFAULT_REGISTRY: "registry.test",
+      PW: pw,
+    },
+  });
+  const pids = [...workerds()].filter((p) => !before.has(p));
+  return { door, pids };
+}
+
+/** GETs `url` to the end: status, cache header, headers/done times from `t0` (ms), digest. */
+async function timed(url, t0, headers = {}) {
+  const r = await fetch(url, { headers });
+  const out = { status: r.status, cache: r.headers.get("x-frontdoor-cache"), headers: performance.now() - t0 };
+  const hash = crypto.createHash("sha256");
+  let bytes = 0;
+  for await (const chunk of r.body) {
+    hash.update(chunk);
+    bytes += chunk.length;
+  }
+  return { ...out, done: performance.now() - t0, bytes, digest: `sha256:${hash.digest("hex")}` };
+}
+
+/** Pushes a one-layer image of `size` bytes as `repo:v1`; returns the layer's digest and size. */
+async function bigImage(upstream, dir, repo, size) {
+  const image = buildImage(dir, { layers: 1, bigLayerBytes: size });
+  await upstream.push(dir, `${repo}:v1`);
+  const layer = image.manifests[0].layers[0];
+  return { layer, size: statSync(path.join(dir, "blobs", "sha256", layer.slice(7))).size };
+}
+
+/**
+ * The herd rows: for each layer size, HERD clients GET the cold layer at once through a fresh
+ * door; times to headers (the owner's, the others' p50 and max), the last client's completion,
+ * upstream blob GETs, and the growth of the door's workerd memory while it ran (sampled every
+ * 100 ms, peak less the level before).
+ */
+export async function herdRows({ upstream, hub, svc, pw, dir, log }) {
+  const out = [];
+  for (const [i, want] of HERD_LAYERS.entries()) {
+    const repo = `bench/herd${i}`;
+    const { layer, size } = await bigImage(upstream, path.join(dir, `herd${i}`), repo, want);
+    const { door, pids } = await ownDoor(hub, svc, pw, path.join(dir, `herd-door${i}`));
+    try {
+      const m = await fetch(`${door.url}/v2/${repo}/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
+      if (m.status !== 200) throw new Error(`herd: manifest ${m.status}`);
+      await m.arrayBuffer();
+      log(`cold herd: ${HERD} clients × ${(size / 2 ** 20).toFixed(0)} MiB layer`);
+      const base = rss(pids);
+      let peak = base;
+      const sampler = setInterval(() => { peak = Math.max(peak, rss(pids)); }, 100);
+      const gets = hub.state.counts.blobGets;
+      const t0 = performance.now();
+      const results = await Promise.all(Array.from({ length: HERD }, () => timed(`${door.url}/v2/${repo}/blobs/${layer}`, t0)));
+      // The blob's own object lands after the herd (put together from the spool): part of the fill.
+      await waitFor(() => door.stored(layer), 120000, "herd: the layer in R2");
+      clearInterval(sampler);
+      const bad = results.filter((r) => r.status !== 200 || r.digest !== layer || r.bytes !== size);
+      if (bad.length) throw new Error(`herd: ${bad.length} clients got the wrong answer: ${JSON.stringify(bad[0])}`);
+      const owner = results.find((r) => r.cache === "miss");
+      const others = results.filter((r) => r !== owner).map((r) => r.headers);
+      out.push({
+        mib: size / 2 ** 20,
+        clients: HERD,
+        ownerHeaders: owner?.headers,
+        othersP50: percentile(others, 50),
+        othersMax: Math.max(...others),
+        completion: Math.max(...results.map((r) => r.done)) / 1000,
+        joined: results.filter((r) => r.cache === "joined").length,
+        blobGets: hub.state.counts.blobGets - gets,
+        rssGrowth: peak - base,
+      });
+    } finally {
+      await door.stop();
+    }
+  }
+  return out;
+}
+
+/**
+ * One cold client on a SINGLE_LAYER layer through a fresh door, against a direct upstream read of
+ * the same layer and against storage's own pace: a JS worker beside the door (same workerd)
+ * putting that many generated bytes into its own R2 bucket, as the door's fill does.
+ */
+export async function singleColdRow({ upstream, hub, svc, pw, dir, log }) {
+  const repo = "bench/single";
+  const { layer, size } = await bigImage(upstream, path.join(dir, "single"), repo, SINGLE_LAYER);
+  const { door } = await ownDoor(hub, svc, pw, path.join(dir, "single-door"));
+  try {
+    const m = await fetch(`${door.url}/v2/${repo}/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
+    await m.arrayBuffer();
+    log(`one cold client × ${(size / 2 ** 20).toFixed(0)} MiB layer, a direct read, storage's pace`);
+    const token = await upstream.issuer.token(svc, `repository:${repo}:pull`);
+    const direct = await timed(`${hub.url}/v2/${repo}/blobs/${layer}`, performance.now(), { authorization: `Bearer ${token}` });
+    const cold = await timed(`${door.url}/v2/${repo}/blobs/${layer}`, performance.now());
+    if (cold.digest !== layer || direct.digest !== layer || cold.cache !== "miss") throw new Error(`single cold: ${JSON.stringify(cold)}`);
+    await waitFor(() => door.stored(layer), 120000, "single cold: the layer in R2");
+    const storage = await storagePace(size);
+    const mbps = (r) => r.bytes / (r.done / 1000) / 1e6;
+    return { mib: size / 2 ** 20, door: mbps(cold), direct: mbps(direct), storage };
+  } finally {
+    await door.stop();
+  }
+}
+
+/** MB/s at which Miniflare's R2 takes a put of `size` generated bytes from a JS worker. */
+async function storagePace(size) {
+  const { Miniflare } = await import("miniflare");
+  const mf = new Miniflare({
+    modules: true,
+    compatibilityDate: "2026-08-01",
+    r2Buckets: ["B"],
+    script: `export default { async fetch(req, env) {
+      const len = ${size}; const chunk = new Uint8Array(262144); crypto.getRandomValues(chunk.subarray(0, 65536));
+      let sent = 0;
+      const source = new ReadableStream({ pull(c) { if (sent >= len) return c.close(); const n = Math.min(chunk.length, len - sent); c.enqueue(chunk.slice(0, n)); sent += n; } });
+      const fixed = new FixedLengthStream(len);
+      const t0 = Date.now();
+      await Promise.all([env.B.put("k", fixed.readable), source.pipeTo(fixed.writable)]);
+      return new Response(String(Date.now() - t0));
+    } }`,
+  });
+  try {
+    const ms = Number(await (await mf.dispatchFetch("http://storage.test/")).text());
+    return size / (ms / 1000) / 1e6;
+  } finally {
+    await mf.dispose();
+  }
+}
+
+/**
+ * A 50-node rotation with each narrow Accept: every node GETs a multi-platform tag's index (or
+ * what its Accept takes), a platform manifest and a single-platform tag, all at once, against a
+ * quota of exactly the distinct manifests. Counted pulls, 429s and other failures per Accept.
+ */
+export async function acceptRows({ upstream, svc, pw, dir, log }) {
+  const platforms = [{ os: "linux", architecture: "amd64" }, { os: "linux", architecture: "arm64" }];
+  const out = {};
+  for (const [name, accept] of [["oci", OCI_ONLY], ["docker", DOCKER_ONLY]]) {
+    const multi = buildImage(path.join(dir, `${name}-multi`), { layers: 1, bigLayerBytes: 4 << 10, platforms });
+    buildImage(path.join(dir, `${name}-single`), { layers: 1, bigLayerBytes: 4 << 10 });
+    await upstream.push(path.join(dir, `${name}-multi`), `rot/${name}-multi:v1`, { all: true });
+    await upstream.push(path.join(dir, `${name}-single`), `rot/${name}-single:v1`);
+    const amd = multi.manifests[0].digest;
+    const distinct = 3;
+    const hub = await startHubSim({ targetUrl: upstream.url, limit: distinct });
+    const { door } = await ownDoor(hub, svc, pw, path.join(dir, `${name}-door`));
+    try {
+      log(`${ROTATION_NODES}-node rotation, ${name === "oci" ? "OCI-only" : "Docker-only"} Accept`);
+      const get = async (ref) => {
+        const r = await fetch(`${door.url}/v2/${ref}`, { headers: { accept } });
+        await r.arrayBuffer();
+        return r.status;
+      };
+      const node = () => Promise.all([get(`rot/${name}-multi/manifests/v1`), get(`rot/${name}-multi/manifests/${amd}`), get(`rot/${name}-single/manifests/v1`)]);
+      const statuses = (await Promise.all(Array.from({ length: ROTATION_NODES }, node))).flat();
+      const tally = {};
+      for (const s of statuses) tally[s] = (tally[s] ?? 0) + 1;
+      out[name] = { pulls: hub.state.counts.pulls, tooMany: hub.state.counts.tooMany, distinct, statuses: tally };
+    } finally {
+      await door.stop();
+      await hub.stop();
+    }
+  }
+  return out;
+}
