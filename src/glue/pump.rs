@@ -163,14 +163,22 @@ pub(super) struct Outlet {
     /// Writes not yet taken, oldest first, with their sizes.
     pending: VecDeque<(JsFuture, u64)>,
     pending_bytes: u64,
+    /// Bytes that may wait untaken before `write` waits.
+    window: u64,
 }
 
 impl Outlet {
     pub(super) fn of(stream: Option<&web_sys::WritableStream>) -> Outlet {
+        Outlet::with_window(stream, WINDOW_BYTES)
+    }
+
+    /// An outlet that lets at most `window` bytes wait untaken.
+    pub(super) fn with_window(stream: Option<&web_sys::WritableStream>, window: u64) -> Outlet {
         Outlet {
             writer: stream.and_then(|s| s.get_writer().ok()),
             pending: VecDeque::new(),
             pending_bytes: 0,
+            window,
         }
     }
 
@@ -187,7 +195,7 @@ impl Outlet {
         self.pending
             .push_back((JsFuture::from(writer.write_with_chunk(chunk)), size));
         self.pending_bytes += size;
-        while self.pending_bytes > WINDOW_BYTES {
+        while self.pending_bytes > self.window {
             self.settle_one().await?;
         }
         Ok(())

@@ -37,6 +37,10 @@ use worker::{console_error, Bucket, Data, Range as R2Range, ResponseBody};
 /// later clients would notice the wait). Two segments are the most a fill holds in memory.
 pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Bytes one follower's client may leave untaken before its feed waits: small, since a herd has
+/// many followers (the bytes themselves are mostly the fill's own chunks, shared).
+const FOLLOWER_WINDOW_BYTES: u64 = 512 * 1024;
+
 /// The fills under way at one owner that a client may follow, by blob key.
 #[derive(Default)]
 pub struct Fills(RefCell<HashMap<String, Rc<Fill>>>);
@@ -66,7 +70,8 @@ impl Fills {
         let fill = self.0.borrow().get(key).cloned()?;
         let fixed = fixed_length(fill.size).ok()?;
         fill.state.borrow_mut().followers += 1;
-        let task = feed(bucket.clone(), fill, Outlet::of(Some(&fixed.writable())));
+        let outlet = Outlet::with_window(Some(&fixed.writable()), FOLLOWER_WINDOW_BYTES);
+        let task = feed(bucket.clone(), fill, outlet);
         Some((fixed.readable(), Box::pin(task)))
     }
 }

@@ -30,6 +30,27 @@ where
         //    private layer could be read through any public repository's name, or through another
         //    registry whose upstream says yes to every digest.
         let linked = self.read_link(target, digest, outcome).await;
+        // At the owner, a fill of this blob under way (a herd's later clients): follow it from its
+        // first byte as the bytes arrive, on the same evidence a stored copy needs — before any
+        // storage read, which could only miss.
+        let whole = range
+            .as_ref()
+            .and_then(Ranges::single)
+            .is_none_or(|r| r.is_everything());
+        if !head && whole {
+            if let Some(filling) = self.blobs.filling(&key) {
+                if filling.vouched_by(&target.registry) {
+                    if !linked {
+                        self.confirm_link(target, digest, outcome).await?;
+                    }
+                    if let Some(body) = self.blobs.follow(&key) {
+                        outcome.cache = Some(CacheOutcome::Joined);
+                        let headers = blob_headers(digest, Some(filling.size));
+                        return Ok(reply(200, headers, Body::Stream(body), false));
+                    }
+                }
+            }
+        }
         let mut known = None;
         if !linked || self.config.blob_redirect != BlobRedirect::Off || head || range.is_some() {
             known = match self.blobs.stat(&key).await {
@@ -87,22 +108,6 @@ where
             .filter(|r| !r.is_everything());
         if let (Some(owner), false, None) = (self.coalesce, head, partial) {
             return self.forward(owner, target, &key, outcome).await;
-        }
-        // 2a. At the owner, a fill of this blob under way (a herd's later clients): follow it from
-        //     its first byte as the bytes arrive, on the same evidence a stored copy needs.
-        if let (false, None) = (head, partial) {
-            if let Some(filling) = self.blobs.filling(&key) {
-                if filling.vouched_by(&target.registry) {
-                    if !linked {
-                        self.confirm_link(target, digest, outcome).await?;
-                    }
-                    if let Some(body) = self.blobs.follow(&key) {
-                        outcome.cache = Some(CacheOutcome::Joined);
-                        let headers = blob_headers(digest, Some(filling.size));
-                        return Ok(reply(200, headers, Body::Stream(body), false));
-                    }
-                }
-            }
         }
         let mut headers = Headers::new();
         if let Some(r) = partial {

@@ -51,9 +51,10 @@ export async function startUpstream({ dir, users, redirectBlobs = false }) {
      * Pushes the OCI layout `layout` (tag v1) to `ref` straight to the registry with skopeo, as
      * the first user (the service account); `all` pushes every platform of an index.
      */
-    async push(layout, ref, { all = false } = {}) {
+    /** `format: "v2s2"` stores Docker schema 2 manifests (and a manifest list) instead of OCI's. */
+    async push(layout, ref, { all = false, format } = {}) {
       const [user, password] = Object.entries(users)[0];
-      await skopeo(["copy", ...(all ? ["--all"] : []), "--dest-tls-verify=false",
+      await skopeo(["copy", ...(all ? ["--all"] : []), ...(format ? ["--format", format] : []), "--dest-tls-verify=false",
         "--dest-creds", `${user}:${password}`, `oci:${layout}:v1`, `docker://127.0.0.1:${regPort}/${ref}`]);
     },
     async stop() {
