@@ -30,10 +30,10 @@
 
 use crate::access::Access;
 use crate::cache::multipart;
-use crate::http_url::{HttpUrl, ParseError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
+use url::Url;
 
 /// What the door does when `UPSTREAMS` is not set at all: mirror Docker Hub anonymously.
 pub const DEFAULT_UPSTREAMS: &str = r#"{"docker.io": {"url": "https://registry-1.docker.io"}}"#;
@@ -93,7 +93,7 @@ pub struct Config {
     pub upstream_idle_timeout_seconds: u64,
     /// `PUBLIC_URL`: the door's own origin (no path), which its `WWW-Authenticate` challenges
     /// name whatever `Host` a client sent. `None`: the origin the request came in on.
-    pub public_url: Option<HttpUrl>,
+    pub public_url: Option<Url>,
 }
 
 /// `BLOB_REDIRECT`: stream blobs through the worker, or send the client to storage.
@@ -110,7 +110,7 @@ pub enum BlobRedirect {
 /// R2's S3 API: where the bucket is and the access key to presign with. `Debug` redacts the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct S3Access {
-    pub endpoint: HttpUrl,
+    pub endpoint: Url,
     pub bucket: String,
     pub access_key_id: String,
     pub secret_access_key: String,
@@ -142,7 +142,7 @@ pub struct UpstreamConfig {
     /// The registry's name as clients write it (`docker.io`, `ghcr.io`, `127.0.0.1:5000`).
     pub name: String,
     /// Base URL without a trailing slash, e.g. `https://registry-1.docker.io`.
-    pub url: HttpUrl,
+    pub url: Url,
     pub credentials: Option<Credentials>,
     /// Hosts besides the upstream's own and its registrable domain whose token realms get the
     /// service account's credentials (see [`crate::upstream::realm`]), as `host_str` writes them.
@@ -607,12 +607,12 @@ fn blob_redirect(lookup: &impl Fn(&str) -> Option<String>) -> Result<BlobRedirec
 
 /// A URL setting. The problem never quotes the value: a URL may carry `user:password@`, and
 /// where it does not parse nobody can tell which part is a secret.
-fn parse_url(s: &str) -> Result<HttpUrl, String> {
-    let url = HttpUrl::parse(s.trim_end_matches('/')).map_err(|e| match e {
-        ParseError::NotHttp => "must be an http(s) URL with a host".to_owned(),
-        e => format!("is not a URL: {e}"),
-    })?;
-    if url.has_credentials() {
+fn parse_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s.trim_end_matches('/')).map_err(|e| format!("is not a URL: {e}"))?;
+    if !crate::upstream::is_http(&url) {
+        return Err("must be an http(s) URL with a host".to_owned());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
         return Err(
             "must not carry credentials (user:password@); put a password in a secret \
              named by password_secret"
@@ -861,7 +861,7 @@ mod tests {
         assert_eq!(load(&[]).unwrap().public_url, None);
         let c = load(&[("PUBLIC_URL", "https://Door.Example.com/")]).unwrap();
         assert_eq!(
-            c.public_url.as_ref().map(HttpUrl::as_str),
+            c.public_url.as_ref().map(Url::as_str),
             Some("https://door.example.com/")
         );
         let c = load(&[("PUBLIC_URL", "http://127.0.0.1:8787")]).unwrap();

@@ -11,7 +11,6 @@ mod stats;
 use crate::analytics;
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
-use crate::http_url::Serialized;
 use crate::proxy::{error_reply, Body, ClientRequest, Door, Outcome, Reply};
 use crate::retention::Sweep;
 use crate::route::RequestLine;
@@ -105,9 +104,7 @@ pub(crate) async fn serve_request(
     ports: Ports<'_>,
 ) -> worker::Result<Response> {
     let started = Date::now().as_millis();
-    // Split, not parsed: the runtime has parsed it (a parse here would bring a URL parser in).
-    let request_url = req.inner().url();
-    let url = Serialized::split(&request_url);
+    let url = req.url()?;
     // The raw method: `worker::Method` turns every method it does not know (PURGE, PROPFIND, …)
     // into GET, which would answer them as reads.
     let method = req.inner().method();
@@ -118,12 +115,12 @@ pub(crate) async fn serve_request(
     let authorization = req.headers().get("authorization")?;
     let origin = format!(
         "{}://{}",
-        url.scheme,
-        host.as_deref().or(url.host).unwrap_or_default()
+        url.scheme(),
+        host.as_deref().or(url.host_str()).unwrap_or_default()
     );
     // Only the token endpoint has a body worth reading: a small form, read up to a limit (a larger
     // one is not a token request and is read no further).
-    let body = if method == "POST" && url.path == "/token" {
+    let body = if method == "POST" && url.path() == "/token" {
         let stream = req.clone()?.inner().body();
         Some(
             FetchUpstream::read_limited(stream, MAX_TOKEN_FORM)
@@ -136,9 +133,9 @@ pub(crate) async fn serve_request(
     let client_req = ClientRequest {
         line: RequestLine {
             method: &method,
-            host: host.as_deref().or(url.host),
-            path: url.path,
-            query: url.query,
+            host: host.as_deref().or(url.host_str()),
+            path: url.path(),
+            query: url.query(),
         },
         accept: accept.as_deref(),
         range: range.as_deref(),
@@ -165,7 +162,13 @@ pub(crate) async fn serve_request(
         .and_then(|l| l.parse::<u64>().ok())
         .filter(|_| method != "HEAD");
     log(
-        ports.role, &method, url.path, &reply, bytes, &outcome, started,
+        ports.role,
+        &method,
+        url.path(),
+        &reply,
+        bytes,
+        &outcome,
+        started,
     );
     if let Some(dataset) = js::binding::<js::AnalyticsEngineDataset>(env, ANALYTICS_BINDING) {
         let req = analytics::Request {

@@ -505,7 +505,7 @@ where
 /// name as the client wrote it) with the same page query, plus `ns` if the client sent one.
 pub(super) fn next_link(link: &str, link_path: &str, link_ns: Option<&str>) -> Option<String> {
     let target = link.split('<').nth(1)?.split('>').next()?;
-    let url = HttpUrl::parse("http://upstream.invalid/")
+    let url = url::Url::parse("http://upstream.invalid/")
         .ok()?
         .join(target)
         .ok()?;

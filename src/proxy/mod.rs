@@ -27,7 +27,6 @@ use crate::cache::{keys, AbsentRecord, ManifestRecord, TagRecord};
 use crate::config::Config;
 use crate::config::{pin_key, BlobRedirect};
 use crate::error::{ErrorCode, RegistryError};
-use crate::http_url::HttpUrl;
 use crate::oci::{
     acceptable, manifest_media_type, says_nothing, serving_type, Digest, Reference, References,
     DEFAULT_MANIFEST_ACCEPT,
