@@ -16,11 +16,8 @@ use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
 use crate::oci::{Digest, Reference, Repository};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Head,
-}
+/// The only methods a client reads with; the same type the door sends upstream.
+pub use crate::ports::HttpMethod as Method;
 
 /// The parts of an HTTP request that routing looks at.
 #[derive(Debug, Clone, Copy, Default)]

@@ -6,8 +6,8 @@ use super::pump::{fixed_length, now_ms, Pump, WatchedReader};
 use crate::cache::multipart::PartSplitter;
 use crate::oci::{Algorithm, Digest};
 use crate::ports::{
-    Blobs, Entry, Fetched, Headers, HttpMethod, Kv, NetError, OutboundRequest, Page, Piece,
-    StoreError, Stored, Upstream, REGISTRIES_METADATA,
+    Blobs, Entry, Fetched, Headers, Kv, NetError, OutboundRequest, Page, Piece, StoreError, Stored,
+    Upstream, REGISTRIES_METADATA,
 };
 use crate::watchdog::{Limits, Watch};
 use futures::future::{Either, LocalBoxFuture};
@@ -415,10 +415,7 @@ impl Upstream for FetchUpstream {
         for (name, value) in req.headers.iter() {
             headers.set(name, value).map_err(failed)?;
         }
-        let method = match req.method {
-            HttpMethod::Get => "GET",
-            HttpMethod::Head => "HEAD",
-        };
+        let method = req.method.as_str();
         let init = super::request::Init {
             method,
             headers: Some(&headers),
