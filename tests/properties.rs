@@ -11,6 +11,9 @@
 //! it (`PROPTEST_CASES=20000 cargo test --test properties` for a longer fuzz). A failure is shrunk
 //! and its seed kept in `tests/properties.proptest-regressions`, which belongs in the repository.
 
+// Host only: proptest has no wasm32-unknown-unknown random source (see Cargo.toml).
+#![cfg(not(target_arch = "wasm32"))]
+
 use frontdoor::config::Config;
 use frontdoor::oci::{Algorithm, Digest, Reference, Repository};
 use frontdoor::range::{self, ByteRange};

@@ -7,6 +7,8 @@ mod ports;
 mod pump;
 mod request;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 use crate::analytics;
 use crate::config::Config;
@@ -315,10 +317,7 @@ fn lookup(env: &Env, name: &str) -> Option<String> {
 }
 
 fn into_response(reply: Reply<Stream>) -> worker::Result<Response> {
-    let headers = worker::Headers::new();
-    for (name, value) in reply.headers.iter() {
-        headers.set(name, value)?;
-    }
+    let headers = js::to_js_headers(&reply.headers)?;
     let body = match reply.body {
         Body::Empty | Body::Stream(None) => ResponseBody::Empty,
         Body::Bytes(b) => ResponseBody::Body(b),

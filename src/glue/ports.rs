@@ -6,7 +6,7 @@ use super::pump::{fixed_length, now_ms, Pump, WatchedReader};
 use crate::cache::multipart::PartSplitter;
 use crate::oci::{Algorithm, Digest};
 use crate::ports::{
-    Blobs, Entry, Fetched, Headers, Kv, NetError, OutboundRequest, Page, Piece, StoreError, Stored,
+    Blobs, Entry, Fetched, Kv, NetError, OutboundRequest, Page, Piece, StoreError, Stored,
     Upstream, REGISTRIES_METADATA,
 };
 use crate::watchdog::{Limits, Watch};
@@ -411,10 +411,7 @@ impl Upstream for FetchUpstream {
 
     async fn send(&self, req: OutboundRequest) -> Result<Fetched<Stream>, NetError> {
         let failed = |e: worker::Error| NetError::Failed(e.to_string());
-        let headers = worker::Headers::new();
-        for (name, value) in req.headers.iter() {
-            headers.set(name, value).map_err(failed)?;
-        }
+        let headers = super::js::to_js_headers(&req.headers).map_err(failed)?;
         let method = req.method.as_str();
         let init = super::request::Init {
             method,
@@ -437,10 +434,7 @@ impl Upstream for FetchUpstream {
                 return Err(NetError::Timeout);
             }
         };
-        let mut out = Headers::new();
-        for (name, value) in response.headers().entries() {
-            out.append(&name, value);
-        }
+        let out = super::js::from_js_headers(response.headers());
         let status = response.status_code();
         let (_, body) = response.into_parts();
         let body = match body {
