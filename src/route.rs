@@ -12,7 +12,7 @@
 //! Names are matched by hand rather than with a router: repository names contain `/`, so the kind
 //! (`manifests`, `blobs`, `tags/list`, `referrers`) is found from the end of the path.
 
-use crate::config::Config;
+use crate::config::{Config, UpstreamConfig};
 use crate::error::{ErrorCode, RegistryError};
 use crate::oci::{Digest, Reference, Repository};
 
@@ -330,14 +330,23 @@ fn target(
         },
     };
     let upstream = cfg.upstream(registry).ok_or_else(|| unknown(registry))?;
-    let mut repository = Repository::parse(&repo_segments.join("/"))
+    let repository = repository_on(upstream, &repo_segments.join("/"))
         .map_err(|e| RegistryError::new(ErrorCode::NameInvalid, e))?;
-    if upstream.implicit_library() && repository.depth() == 1 {
-        repository = repository.prefixed("library");
-    }
     Ok(Target {
         registry: registry.to_owned(),
         repository,
+    })
+}
+
+/// The repository `name` means on `upstream`: the name grammar, then Docker Hub's implicit
+/// `library/` for a one-component name. The one normalization for request paths, token scopes
+/// and `PINS` keys (see `config`), so a pin is keyed exactly as the requests it should match.
+pub fn repository_on(upstream: &UpstreamConfig, name: &str) -> Result<Repository, String> {
+    let repository = Repository::parse(name)?;
+    Ok(if upstream.implicit_library() && repository.depth() == 1 {
+        repository.prefixed("library")
+    } else {
+        repository
     })
 }
 
