@@ -99,7 +99,7 @@ pub fn answer<B>(page: bool, stats: &crate::stats::Stats, now: u64, head: bool) 
             "registries": stats.registries,
             "last_errors": stats.last_errors,
         });
-        ("application/json", json.to_string().into_bytes())
+        (crate::oci::JSON, json.to_string().into_bytes())
     };
     headers.set("content-type", content_type);
     reply(200, headers, Body::Bytes(body), head)

@@ -66,14 +66,14 @@ const FAKE_KV: &str = r#"(() => {
 #[wasm_bindgen_test]
 fn headers_both_ways() {
     let mut core = Headers::new();
-    core.set("Content-Type", "application/vnd.oci.image.index.v1+json");
+    core.set("Content-Type", crate::oci::OCI_INDEX);
     core.append("vary", "accept");
     core.append("Vary", "range");
     core.set("docker-content-digest", "sha256:00");
     let runtime = js::to_js_headers(&core).unwrap();
     assert_eq!(
         runtime.get("content-type").unwrap().as_deref(),
-        Some("application/vnd.oci.image.index.v1+json")
+        Some(crate::oci::OCI_INDEX)
     );
     // Both values reach the runtime; it joins them when read.
     assert_eq!(

@@ -29,7 +29,7 @@ use crate::config::{pin_key, BlobRedirect};
 use crate::error::{ErrorCode, RegistryError};
 use crate::oci::{
     acceptable, manifest_media_type, says_nothing, serving_type, Digest, Reference, References,
-    DEFAULT_MANIFEST_ACCEPT,
+    DEFAULT_MANIFEST_ACCEPT, JSON, OCI_INDEX,
 };
 use crate::ports::{Blobs, Coalesce, Fetched, Headers, HttpMethod, Kv, Stored, Upstream};
 use crate::range::{self, Ranges};
@@ -58,8 +58,6 @@ pub const MAX_RESOLVE_IMAGES: usize = 50;
 
 /// The largest upstream tag list read (to sort it): Docker Hub's longest lists are far smaller.
 pub const MAX_TAG_LIST_BYTES: usize = 16 * 1024 * 1024;
-
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// What the client sent that matters to the door.
 #[derive(Debug, Clone, Copy, Default)]
@@ -251,10 +249,7 @@ where
         match routed.route {
             Route::Base => {
                 outcome.kind = "base";
-                Ok(
-                    reply(200, Headers::new(), Body::Bytes(b"{}".to_vec()), head)
-                        .with_type("application/json"),
-                )
+                Ok(reply(200, Headers::new(), Body::Bytes(b"{}".to_vec()), head).with_type(JSON))
             }
             Route::Manifest { target, reference } => {
                 outcome.kind = "manifest";
@@ -384,5 +379,5 @@ pub fn error_reply<S>(e: &RegistryError, head: bool) -> Reply<S> {
     if let Some(challenge) = &e.www_authenticate {
         headers.set("www-authenticate", challenge.clone());
     }
-    reply(e.status, headers, Body::Bytes(e.body()), head).with_type("application/json")
+    reply(e.status, headers, Body::Bytes(e.body()), head).with_type(JSON)
 }
