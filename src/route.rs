@@ -92,7 +92,58 @@ pub enum Route {
     },
 }
 
+/// What a request asked for, for the request log, the counters and Analytics Engine (see
+/// [`Route::kind`]); `Other` for a request that routes nowhere.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Kind {
+    #[default]
+    Other,
+    Base,
+    Manifest,
+    Blob,
+    Tags,
+    Referrers,
+    Prewarm,
+    Resolve,
+    Token,
+    SignedBlob,
+    Status,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Other => "other",
+            Kind::Base => "base",
+            Kind::Manifest => "manifest",
+            Kind::Blob => "blob",
+            Kind::Tags => "tags",
+            Kind::Referrers => "referrers",
+            Kind::Prewarm => "prewarm",
+            Kind::Resolve => "resolve",
+            Kind::Token => "token",
+            Kind::SignedBlob => "signed-blob",
+            Kind::Status => "status",
+        }
+    }
+}
+
 impl Route {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Route::Base => Kind::Base,
+            Route::Manifest { .. } => Kind::Manifest,
+            Route::Blob { .. } => Kind::Blob,
+            Route::Tags { .. } => Kind::Tags,
+            Route::Referrers { .. } => Kind::Referrers,
+            Route::Prewarm { .. } => Kind::Prewarm,
+            Route::Resolve { .. } => Kind::Resolve,
+            Route::Token { .. } => Kind::Token,
+            Route::SignedBlob { .. } => Kind::SignedBlob,
+            Route::Status { .. } => Kind::Status,
+        }
+    }
+
     /// The repository the route reads, if it reads one.
     pub fn target(&self) -> Option<&Target> {
         match self {

@@ -66,7 +66,7 @@ where
     };
     let head = routed.method == Method::Head;
     let outcome = Outcome {
-        kind: "status",
+        kind: crate::route::Kind::Status,
         ..Outcome::default()
     };
     let answer = match authorize(config, req.authorization, now) {

@@ -10,7 +10,7 @@ use frontdoor::config::Config;
 use frontdoor::oci::{Algorithm, Digest};
 use frontdoor::ports::*;
 use frontdoor::proxy::{Body, CacheOutcome, ClientRequest, Door, Outcome, Reply};
-use frontdoor::route::RequestLine;
+use frontdoor::route::{Kind, RequestLine};
 use frontdoor::upstream::health::Health;
 use frontdoor::upstream::token::TokenCache;
 use futures::executor::block_on;
@@ -662,6 +662,43 @@ fn base_endpoint() {
         Some("registry/2.0")
     );
     assert_eq!(w.reg.total(), 0);
+}
+
+/// Every answer's outcome says what was asked for, from the route (the request log, the
+/// counters and Analytics Engine read it).
+#[test]
+fn outcomes_name_what_was_asked_for() {
+    let (reg, digest, layer) = image();
+    let w = World::new(reg);
+    let cases: &[(&str, &str, Kind)] = &[
+        ("GET", "/v2/", Kind::Base),
+        ("GET", "/v2/team/app/manifests/v1", Kind::Manifest),
+        (
+            "HEAD",
+            &format!("/v2/team/app/manifests/{digest}"),
+            Kind::Manifest,
+        ),
+        ("GET", &format!("/v2/team/app/blobs/{layer}"), Kind::Blob),
+        ("GET", "/v2/team/app/tags/list", Kind::Tags),
+        (
+            "GET",
+            &format!("/v2/team/app/referrers/{digest}"),
+            Kind::Referrers,
+        ),
+        ("GET", "/token?scope=repository:team/app:pull", Kind::Token),
+        (
+            "GET",
+            "/_frontdoor/resolve?image=team/app:v1",
+            Kind::Resolve,
+        ),
+        ("POST", "/_frontdoor/prewarm", Kind::Prewarm),
+        ("GET", "/nowhere", Kind::Other),
+        ("DELETE", "/v2/team/app/manifests/v1", Kind::Other),
+    ];
+    for (method, path, kind) in cases {
+        let (_, outcome) = w.request(method, path, None);
+        assert_eq!(outcome.kind, *kind, "{method} {path}");
+    }
 }
 
 #[test]
@@ -2494,7 +2531,7 @@ fn the_status_pages_need_a_person_not_a_token_anyone_can_mint() {
             let source = FakeStats::default();
             let (r, outcome) = w.status("GET", path, &source).expect("a status request");
             assert_eq!(r.status, want, "{what} {path}");
-            assert_eq!(outcome.kind, "status");
+            assert_eq!(outcome.kind, Kind::Status);
             assert_eq!(r.headers.get("x-content-type-options"), Some("nosniff"));
             if want == 401 {
                 assert_eq!(error_code(&r), "UNAUTHORIZED", "{what} {path}");

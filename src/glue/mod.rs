@@ -149,10 +149,7 @@ pub(crate) async fn serve_request(
     let (reply, outcome) = match serve(env, &ports, client_req, started).await {
         Ok(answer) => answer,
         Err(e) => {
-            let mut outcome = Outcome {
-                kind: "other",
-                ..Outcome::default()
-            };
+            let mut outcome = Outcome::default();
             outcome.notes.push(e.message.clone());
             (error_reply(&e, method == "HEAD"), outcome)
         }
@@ -345,7 +342,7 @@ fn log<S>(
         "path": path,
         "status": reply.status,
         "bytes": bytes,
-        "kind": outcome.kind,
+        "kind": outcome.kind.as_str(),
         "registry": outcome.registry,
         "repository": outcome.repository,
         "cache": outcome.cache.map(|c| c.as_str()),

@@ -33,7 +33,7 @@ use crate::oci::{
 };
 use crate::ports::{Blobs, Coalesce, Fetched, Headers, HttpMethod, Kv, Stored, Upstream};
 use crate::range::{self, Ranges};
-use crate::route::{resolve_name, route, Method, RequestLine, Route, Routed, Target};
+use crate::route::{resolve_name, route, Kind, Method, RequestLine, Route, Routed, Target};
 use crate::signing::sigv4::{PresignRequest, R2_REGION, S3_SERVICE};
 use crate::signing::url_token;
 use crate::upstream::health::{Admit, Backoff, Health};
@@ -111,7 +111,8 @@ impl CacheOutcome {
 pub struct Outcome {
     pub registry: Option<String>,
     pub repository: Option<String>,
-    pub kind: &'static str,
+    /// What was asked for (`Kind::Other` when the request routes nowhere).
+    pub kind: Kind,
     pub cache: Option<CacheOutcome>,
     pub upstream_calls: u32,
     /// The miss was handed to the object's owner (see [`Coalesce`]).
@@ -155,10 +156,7 @@ where
     C: Coalesce<Body = U::Body>,
 {
     pub async fn handle(&self, req: ClientRequest<'_>) -> (Reply<U::Body>, Outcome) {
-        let mut outcome = Outcome {
-            kind: "other",
-            ..Outcome::default()
-        };
+        let mut outcome = Outcome::default();
         let result = match route(self.config, req.line) {
             Err(e) => Err(e),
             Ok(routed) => self.dispatch(routed, &req, &mut outcome).await,
@@ -181,26 +179,23 @@ where
         outcome: &mut Outcome,
     ) -> Result<Reply<U::Body>, RegistryError> {
         let head = routed.method == Method::Head;
+        outcome.kind = routed.route.kind();
         // These carry their own authority: a URL signature, or the credentials being exchanged.
         match &routed.route {
             Route::SignedBlob { digest, query } => {
-                outcome.kind = "signed-blob";
                 return self
                     .signed_blob(digest, query, head, req.range, outcome)
                     .await;
             }
             Route::Token { post, query } => {
-                outcome.kind = "token";
                 return self.token(*post, query, req);
             }
             Route::Prewarm { query } => {
-                outcome.kind = "prewarm";
                 return self.prewarm_endpoint(query, req).await;
             }
             Route::Status { .. } => {
                 // The worker answers these before the door (`crate::status::serve`): the counters
                 // live outside the request's ports.
-                outcome.kind = "status";
                 crate::status::authorize(self.config, req.authorization, self.now)?;
                 return Err(RegistryError::new(
                     ErrorCode::Unsupported,
@@ -243,21 +238,17 @@ where
         }
 
         if let Route::Resolve { query } = &routed.route {
-            outcome.kind = "resolve";
             return self.resolve(query, req, &principal, outcome).await;
         }
         match routed.route {
             Route::Base => {
-                outcome.kind = "base";
                 Ok(reply(200, Headers::new(), Body::Bytes(b"{}".to_vec()), head).with_type(JSON))
             }
             Route::Manifest { target, reference } => {
-                outcome.kind = "manifest";
                 self.manifest(&target, &reference, head, req.accept, outcome)
                     .await
             }
             Route::Blob { target, digest } => {
-                outcome.kind = "blob";
                 self.blob(&target, &digest, head, req.range, outcome).await
             }
             Route::Tags {
@@ -267,7 +258,6 @@ where
                 link_path,
                 link_ns,
             } => {
-                outcome.kind = "tags";
                 let link = (link_path.as_str(), link_ns.as_deref());
                 self.tags(&target, n, last.as_deref(), link, head, outcome)
                     .await
@@ -277,7 +267,6 @@ where
                 digest,
                 artifact_type,
             } => {
-                outcome.kind = "referrers";
                 self.referrers(&target, &digest, artifact_type.as_deref(), head, outcome)
                     .await
             }
