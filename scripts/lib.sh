@@ -79,6 +79,8 @@ ensure_build_tools() {
   ensure_cargo_bin worker-build "$WORKER_BUILD_VERSION" worker-build --locked
   # Not --locked: wasm-bindgen-cli's lockfile pins a crate version the registry no longer serves.
   ensure_cargo_bin wasm-bindgen-cli "$(wasm_bindgen_version)" wasm-bindgen
+  # The same install ships the runner of the wasm-bindgen-test tier (src/glue/tests.rs).
+  ensure_cargo_bin wasm-bindgen-cli "$(wasm_bindgen_version)" wasm-bindgen-test-runner
   ensure_node_modules
 }
 

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
+use subtle::ConstantTimeEq as _;
 
 const DEFAULT_TOKEN_TTL: u64 = 300;
 const MIN_KEY_BYTES: usize = 32;
@@ -336,13 +337,11 @@ pub fn bearer_is(secret: &[u8], authorization: Option<&str>) -> bool {
     same_secret(&String::from_utf8_lossy(secret), given)
 }
 
-/// Compares two secrets without an early exit (over their SHA-256, so lengths do not leak either).
+/// Compares two secrets in constant time (`subtle`'s `ct_eq`, which the optimizer cannot turn
+/// into an early exit), over their SHA-256 so that lengths do not leak either.
 pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    x.iter()
-        .zip(y.iter())
-        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
-        == 0
+    x.as_slice().ct_eq(y.as_slice()).into()
 }
 
 /// `*` matches any run of characters, `/` included; everything else matches itself.

@@ -48,7 +48,7 @@ pub fn data_point(req: &Request<'_>, outcome: &Outcome) -> DataPoint {
         blobs: vec![
             registry,
             text(outcome.repository.as_deref()),
-            text(Some(outcome.kind)),
+            text(Some(outcome.kind.as_str())),
             text(outcome.cache.map(|c| c.as_str())),
             text(Some(req.role)),
             text(Some(req.method)),
@@ -73,7 +73,7 @@ mod tests {
         let outcome = Outcome {
             registry: Some("docker.io".into()),
             repository: Some("library/alpine".into()),
-            kind: "blob",
+            kind: crate::route::Kind::Blob,
             cache: Some(CacheOutcome::Miss),
             upstream_calls: 2,
             ratelimit_remaining: Some("76;w=21600".into()),
@@ -108,7 +108,7 @@ mod tests {
                 ..req
             },
             &Outcome {
-                kind: "other",
+                kind: crate::route::Kind::Other,
                 ..Outcome::default()
             },
         );

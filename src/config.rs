@@ -30,10 +30,10 @@
 
 use crate::access::Access;
 use crate::cache::multipart;
-use crate::http_url::{HttpUrl, ParseError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
+use url::Url;
 
 /// What the door does when `UPSTREAMS` is not set at all: mirror Docker Hub anonymously.
 pub const DEFAULT_UPSTREAMS: &str = r#"{"docker.io": {"url": "https://registry-1.docker.io"}}"#;
@@ -93,7 +93,7 @@ pub struct Config {
     pub upstream_idle_timeout_seconds: u64,
     /// `PUBLIC_URL`: the door's own origin (no path), which its `WWW-Authenticate` challenges
     /// name whatever `Host` a client sent. `None`: the origin the request came in on.
-    pub public_url: Option<HttpUrl>,
+    pub public_url: Option<Url>,
 }
 
 /// `BLOB_REDIRECT`: stream blobs through the worker, or send the client to storage.
@@ -110,7 +110,7 @@ pub enum BlobRedirect {
 /// R2's S3 API: where the bucket is and the access key to presign with. `Debug` redacts the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct S3Access {
-    pub endpoint: HttpUrl,
+    pub endpoint: Url,
     pub bucket: String,
     pub access_key_id: String,
     pub secret_access_key: String,
@@ -142,7 +142,7 @@ pub struct UpstreamConfig {
     /// The registry's name as clients write it (`docker.io`, `ghcr.io`, `127.0.0.1:5000`).
     pub name: String,
     /// Base URL without a trailing slash, e.g. `https://registry-1.docker.io`.
-    pub url: HttpUrl,
+    pub url: Url,
     pub credentials: Option<Credentials>,
     /// Hosts besides the upstream's own and its registrable domain whose token realms get the
     /// service account's credentials (see [`crate::upstream::realm`]), as `host_str` writes them.
@@ -343,10 +343,7 @@ impl Config {
             ));
         }
 
-        let upstreams_for_pins: Vec<(String, bool)> = upstreams
-            .values()
-            .map(|u| (u.name.clone(), u.implicit_library()))
-            .collect();
+        let pins = pins(&lookup, &upstreams)?;
         let hosts = match lookup("HOSTS") {
             None => BTreeMap::new(),
             Some(raw) => {
@@ -465,7 +462,7 @@ impl Config {
             multipart_threshold_bytes,
             multipart_part_bytes,
             access: Access::load(&lookup)?,
-            pins: pins(&lookup, &upstreams_for_pins)?,
+            pins,
             prewarm: match lookup("PREWARM") {
                 None => Vec::new(),
                 Some(raw) => serde_json::from_str(&raw).map_err(|e| {
@@ -510,10 +507,13 @@ impl Config {
     }
 }
 
-/// `PINS`: image (`[registry/]repository:tag`, normalized as the door names it) → digest.
+/// `PINS`: image (`<registry>/<repository>:<tag>`) → digest. The repository is normalized as a
+/// request's is ([`crate::route::repository_on`]: the name grammar, Docker Hub's `library/`), and
+/// the tag must be one a client can ask for, so a key that no request could match is refused here
+/// rather than loaded and silently never used (`docker.io/Alpine:3`: names are lowercase).
 fn pins(
     lookup: &impl Fn(&str) -> Option<String>,
-    registries: &[(String, bool)],
+    upstreams: &BTreeMap<String, UpstreamConfig>,
 ) -> Result<BTreeMap<String, crate::oci::Digest>, ConfigError> {
     let Some(raw) = lookup("PINS") else {
         return Ok(BTreeMap::new());
@@ -535,18 +535,34 @@ fn pins(
         let (registry, repo) = name
             .split_once('/')
             .ok_or_else(|| bad(&setting, "must name the registry"))?;
-        let Some((_, library)) = registries.iter().find(|(r, _)| r == registry) else {
+        let Some(upstream) = upstreams.get(registry) else {
             return Err(bad(
                 &setting,
                 format!("{registry:?} is not a key of UPSTREAMS"),
             ));
         };
-        let repo = if *library && !repo.contains('/') {
-            format!("library/{repo}")
-        } else {
-            repo.to_owned()
-        };
-        pins.insert(pin_key(registry, &repo, tag), digest);
+        let repo = crate::route::repository_on(upstream, repo).map_err(|e| {
+            let lower = repo.to_ascii_lowercase();
+            let hint = if lower != repo && crate::route::repository_on(upstream, &lower).is_ok() {
+                format!(" (names are lowercase: write \"{registry}/{lower}:{tag}\")")
+            } else {
+                String::new()
+            };
+            bad(&setting, format!("no client can ask for it: {e}{hint}"))
+        })?;
+        match crate::oci::Reference::parse(tag) {
+            Ok(crate::oci::Reference::Tag(_)) => {}
+            _ => {
+                return Err(bad(
+                    &setting,
+                    format!(
+                        "no client can ask for it: {tag:?} is not a tag \
+                         ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}; a digest needs no pin)"
+                    ),
+                ))
+            }
+        }
+        pins.insert(pin_key(registry, repo.as_str(), tag), digest);
     }
     Ok(pins)
 }
@@ -607,12 +623,12 @@ fn blob_redirect(lookup: &impl Fn(&str) -> Option<String>) -> Result<BlobRedirec
 
 /// A URL setting. The problem never quotes the value: a URL may carry `user:password@`, and
 /// where it does not parse nobody can tell which part is a secret.
-fn parse_url(s: &str) -> Result<HttpUrl, String> {
-    let url = HttpUrl::parse(s.trim_end_matches('/')).map_err(|e| match e {
-        ParseError::NotHttp => "must be an http(s) URL with a host".to_owned(),
-        e => format!("is not a URL: {e}"),
-    })?;
-    if url.has_credentials() {
+fn parse_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s.trim_end_matches('/')).map_err(|e| format!("is not a URL: {e}"))?;
+    if !crate::upstream::is_http(&url) {
+        return Err("must be an http(s) URL with a host".to_owned());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
         return Err(
             "must not carry credentials (user:password@); put a password in a secret \
              named by password_secret"
@@ -766,9 +782,47 @@ mod tests {
             c.pins
                 .get(&pin_key("docker.io", "library/alpine", "3.20"))
                 .map(|d| d.to_string()),
-            Some(d)
+            Some(d.clone())
         );
         assert!(c.deny_latest);
+        // A key no request could match is refused, with what to write instead where there is one.
+        let upstreams = r#"{"docker.io": {"url": "https://registry-1.docker.io"},
+                            "ghcr.io": {"url": "https://ghcr.io"}}"#;
+        let cases: &[(&str, &str)] = &[
+            ("docker.io/Alpine:3", r#"write "docker.io/alpine:3""#),
+            ("ghcr.io/Team/App:v1", r#"write "ghcr.io/team/app:v1""#),
+            ("docker.io/alpine:-3", "is not a tag"),
+            ("docker.io/alpine:3.20!", "is not a tag"),
+            ("docker.io/alpine@sha256:3", "no client can ask for it"),
+            ("docker.io/a//b:3", "no client can ask for it"),
+            ("docker.io/alpine:", "is not a tag"),
+        ];
+        for (image, want) in cases {
+            let pins = format!(r#"{{"{image}": "{d}"}}"#);
+            let e = load(&[("UPSTREAMS", upstreams), ("PINS", &pins)]).unwrap_err();
+            assert_eq!(e.setting, format!("PINS[{image:?}]"), "{image}");
+            assert!(e.problem.contains(want), "{image}: {}", e.problem);
+        }
+        // Keys are built by the router's normalization: a pin matches what a request resolves to.
+        let c = load(&[
+            ("UPSTREAMS", upstreams),
+            (
+                "PINS",
+                &format!(r#"{{"docker.io/team/app:1": "{d}", "ghcr.io/x:1": "{d}"}}"#),
+            ),
+        ])
+        .unwrap();
+        for (path, key) in [
+            ("docker.io/team/app", "docker.io/team/app:1"),
+            ("ghcr.io/x", "ghcr.io/x:1"),
+            ("docker.io/alpine", ""),
+        ] {
+            let t = crate::route::resolve_name(&c, path, None).unwrap();
+            let want = (!key.is_empty()).then(|| key.to_owned());
+            let got = Some(pin_key(&t.registry, t.repository.as_str(), "1"))
+                .filter(|k| c.pins.contains_key(k));
+            assert_eq!(got, want, "{path}");
+        }
         let key = pin_key("127.0.0.1:5000", "team/app", "v1");
         assert_eq!(
             split_pin_key(&key),
@@ -861,7 +915,7 @@ mod tests {
         assert_eq!(load(&[]).unwrap().public_url, None);
         let c = load(&[("PUBLIC_URL", "https://Door.Example.com/")]).unwrap();
         assert_eq!(
-            c.public_url.as_ref().map(HttpUrl::as_str),
+            c.public_url.as_ref().map(Url::as_str),
             Some("https://door.example.com/")
         );
         let c = load(&[("PUBLIC_URL", "http://127.0.0.1:8787")]).unwrap();

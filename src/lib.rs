@@ -5,7 +5,6 @@
 //! - [`access`]: who may pull what (`ACCESS`), client credentials, the door's own tokens;
 //! - [`config`]: typed settings, validated once;
 //! - [`error`]: the one error type that reaches HTTP, as the OCI error body;
-//! - [`http_url`]: absolute `http(s)` URLs, parsed and joined as `fetch` does;
 //! - [`oci`]: digests, names, references, media types;
 //! - [`route`]: `(method, host, path, query)` → what was asked for;
 //! - [`range`]: HTTP `Range` parsing for blob reads;
@@ -32,7 +31,6 @@ pub mod analytics;
 pub mod cache;
 pub mod config;
 pub mod error;
-pub mod http_url;
 pub mod oci;
 pub mod ports;
 pub mod proxy;

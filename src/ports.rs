@@ -10,9 +10,9 @@
 #![allow(async_fn_in_trait)]
 
 use crate::error::RegistryError;
-use crate::http_url::HttpUrl;
 use crate::oci::Digest;
 use std::fmt;
+use url::Url;
 
 /// HTTP header list; names are kept lowercase.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,7 +80,7 @@ impl HttpMethod {
 #[derive(Clone, PartialEq, Eq)]
 pub struct OutboundRequest {
     pub method: HttpMethod,
-    pub url: HttpUrl,
+    pub url: Url,
     pub headers: Headers,
 }
 

@@ -12,15 +12,12 @@
 //! Names are matched by hand rather than with a router: repository names contain `/`, so the kind
 //! (`manifests`, `blobs`, `tags/list`, `referrers`) is found from the end of the path.
 
-use crate::config::Config;
+use crate::config::{Config, UpstreamConfig};
 use crate::error::{ErrorCode, RegistryError};
 use crate::oci::{Digest, Reference, Repository};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Head,
-}
+/// The only methods a client reads with; the same type the door sends upstream.
+pub use crate::ports::HttpMethod as Method;
 
 /// The parts of an HTTP request that routing looks at.
 #[derive(Debug, Clone, Copy, Default)]
@@ -95,7 +92,58 @@ pub enum Route {
     },
 }
 
+/// What a request asked for, for the request log, the counters and Analytics Engine (see
+/// [`Route::kind`]); `Other` for a request that routes nowhere.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Kind {
+    #[default]
+    Other,
+    Base,
+    Manifest,
+    Blob,
+    Tags,
+    Referrers,
+    Prewarm,
+    Resolve,
+    Token,
+    SignedBlob,
+    Status,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Other => "other",
+            Kind::Base => "base",
+            Kind::Manifest => "manifest",
+            Kind::Blob => "blob",
+            Kind::Tags => "tags",
+            Kind::Referrers => "referrers",
+            Kind::Prewarm => "prewarm",
+            Kind::Resolve => "resolve",
+            Kind::Token => "token",
+            Kind::SignedBlob => "signed-blob",
+            Kind::Status => "status",
+        }
+    }
+}
+
 impl Route {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Route::Base => Kind::Base,
+            Route::Manifest { .. } => Kind::Manifest,
+            Route::Blob { .. } => Kind::Blob,
+            Route::Tags { .. } => Kind::Tags,
+            Route::Referrers { .. } => Kind::Referrers,
+            Route::Prewarm { .. } => Kind::Prewarm,
+            Route::Resolve { .. } => Kind::Resolve,
+            Route::Token { .. } => Kind::Token,
+            Route::SignedBlob { .. } => Kind::SignedBlob,
+            Route::Status { .. } => Kind::Status,
+        }
+    }
+
     /// The repository the route reads, if it reads one.
     pub fn target(&self) -> Option<&Target> {
         match self {
@@ -333,14 +381,23 @@ fn target(
         },
     };
     let upstream = cfg.upstream(registry).ok_or_else(|| unknown(registry))?;
-    let mut repository = Repository::parse(&repo_segments.join("/"))
+    let repository = repository_on(upstream, &repo_segments.join("/"))
         .map_err(|e| RegistryError::new(ErrorCode::NameInvalid, e))?;
-    if upstream.implicit_library() && repository.depth() == 1 {
-        repository = repository.prefixed("library");
-    }
     Ok(Target {
         registry: registry.to_owned(),
         repository,
+    })
+}
+
+/// The repository `name` means on `upstream`: the name grammar, then Docker Hub's implicit
+/// `library/` for a one-component name. The one normalization for request paths, token scopes
+/// and `PINS` keys (see `config`), so a pin is keyed exactly as the requests it should match.
+pub fn repository_on(upstream: &UpstreamConfig, name: &str) -> Result<Repository, String> {
+    let repository = Repository::parse(name)?;
+    Ok(if upstream.implicit_library() && repository.depth() == 1 {
+        repository.prefixed("library")
+    } else {
+        repository
     })
 }
 

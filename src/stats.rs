@@ -6,6 +6,7 @@
 //! Durable Object in the worker). It holds names and numbers only — never a credential.
 
 use crate::proxy::{CacheOutcome, Outcome};
+use crate::route::Kind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -64,8 +65,8 @@ impl Stats {
         // 401s are the normal start of a token dance, not errors worth showing.
         if status >= 400 && status != 401 && outcome.registry.is_some() {
             let what = match (&outcome.registry, &outcome.repository) {
-                (Some(r), Some(repo)) => format!("{} {r}/{repo}", outcome.kind),
-                _ => outcome.kind.to_owned(),
+                (Some(r), Some(repo)) => format!("{} {r}/{repo}", outcome.kind.as_str()),
+                _ => outcome.kind.as_str().to_owned(),
             };
             let note = outcome
                 .notes
@@ -88,7 +89,7 @@ impl Stats {
             Some(_) => r.bytes_from_cache += bytes,
             None => {}
         }
-        if outcome.kind == "manifest" && status == 200 && outcome.cache.is_some() {
+        if outcome.kind == Kind::Manifest && status == 200 && outcome.cache.is_some() {
             if let Some(repo) = &outcome.repository {
                 *r.images.entry(repo.clone()).or_default() += 1;
                 trim_images(&mut r.images);
@@ -108,8 +109,9 @@ impl Stats {
             r.errors += 1;
         }
         if outcome.upstream_calls > 0 {
-            *r.upstream_calls.entry(outcome.kind.to_owned()).or_default() +=
-                u64::from(outcome.upstream_calls);
+            *r.upstream_calls
+                .entry(outcome.kind.as_str().to_owned())
+                .or_default() += u64::from(outcome.upstream_calls);
         }
         if outcome.ratelimit_remaining.is_some() {
             r.quota_remaining = outcome.ratelimit_remaining.clone();
@@ -176,7 +178,7 @@ mod tests {
         Outcome {
             registry: Some("docker.io".into()),
             repository: Some("team/app".into()),
-            kind: "manifest",
+            kind: Kind::Manifest,
             cache: Some(cache),
             upstream_calls: calls,
             ratelimit_remaining: remaining.map(str::to_owned),

@@ -66,7 +66,7 @@ where
     };
     let head = routed.method == Method::Head;
     let outcome = Outcome {
-        kind: "status",
+        kind: crate::route::Kind::Status,
         ..Outcome::default()
     };
     let answer = match authorize(config, req.authorization, now) {
@@ -99,7 +99,7 @@ pub fn answer<B>(page: bool, stats: &crate::stats::Stats, now: u64, head: bool) 
             "registries": stats.registries,
             "last_errors": stats.last_errors,
         });
-        ("application/json", json.to_string().into_bytes())
+        (crate::oci::JSON, json.to_string().into_bytes())
     };
     headers.set("content-type", content_type);
     reply(200, headers, Body::Bytes(body), head)

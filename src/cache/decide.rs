@@ -11,14 +11,17 @@
 //! to the full `Accept`.
 
 use super::TagRecord;
-use crate::oci::{acceptable, DEFAULT_MANIFEST_ACCEPT};
+use crate::oci::{
+    acceptable, DEFAULT_MANIFEST_ACCEPT, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX,
+    OCI_MANIFEST,
+};
 
 /// The four manifest types pull clients use, in the order of [`AcceptSet`]'s bits.
 pub const MANIFEST_TYPES: [&str; 4] = [
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
+    OCI_INDEX,
+    DOCKER_MANIFEST_LIST,
+    OCI_MANIFEST,
+    DOCKER_MANIFEST,
 ];
 
 /// Which of [`MANIFEST_TYPES`] a client's `Accept` takes.

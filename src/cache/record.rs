@@ -110,7 +110,7 @@ mod tests {
         let bytes = b"{ \"schemaVersion\": 2,\n \"x\": 1 }\n".to_vec();
         let d = Digest::of(Algorithm::Sha256, &bytes);
         let r = ManifestRecord {
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            media_type: crate::oci::OCI_MANIFEST.into(),
             bytes,
         };
         assert_eq!(ManifestRecord::decode(&r.encode(), &d), Some(r.clone()));
@@ -138,7 +138,7 @@ mod tests {
             "records written before type and size were kept"
         );
         let full = TagRecord {
-            media_type: Some("application/vnd.oci.image.index.v1+json".into()),
+            media_type: Some(crate::oci::OCI_INDEX.into()),
             size: Some(512),
             ..t.clone()
         };

@@ -10,7 +10,7 @@ use super::ports::Stream;
 use super::spool::Fills;
 use super::{serve_request, Ports};
 use crate::error::{ErrorCode, RegistryError};
-use crate::ports::{Body, Coalesce, Entry, Headers, Reply};
+use crate::ports::{Body, Coalesce, Entry, Reply};
 use crate::watchdog::Limits;
 use futures::future::{select, Either, LocalBoxFuture};
 use futures::lock::Mutex;
@@ -102,10 +102,7 @@ impl DurableCoalescer<'_> {
             .fetch_with_request(request)
             .await
             .map_err(|e| failed(key, e))?;
-        let mut headers = Headers::new();
-        for (name, value) in response.headers().entries() {
-            headers.append(&name, value);
-        }
+        let headers = super::js::from_js_headers(response.headers());
         let status = response.status_code();
         let body = match response.into_parts().1 {
             ResponseBody::Stream(s) => Body::Stream(Some(s)),

@@ -41,6 +41,26 @@ extern "C" {
     ) -> Result<(), JsValue>;
 }
 
+/// The core's header list as the runtime's `Headers`: every value appended, in order (the
+/// runtime joins repeated names with `, ` when read).
+pub fn to_js_headers(headers: &crate::ports::Headers) -> worker::Result<worker::Headers> {
+    let js = worker::Headers::new();
+    for (name, value) in headers.iter() {
+        js.append(name, value)?;
+    }
+    Ok(js)
+}
+
+/// The runtime's `Headers` as the core's list: names lowercase (as the runtime gives them),
+/// repeated values already joined with `, `.
+pub fn from_js_headers(headers: &worker::Headers) -> crate::ports::Headers {
+    let mut out = crate::ports::Headers::new();
+    for (name, value) in headers.entries() {
+        out.append(&name, value);
+    }
+    out
+}
+
 /// A binding by name, `None` when the environment has none (as `Env::kv` and friends decide).
 pub fn binding<T: JsCast>(env: &Env, name: &str) -> Option<T> {
     let value = Reflect::get(env, &name.into()).ok()?;
@@ -53,7 +73,7 @@ pub fn failure(e: JsValue) -> String {
 }
 
 /// A record's metadata: `{"read": <day>}`, the day it was last read (see `crate::retention`).
-fn metadata(read_day: u64) -> Object {
+pub(super) fn metadata(read_day: u64) -> Object {
     let meta = Object::new();
     let _ = Reflect::set(&meta, &"read".into(), &(read_day as f64).into());
     meta
@@ -61,7 +81,7 @@ fn metadata(read_day: u64) -> Object {
 
 /// The day a record's metadata says it was read; `None` for no metadata, or metadata of another
 /// shape (the record is then marked anew rather than trusted).
-fn read_day(meta: &JsValue) -> Option<u64> {
+pub(super) fn read_day(meta: &JsValue) -> Option<u64> {
     if !meta.is_object() {
         return None;
     }

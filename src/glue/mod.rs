@@ -8,11 +8,12 @@ mod pump;
 mod request;
 mod spool;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 use crate::analytics;
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
-use crate::http_url::Serialized;
 use crate::proxy::{error_reply, Body, ClientRequest, Door, Outcome, Reply};
 use crate::retention::Sweep;
 use crate::route::RequestLine;
@@ -110,9 +111,7 @@ pub(crate) async fn serve_request(
     ports: Ports<'_>,
 ) -> worker::Result<Response> {
     let started = Date::now().as_millis();
-    // Split, not parsed: the runtime has parsed it (a parse here would bring a URL parser in).
-    let request_url = req.inner().url();
-    let url = Serialized::split(&request_url);
+    let url = req.url()?;
     // The raw method: `worker::Method` turns every method it does not know (PURGE, PROPFIND, …)
     // into GET, which would answer them as reads.
     let method = req.inner().method();
@@ -123,12 +122,12 @@ pub(crate) async fn serve_request(
     let authorization = req.headers().get("authorization")?;
     let origin = format!(
         "{}://{}",
-        url.scheme,
-        host.as_deref().or(url.host).unwrap_or_default()
+        url.scheme(),
+        host.as_deref().or(url.host_str()).unwrap_or_default()
     );
     // Only the token endpoint has a body worth reading: a small form, read up to a limit (a larger
     // one is not a token request and is read no further).
-    let body = if method == "POST" && url.path == "/token" {
+    let body = if method == "POST" && url.path() == "/token" {
         let stream = req.clone()?.inner().body();
         Some(
             FetchUpstream::read_limited(stream, MAX_TOKEN_FORM)
@@ -141,9 +140,9 @@ pub(crate) async fn serve_request(
     let client_req = ClientRequest {
         line: RequestLine {
             method: &method,
-            host: host.as_deref().or(url.host),
-            path: url.path,
-            query: url.query,
+            host: host.as_deref().or(url.host_str()),
+            path: url.path(),
+            query: url.query(),
         },
         accept: accept.as_deref(),
         range: range.as_deref(),
@@ -155,10 +154,7 @@ pub(crate) async fn serve_request(
     let (reply, outcome) = match serve(env, &ports, client_req, started).await {
         Ok(answer) => answer,
         Err(e) => {
-            let mut outcome = Outcome {
-                kind: "other",
-                ..Outcome::default()
-            };
+            let mut outcome = Outcome::default();
             outcome.notes.push(e.message.clone());
             (error_reply(&e, method == "HEAD"), outcome)
         }
@@ -170,7 +166,13 @@ pub(crate) async fn serve_request(
         .and_then(|l| l.parse::<u64>().ok())
         .filter(|_| method != "HEAD");
     log(
-        ports.role, &method, url.path, &reply, bytes, &outcome, started,
+        ports.role,
+        &method,
+        url.path(),
+        &reply,
+        bytes,
+        &outcome,
+        started,
     );
     if let Some(dataset) = js::binding::<js::AnalyticsEngineDataset>(env, ANALYTICS_BINDING) {
         let req = analytics::Request {
@@ -319,10 +321,7 @@ fn lookup(env: &Env, name: &str) -> Option<String> {
 }
 
 fn into_response(reply: Reply<Stream>) -> worker::Result<Response> {
-    let headers = worker::Headers::new();
-    for (name, value) in reply.headers.iter() {
-        headers.set(name, value)?;
-    }
+    let headers = js::to_js_headers(&reply.headers)?;
     let body = match reply.body {
         Body::Empty | Body::Stream(None) => ResponseBody::Empty,
         Body::Bytes(b) => ResponseBody::Body(b),
@@ -350,7 +349,7 @@ fn log<S>(
         "path": path,
         "status": reply.status,
         "bytes": bytes,
-        "kind": outcome.kind,
+        "kind": outcome.kind.as_str(),
         "registry": outcome.registry,
         "repository": outcome.repository,
         "cache": outcome.cache.map(|c| c.as_str()),

@@ -7,8 +7,8 @@ use super::spool::{self, Fills};
 use crate::cache::multipart::PartSplitter;
 use crate::oci::{Algorithm, Digest};
 use crate::ports::{
-    Blobs, Entry, Fetched, Headers, HttpMethod, Kv, NetError, OutboundRequest, Page, Piece,
-    StoreError, Stored, Upstream, REGISTRIES_METADATA,
+    Blobs, Entry, Fetched, Kv, NetError, OutboundRequest, Page, Piece, StoreError, Stored,
+    Upstream, REGISTRIES_METADATA,
 };
 use crate::watchdog::{Limits, Watch};
 use futures::future::{Either, LocalBoxFuture};
@@ -436,14 +436,8 @@ impl Upstream for FetchUpstream {
 
     async fn send(&self, req: OutboundRequest) -> Result<Fetched<Stream>, NetError> {
         let failed = |e: worker::Error| NetError::Failed(e.to_string());
-        let headers = worker::Headers::new();
-        for (name, value) in req.headers.iter() {
-            headers.set(name, value).map_err(failed)?;
-        }
-        let method = match req.method {
-            HttpMethod::Get => "GET",
-            HttpMethod::Head => "HEAD",
-        };
+        let headers = super::js::to_js_headers(&req.headers).map_err(failed)?;
+        let method = req.method.as_str();
         let init = super::request::Init {
             method,
             headers: Some(&headers),
@@ -465,10 +459,7 @@ impl Upstream for FetchUpstream {
                 return Err(NetError::Timeout);
             }
         };
-        let mut out = Headers::new();
-        for (name, value) in response.headers().entries() {
-            out.append(&name, value);
-        }
+        let out = super::js::from_js_headers(response.headers());
         let status = response.status_code();
         let (_, body) = response.into_parts();
         let body = match body {

@@ -1,9 +1,22 @@
-//! Manifest media types and `Accept` negotiation.
+//! Manifest media types and `Accept` negotiation. The only place the door spells a media type.
 
 use super::Digest;
 
+/// The OCI image index (a multi-platform image).
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// The OCI image manifest type: what a manifest that says nothing about its type is served as
+/// (the image spec makes `mediaType` a SHOULD, and registries that omit it send this type).
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Docker's manifest list (schema 2), the index's predecessor.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker's image manifest (schema 2).
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// What the door's own JSON answers are: OCI error bodies, tokens, status, tag lists.
+pub const JSON: &str = "application/json";
+
 /// What the door asks upstream for when the client sent no `Accept`: every manifest type a pull
-/// client can use. Without it, registries fall back to the legacy schema 1 (or refuse).
+/// client can use. Without it, registries fall back to the legacy schema 1 (or refuse). Spelled
+/// out because a `const` cannot join the constants above; a test checks it is exactly them.
 pub const DEFAULT_MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
@@ -32,8 +45,22 @@ pub fn acceptable(media_type: &str, accept: Option<&str>) -> bool {
 mod tests {
     use super::*;
 
-    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
-    const DOCKER: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    const INDEX: &str = OCI_INDEX;
+    const DOCKER: &str = DOCKER_MANIFEST;
+
+    #[test]
+    fn the_default_accept_is_the_four_manifest_types() {
+        assert_eq!(
+            DEFAULT_MANIFEST_ACCEPT,
+            [
+                OCI_INDEX,
+                OCI_MANIFEST,
+                DOCKER_MANIFEST_LIST,
+                DOCKER_MANIFEST
+            ]
+            .join(", ")
+        );
+    }
 
     #[test]
     fn negotiation_table() {
@@ -153,10 +180,6 @@ mod references_tests {
         assert_eq!(References::of(bare.as_bytes()).blobs, vec![a]);
     }
 }
-
-/// The OCI image manifest type: what a manifest that says nothing about its type is served as
-/// (the image spec makes `mediaType` a SHOULD, and registries that omit it send this type).
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// The media type a manifest may be served with, from a `Content-Type` value or a manifest's
 /// `mediaType` field: the type without parameters, lowercased — or `None` when it must not be.

@@ -9,6 +9,6 @@ mod name;
 pub use digest::{Algorithm, Digest, Hasher};
 pub use media::{
     acceptable, manifest_media_type, says_nothing, serving_type, References, UnusableMediaType,
-    DEFAULT_MANIFEST_ACCEPT, OCI_MANIFEST,
+    DEFAULT_MANIFEST_ACCEPT, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, JSON, OCI_INDEX, OCI_MANIFEST,
 };
 pub use name::{Reference, Repository};

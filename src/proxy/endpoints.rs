@@ -48,7 +48,7 @@ where
             Body::Bytes(body.to_string().into_bytes()),
             false,
         )
-        .with_type("application/json"))
+        .with_type(JSON))
     }
 
     /// Pulls `image` — every platform of an index, every manifest and blob — into the cache, so a
@@ -164,7 +164,7 @@ where
             Body::Bytes(body.to_string().into_bytes()),
             false,
         )
-        .with_type("application/json"))
+        .with_type(JSON))
     }
 
     pub(super) async fn resolve_one(
@@ -312,7 +312,7 @@ where
             Body::Bytes(body.to_string().into_bytes()),
             false,
         )
-        .with_type("application/json"))
+        .with_type(JSON))
     }
 
     /// `tags/list` from upstream (tags change; there is nothing to cache or verify), in lexical
@@ -392,7 +392,7 @@ where
             }
         }
         let mut headers = Headers::new();
-        headers.set("content-type", "application/json");
+        headers.set("content-type", JSON);
         if let Some(link) = link {
             headers.set("link", link);
         }
@@ -505,7 +505,7 @@ where
 /// name as the client wrote it) with the same page query, plus `ns` if the client sent one.
 pub(super) fn next_link(link: &str, link_path: &str, link_ns: Option<&str>) -> Option<String> {
     let target = link.split('<').nth(1)?.split('>').next()?;
-    let url = HttpUrl::parse("http://upstream.invalid/")
+    let url = url::Url::parse("http://upstream.invalid/")
         .ok()?
         .join(target)
         .ok()?;

@@ -27,14 +27,13 @@ use crate::cache::{keys, AbsentRecord, ManifestRecord, TagRecord};
 use crate::config::Config;
 use crate::config::{pin_key, BlobRedirect};
 use crate::error::{ErrorCode, RegistryError};
-use crate::http_url::HttpUrl;
 use crate::oci::{
     acceptable, manifest_media_type, says_nothing, serving_type, Digest, Reference, References,
-    DEFAULT_MANIFEST_ACCEPT,
+    DEFAULT_MANIFEST_ACCEPT, JSON, OCI_INDEX,
 };
 use crate::ports::{Blobs, Coalesce, Fetched, Headers, HttpMethod, Kv, Stored, Upstream};
 use crate::range::{self, Ranges};
-use crate::route::{resolve_name, route, Method, RequestLine, Route, Routed, Target};
+use crate::route::{resolve_name, route, Kind, Method, RequestLine, Route, Routed, Target};
 use crate::signing::sigv4::{PresignRequest, R2_REGION, S3_SERVICE};
 use crate::signing::url_token;
 use crate::upstream::health::{Admit, Backoff, Health};
@@ -59,8 +58,6 @@ pub const MAX_RESOLVE_IMAGES: usize = 50;
 
 /// The largest upstream tag list read (to sort it): Docker Hub's longest lists are far smaller.
 pub const MAX_TAG_LIST_BYTES: usize = 16 * 1024 * 1024;
-
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// What the client sent that matters to the door.
 #[derive(Debug, Clone, Copy, Default)]
@@ -130,7 +127,8 @@ impl CacheOutcome {
 pub struct Outcome {
     pub registry: Option<String>,
     pub repository: Option<String>,
-    pub kind: &'static str,
+    /// What was asked for (`Kind::Other` when the request routes nowhere).
+    pub kind: Kind,
     pub cache: Option<CacheOutcome>,
     pub upstream_calls: u32,
     /// The miss was handed to the object's owner (see [`Coalesce`]).
@@ -174,10 +172,7 @@ where
     C: Coalesce<Body = U::Body>,
 {
     pub async fn handle(&self, req: ClientRequest<'_>) -> (Reply<U::Body>, Outcome) {
-        let mut outcome = Outcome {
-            kind: "other",
-            ..Outcome::default()
-        };
+        let mut outcome = Outcome::default();
         let result = match route(self.config, req.line) {
             Err(e) => Err(e),
             Ok(routed) => self.dispatch(routed, &req, &mut outcome).await,
@@ -200,26 +195,23 @@ where
         outcome: &mut Outcome,
     ) -> Result<Reply<U::Body>, RegistryError> {
         let head = routed.method == Method::Head;
+        outcome.kind = routed.route.kind();
         // These carry their own authority: a URL signature, or the credentials being exchanged.
         match &routed.route {
             Route::SignedBlob { digest, query } => {
-                outcome.kind = "signed-blob";
                 return self
                     .signed_blob(digest, query, head, req.range, outcome)
                     .await;
             }
             Route::Token { post, query } => {
-                outcome.kind = "token";
                 return self.token(*post, query, req);
             }
             Route::Prewarm { query } => {
-                outcome.kind = "prewarm";
                 return self.prewarm_endpoint(query, req).await;
             }
             Route::Status { .. } => {
                 // The worker answers these before the door (`crate::status::serve`): the counters
                 // live outside the request's ports.
-                outcome.kind = "status";
                 crate::status::authorize(self.config, req.authorization, self.now)?;
                 return Err(RegistryError::new(
                     ErrorCode::Unsupported,
@@ -262,24 +254,17 @@ where
         }
 
         if let Route::Resolve { query } = &routed.route {
-            outcome.kind = "resolve";
             return self.resolve(query, req, &principal, outcome).await;
         }
         match routed.route {
             Route::Base => {
-                outcome.kind = "base";
-                Ok(
-                    reply(200, Headers::new(), Body::Bytes(b"{}".to_vec()), head)
-                        .with_type("application/json"),
-                )
+                Ok(reply(200, Headers::new(), Body::Bytes(b"{}".to_vec()), head).with_type(JSON))
             }
             Route::Manifest { target, reference } => {
-                outcome.kind = "manifest";
                 self.manifest(&target, &reference, head, req.accept, outcome)
                     .await
             }
             Route::Blob { target, digest } => {
-                outcome.kind = "blob";
                 self.blob(&target, &digest, head, req.range, outcome).await
             }
             Route::Tags {
@@ -289,7 +274,6 @@ where
                 link_path,
                 link_ns,
             } => {
-                outcome.kind = "tags";
                 let link = (link_path.as_str(), link_ns.as_deref());
                 self.tags(&target, n, last.as_deref(), link, head, outcome)
                     .await
@@ -299,7 +283,6 @@ where
                 digest,
                 artifact_type,
             } => {
-                outcome.kind = "referrers";
                 self.referrers(&target, &digest, artifact_type.as_deref(), head, outcome)
                     .await
             }
@@ -401,5 +384,5 @@ pub fn error_reply<S>(e: &RegistryError, head: bool) -> Reply<S> {
     if let Some(challenge) = &e.www_authenticate {
         headers.set("www-authenticate", challenge.clone());
     }
-    reply(e.status, headers, Body::Bytes(e.body()), head).with_type("application/json")
+    reply(e.status, headers, Body::Bytes(e.body()), head).with_type(JSON)
 }

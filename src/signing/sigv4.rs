@@ -11,10 +11,10 @@
 //! methods other than `GET`, or verify signatures (the bucket does that). It reads no clock: the
 //! signing time is a parameter.
 
-use crate::http_url::HttpUrl;
 use hmac::{Hmac, Mac};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
+use url::Url;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -39,7 +39,7 @@ const MAX_TIME: u64 = 253_402_300_799;
 pub struct PresignRequest {
     /// The S3 API's origin, e.g. `https://<account>.r2.cloudflarestorage.com`; no path, query or
     /// credentials.
-    pub endpoint: HttpUrl,
+    pub endpoint: Url,
     pub bucket: String,
     /// The object key, unencoded (`blobs/sha256/<hex>`); `/` in it separates path segments.
     pub key: String,
@@ -115,7 +115,12 @@ impl PresignRequest {
 
     fn validate(&self) -> Result<(), PresignError> {
         let e = &self.endpoint;
-        if e.has_credentials() {
+        if !matches!(e.scheme(), "http" | "https") || !e.has_host() {
+            return Err(PresignError::Endpoint(
+                "must be an http(s) URL with a host".into(),
+            ));
+        }
+        if !e.username().is_empty() || e.password().is_some() {
             return Err(PresignError::Endpoint("must not carry credentials".into()));
         }
         // Path-style puts the bucket right after the origin; a base path would have to be signed
@@ -232,10 +237,10 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// The `Host` header: the host, and the port only if it is not the scheme's default (a client
-/// sends `Host: h` for `https://h:443/`, and the signature must match what it sends). `HttpUrl`
+/// sends `Host: h` for `https://h:443/`, and the signature must match what it sends). `Url`
 /// already lowercases domain names and brackets IPv6 addresses.
-fn host_header(endpoint: &HttpUrl) -> String {
-    let host = endpoint.host_str();
+fn host_header(endpoint: &Url) -> String {
+    let host = endpoint.host_str().unwrap_or_default();
     match endpoint.port() {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
@@ -366,7 +371,7 @@ mod tests {
     /// (AWS Signature Version 4)": GET `test.txt` from `examplebucket`, us-east-1, one day.
     fn aws_example() -> PresignRequest {
         PresignRequest {
-            endpoint: HttpUrl::parse("https://s3.amazonaws.com").unwrap(),
+            endpoint: Url::parse("https://s3.amazonaws.com").unwrap(),
             bucket: "examplebucket".into(),
             key: "test.txt".into(),
             region: "us-east-1".into(),
@@ -380,7 +385,7 @@ mod tests {
 
     fn r2(key: &str) -> PresignRequest {
         PresignRequest {
-            endpoint: HttpUrl::parse("https://0123456789abcdef.r2.cloudflarestorage.com").unwrap(),
+            endpoint: Url::parse("https://0123456789abcdef.r2.cloudflarestorage.com").unwrap(),
             bucket: "frontdoor-blobs".into(),
             key: key.into(),
             region: R2_REGION.into(),
@@ -562,7 +567,7 @@ mod tests {
             |r| r.region = "us-east-1".into(),
             |r| r.secret_access_key = "another".into(),
             |r| r.access_key_id = "AKIDOTHER".into(),
-            |r| r.endpoint = HttpUrl::parse("https://other.r2.cloudflarestorage.com").unwrap(),
+            |r| r.endpoint = Url::parse("https://other.r2.cloudflarestorage.com").unwrap(),
         ];
         for change in changes {
             let mut req = r2("blobs/x");
@@ -583,7 +588,7 @@ mod tests {
         ];
         for (endpoint, prefix) in cases {
             let req = PresignRequest {
-                endpoint: HttpUrl::parse(endpoint).unwrap(),
+                endpoint: Url::parse(endpoint).unwrap(),
                 ..r2("k")
             };
             let url = req.presign().unwrap();
@@ -617,11 +622,13 @@ mod tests {
     #[test]
     fn refuses_unusable_inputs() {
         type Change = fn(&mut PresignRequest);
-        fn endpoint(s: &str) -> HttpUrl {
-            HttpUrl::parse(s).unwrap()
+        fn endpoint(s: &str) -> Url {
+            Url::parse(s).unwrap()
         }
         #[rustfmt::skip]
-        let cases: [(Change, &str); 18] = [
+        let cases: [(Change, &str); 20] = [
+            (|r| r.endpoint = endpoint("ftp://h"), "endpoint"),
+            (|r| r.endpoint = endpoint("data:text/plain,x"), "endpoint"),
             (|r| r.endpoint = endpoint("https://u:p@h"), "endpoint"),
             (|r| r.endpoint = endpoint("https://h/base"), "endpoint"),
             (|r| r.endpoint = endpoint("https://h/?x=1"), "endpoint"),

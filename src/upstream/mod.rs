@@ -17,13 +17,13 @@ pub mod token;
 
 use crate::config::UpstreamConfig;
 use crate::error::{ErrorCode, RegistryError};
-use crate::http_url::{Host, HttpUrl, ParseError};
 use crate::oci::Repository;
 use crate::ports::{Fetched, Headers, HttpMethod, NetError, OutboundRequest, Upstream};
 use base64::Engine as _;
 use std::cell::{Cell, RefCell};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use token::{parse_token_response, pull_scope, BearerRealm, TokenCache};
+use url::{Host, Url};
 
 const MAX_REDIRECTS: usize = 5;
 /// Token answers are small; anything bigger is not a token endpoint.
@@ -71,7 +71,7 @@ impl<'a, U: Upstream> Client<'a, U> {
         tail: &str,
         headers: Headers,
     ) -> Result<Fetched<U::Body>, RegistryError> {
-        let url = HttpUrl::parse(&format!(
+        let url = Url::parse(&format!(
             "{}/v2/{repository}/{tail}",
             self.upstream.url.as_str().trim_end_matches('/')
         ))
@@ -172,18 +172,26 @@ impl<'a, U: Upstream> Client<'a, U> {
                 format!("{registry} sent a bearer challenge without a realm"),
             ));
         }
-        let mut url = HttpUrl::parse(&realm.realm).map_err(|e| {
-            let what = match e {
-                ParseError::NotHttp => "a token realm that is not http(s)",
-                _ => "an unusable token realm",
-            };
-            RegistryError::new(ErrorCode::Unavailable, format!("{registry} sent {what}"))
+        let mut url = Url::parse(&realm.realm).map_err(|_| {
+            RegistryError::new(
+                ErrorCode::Unavailable,
+                format!("{registry} sent an unusable token realm"),
+            )
         })?;
-        self.check_host(&url, "token realm")?;
-        if let Some(service) = &realm.service {
-            url.append_query_pair("service", service);
+        if !is_http(&url) {
+            return Err(RegistryError::new(
+                ErrorCode::Unavailable,
+                format!("{registry} sent a token realm that is not http(s)"),
+            ));
         }
-        url.append_query_pair("scope", asked_scope.unwrap_or(scope));
+        self.check_host(&url, "token realm")?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(service) = &realm.service {
+                query.append_pair("service", service);
+            }
+            query.append_pair("scope", asked_scope.unwrap_or(scope));
+        }
         let mut headers = Headers::new();
         if let Some(basic) = self.basic() {
             let upstream = &self.upstream.url;
@@ -191,7 +199,7 @@ impl<'a, U: Upstream> Client<'a, U> {
                 Ok(()) => headers.set("authorization", basic),
                 Err(why) => self.note(format!(
                     "token realm {} asked anonymously, without the service account: {}",
-                    url.host_str(),
+                    url.host_str().unwrap_or_default(),
                     why.as_str()
                 )),
             }
@@ -241,8 +249,8 @@ impl<'a, U: Upstream> Client<'a, U> {
     }
 
     /// The error for a `401` from `host`, reached by a redirect: not answered, not remembered.
-    fn redirected_challenge(&self, answered_by: &HttpUrl) -> RegistryError {
-        let host = answered_by.host_str();
+    fn redirected_challenge(&self, answered_by: &Url) -> RegistryError {
+        let host = answered_by.host_str().unwrap_or_default();
         self.note(format!(
             "a 401 from {host}, reached by a redirect, was not answered"
         ));
@@ -270,7 +278,7 @@ impl<'a, U: Upstream> Client<'a, U> {
     async fn send(
         &self,
         mut req: OutboundRequest,
-    ) -> Result<(Fetched<U::Body>, HttpUrl), RegistryError> {
+    ) -> Result<(Fetched<U::Body>, Url), RegistryError> {
         let registry = self.upstream.name.as_str();
         for _ in 0..=MAX_REDIRECTS {
             self.calls.set(self.calls.get() + 1);
@@ -286,6 +294,7 @@ impl<'a, U: Upstream> Client<'a, U> {
                 .headers
                 .get("location")
                 .and_then(|l| req.url.join(l).ok())
+                .filter(is_http)
                 .ok_or_else(|| {
                     RegistryError::new(
                         ErrorCode::Unavailable,
@@ -293,7 +302,7 @@ impl<'a, U: Upstream> Client<'a, U> {
                     )
                 })?;
             self.check_host(&next, "redirect")?;
-            if !next.same_origin(&req.url) {
+            if next.origin() != req.url.origin() {
                 req.headers.remove("authorization");
             }
             req.url = next;
@@ -308,7 +317,7 @@ impl<'a, U: Upstream> Client<'a, U> {
 impl<U> Client<'_, U> {
     /// No SSRF: a realm or redirect may name any public host, but a private, loopback or
     /// link-local one only when the upstream itself was configured on such an address.
-    fn check_host(&self, url: &HttpUrl, what: &str) -> Result<(), RegistryError> {
+    fn check_host(&self, url: &Url, what: &str) -> Result<(), RegistryError> {
         if is_private(url) && !is_private(&self.upstream.url) {
             return Err(RegistryError::new(
                 ErrorCode::Unavailable,
@@ -323,22 +332,31 @@ impl<U> Client<'_, U> {
 }
 
 /// Whether two URLs name the same host (ports and schemes aside).
-fn same_host(a: &HttpUrl, b: &HttpUrl) -> bool {
+fn same_host(a: &Url, b: &Url) -> bool {
     let bare = |h: &str| h.strip_suffix('.').unwrap_or(h).to_owned();
-    bare(a.host_str()) == bare(b.host_str())
+    a.host_str().map(bare) == b.host_str().map(bare)
+}
+
+/// Whether `url` is one the door may fetch: `http:` or `https:` (whose URLs always have a host:
+/// url refuses `http://`). A `Location` may name any scheme (`ftp:`, `file:`, `data:`); those
+/// are refused like an unparsable one.
+pub fn is_http(url: &Url) -> bool {
+    matches!(url.scheme(), "http" | "https") && url.has_host()
 }
 
 /// Whether `url` names a loopback, private, link-local or otherwise internal or reserved address,
 /// or a name reserved for such (`localhost`, `*.internal`, a single label). Only what the URL
 /// itself says: a public name that *resolves* to a private address cannot be told from a Worker,
-/// which has no DNS API. IPv4 arrives here already normalized by [`HttpUrl`] (`http://2130706433/`,
+/// which has no DNS API. IPv4 arrives here already normalized by url's parser (`http://2130706433/`,
 /// `http://0x7f.1/` and `http://127.1/` are all `127.0.0.1`), and IPv6 forms that carry an IPv4
 /// address (mapped, compatible, NAT64, 6to4) are judged by that address.
-pub fn is_private(url: &HttpUrl) -> bool {
+/// A URL without a host (not one the door fetches) counts as private.
+pub fn is_private(url: &Url) -> bool {
     match url.host() {
-        Host::Ipv4(ip) => private_v4(ip),
-        Host::Ipv6(ip) => private_v6(ip),
-        Host::Domain(d) => private_name(d),
+        Some(Host::Ipv4(ip)) => private_v4(ip),
+        Some(Host::Ipv6(ip)) => private_v6(ip),
+        Some(Host::Domain(d)) => private_name(d),
+        None => true,
     }
 }
 
@@ -446,6 +464,92 @@ pub fn net_error(registry: &str, e: NetError) -> RegistryError {
 mod tests {
     use super::*;
 
+    /// What the door relies on from url's parser (the tables `http_url`, the hand-written parser
+    /// it replaced, was held to): hosts lowercased and percent-decoded, every IPv4 spelling
+    /// written as four decimals, IPv6 compressed, default ports dropped, dot segments removed.
+    #[test]
+    fn urls_as_the_door_reads_them() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "https://registry-1.docker.io",
+                "https://registry-1.docker.io/",
+            ),
+            (
+                "HTTPS://Example.COM:443/a/../b/./c?x=1 2#f g",
+                "https://example.com/b/c?x=1%202#f%20g",
+            ),
+            ("http://h:8080", "http://h:8080/"),
+            ("http://h:80/", "http://h/"),
+            ("http:\\\\h\\p\\q", "http://h/p/q"),
+            ("http:h/p", "http://h/p"),
+            (" \thttp://h/a\nb ", "http://h/ab"),
+            ("http://u:p:q@x@h/", "http://u:p%3Aq%40x@h/"),
+            ("http://%41.com/", "http://a.com/"),
+            ("http://0x7f.1/", "http://127.0.0.1/"),
+            ("http://2130706433/", "http://127.0.0.1/"),
+            ("http://1.2.3.4./", "http://1.2.3.4/"),
+            ("http://[::ffff:1.2.3.4]/", "http://[::ffff:102:304]/"),
+            ("http://[1:0:0:2:0:0:0:3]/", "http://[1:0:0:2::3]/"),
+            ("http://[0:0:0:0:0:0:0:1]:8/", "http://[::1]:8/"),
+            ("http://h/%2e%2E/a/.%2e/b", "http://h/b"),
+            ("http://h?q", "http://h/?q"),
+        ];
+        for (input, want) in cases {
+            let url = Url::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert!(is_http(&url), "{input}");
+            assert_eq!(url.as_str(), *want, "{input}");
+        }
+        // Refused: not http(s), no host, bad ports and addresses, and (the idna_adapter 1.0
+        // stub) any Unicode hostname, literal or percent-encoded.
+        for input in ["ftp://h/", "mailto:a@b", "data:,x", "file:///etc/passwd"] {
+            assert!(!is_http(&Url::parse(input).unwrap()), "{input}");
+        }
+        for input in [
+            "h/p",
+            "http://",
+            "http://u@/",
+            "http://h:65536/",
+            "http://h:8a/",
+            "http://a b/",
+            "http://a%25b/",
+            "http://ünicode.example/",
+            "http://%C3%BCnicode.example/",
+            "http://1.2.3.256/",
+            "http://example.0x/",
+            "http://[1::2::3]/",
+            "http://[::1/",
+        ] {
+            assert!(Url::parse(input).is_err(), "{input}");
+        }
+    }
+
+    /// A `Location` resolved against the URL that answered; another scheme is not followed.
+    #[test]
+    fn redirects_resolve_as_fetch_does() {
+        let base = Url::parse("https://r.example/v2/a/b/manifests/x?q=1#f").unwrap();
+        let cases: &[(&str, &str)] = &[
+            ("", "https://r.example/v2/a/b/manifests/x?q=1"),
+            ("?n=2", "https://r.example/v2/a/b/manifests/x?n=2"),
+            ("y", "https://r.example/v2/a/b/manifests/y"),
+            ("../../c", "https://r.example/v2/a/c"),
+            ("/blobs/z?sig=1", "https://r.example/blobs/z?sig=1"),
+            ("//cdn.example/p", "https://cdn.example/p"),
+            ("https:y", "https://r.example/v2/a/b/manifests/y"),
+            ("http:cdn.example", "http://cdn.example/"),
+            ("HTTP://CDN.example:80/p", "http://cdn.example/p"),
+            ("//0x7f.1/p", "https://127.0.0.1/p"),
+        ];
+        for (input, want) in cases {
+            let next = base.join(input).unwrap();
+            assert!(is_http(&next), "{input}");
+            assert_eq!(next.as_str(), *want, "{input}");
+        }
+        for input in ["ftp://x/", "file:///etc/passwd", "data:,x"] {
+            assert!(!is_http(&base.join(input).unwrap()), "{input}");
+        }
+        assert!(is_private(&base.join("//0x7f.1/p").unwrap()));
+    }
+
     #[test]
     fn private_addresses_in_every_spelling() {
         let private = [
@@ -510,7 +614,7 @@ mod tests {
             "http://metadata/",
         ];
         for u in private {
-            assert!(is_private(&HttpUrl::parse(u).unwrap()), "{u}");
+            assert!(is_private(&Url::parse(u).unwrap()), "{u}");
         }
         for u in [
             "https://auth.docker.io/token",
@@ -527,7 +631,7 @@ mod tests {
             "https://localhost.example.com/",
             "https://internal.example.com/",
         ] {
-            assert!(!is_private(&HttpUrl::parse(u).unwrap()), "{u}");
+            assert!(!is_private(&Url::parse(u).unwrap()), "{u}");
         }
     }
 }

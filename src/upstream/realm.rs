@@ -25,7 +25,7 @@
 //! refuse credentials to a host that really shares the domain (list that host in `auth_hosts`),
 //! and the short-label rule keeps it from taking `xx.yy`-style suffixes for registrable domains.
 
-use crate::http_url::{Host, HttpUrl};
+use url::{Host, Url};
 
 /// Platform domains whose subdomains are separate tenants: a host under one shares its
 /// registrable domain with no other host. Registries on them keep their realm on their own host
@@ -105,18 +105,22 @@ impl Refusal {
 /// from `upstream` named. `auth_hosts` are the upstream's extra realm hosts, as
 /// [`normalize_host`] wrote them.
 pub fn credentials_allowed(
-    upstream: &HttpUrl,
+    upstream: &Url,
     auth_hosts: &[String],
-    realm: &HttpUrl,
+    realm: &Url,
 ) -> Result<(), Refusal> {
     if realm.scheme() == "http" && upstream.scheme() == "https" {
         return Err(Refusal::PlainHttp);
     }
-    let realm_host = bare(realm.host_str());
-    if realm_host == bare(upstream.host_str()) || auth_hosts.iter().any(|h| bare(h) == realm_host) {
+    // An http(s) URL always has a host (url refuses `http://`); one without is refused anyway.
+    let (Some(realm_host), Some(upstream_host)) = (realm.host_str(), upstream.host_str()) else {
+        return Err(Refusal::AnotherHost);
+    };
+    let realm_host = bare(realm_host);
+    if realm_host == bare(upstream_host) || auth_hosts.iter().any(|h| bare(h) == realm_host) {
         return Ok(());
     }
-    if let (Host::Domain(r), Host::Domain(u)) = (realm.host(), upstream.host()) {
+    if let (Some(Host::Domain(r)), Some(Host::Domain(u))) = (realm.host(), upstream.host()) {
         if let (Some(r), Some(u)) = (registrable_domain(r), registrable_domain(u)) {
             if r == u {
                 return Ok(());
@@ -143,8 +147,8 @@ pub fn normalize_host(host: &str) -> Option<String> {
     if colon_outside {
         return None;
     }
-    let url = HttpUrl::parse(&format!("https://{host}/")).ok()?;
-    Some(bare(url.host_str()).to_owned())
+    let url = Url::parse(&format!("https://{host}/")).ok()?;
+    Some(bare(url.host_str()?).to_owned())
 }
 
 /// Without a trailing dot (`auth.docker.io.` is `auth.docker.io`).
@@ -191,8 +195,8 @@ pub fn registrable_domain(domain: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    fn url(s: &str) -> HttpUrl {
-        HttpUrl::parse(s).unwrap()
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
     }
 
     #[test]

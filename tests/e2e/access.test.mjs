@@ -242,13 +242,34 @@ test("a restricted door shows its status only with credentials", async () => {
   const anon = await fetch(`${door.url}/_frontdoor/status`);
   assert.equal(anon.status, 401);
   assert.equal((await anon.json()).errors[0].code, "UNAUTHORIZED");
-  const b = await fetch(`${door.url}/_frontdoor/status`, {
-    headers: { authorization: `Basic ${Buffer.from(cred("b")).toString("base64")}` },
-  });
-  assert.equal(b.status, 200);
-  const status = await b.json();
-  answers.push(JSON.stringify(status));
-  assert.ok(status.registries["registry.test"].hits > 0, "the pulls above were counted");
+  const asB = { authorization: `Basic ${Buffer.from(cred("b")).toString("base64")}` };
+  const read = async () => {
+    const r = await fetch(`${door.url}/_frontdoor/status`, { headers: asB });
+    assert.equal(r.status, 200);
+    const status = await r.json();
+    answers.push(JSON.stringify(status));
+    return status.registries["registry.test"];
+  };
+  const before = await read();
+  assert.ok(before.hits > 0, "the pulls above were counted");
+  // Then exactly three cache hits (a manifest by digest is immutable: a hit, never a
+  // revalidation), and nothing else: the counters move by exactly that much (a status read
+  // merges the isolate's counts first).
+  const tag = await fetch(`${door.url}/v2/public/app/manifests/v1`, { method: "HEAD", headers: asB });
+  assert.equal(tag.status, 200);
+  const digest = tag.headers.get("docker-content-digest");
+  const mid = await read();
+  for (let i = 0; i < 3; i++) {
+    const r = await fetch(`${door.url}/v2/public/app/manifests/${digest}`, { headers: asB });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get("x-frontdoor-cache"), "hit");
+    await r.arrayBuffer();
+  }
+  const after = await read();
+  assert.equal(after.hits, mid.hits + 3, "three hits counted");
+  assert.equal(after.misses, mid.misses, "no miss counted");
+  assert.equal(after.errors, mid.errors, "no error counted");
+  assert.equal(after.images["public/app"], mid.images["public/app"] + 3, "three pulls of public/app");
 });
 
 test("no configured secret appears in any answer or log line", async () => {
