@@ -6,8 +6,8 @@ use super::pump::{fixed_length, now_ms, Pump, WatchedReader};
 use crate::cache::multipart::PartSplitter;
 use crate::oci::{Algorithm, Digest};
 use crate::ports::{
-    Blobs, Entry, Fetched, Headers, HttpMethod, Kv, NetError, OutboundRequest, Page, Piece,
-    StoreError, Stored, Upstream, REGISTRIES_METADATA,
+    Blobs, Entry, Fetched, Headers, Kv, NetError, OutboundRequest, Page, Piece, StoreError, Stored,
+    Upstream, REGISTRIES_METADATA,
 };
 use crate::watchdog::{Limits, Watch};
 use futures::future::{Either, LocalBoxFuture};
@@ -415,14 +415,14 @@ impl Upstream for FetchUpstream {
         for (name, value) in req.headers.iter() {
             headers.set(name, value).map_err(failed)?;
         }
-        let method = match req.method {
-            HttpMethod::Get => "GET",
-            HttpMethod::Head => "HEAD",
-        };
+        let body = req
+            .body
+            .as_deref()
+            .map(|b| wasm_bindgen::JsValue::from(js_sys::Uint8Array::from(b)));
         let init = super::request::Init {
-            method,
+            method: req.method.as_str(),
             headers: Some(&headers),
-            body: None,
+            body: body.as_ref(),
             manual_redirect: true,
         };
         let request = super::request::new(req.url.as_str(), init).map_err(failed)?;
@@ -462,6 +462,12 @@ impl Upstream for FetchUpstream {
             headers: out,
             body,
         })
+    }
+
+    /// WebCrypto's `importKey("pkcs8", …, RSASSA-PKCS1-v1_5/SHA-256)` and `sign`: the runtime's
+    /// own RSA, so the upload carries none.
+    async fn sign_rs256(&self, pkcs8_der: &[u8], message: &[u8]) -> Result<Vec<u8>, String> {
+        super::js::rs256(pkcs8_der, message).await.map_err(failure)
     }
 
     /// Reads a whole body under the watchdog: given up when idle, or still incomplete

@@ -43,6 +43,7 @@ use crate::upstream::{net_error, upstream_status, Client};
 use std::cell::RefCell;
 
 mod blobs;
+mod cloud;
 mod endpoints;
 mod fetch;
 mod manifests;

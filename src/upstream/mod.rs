@@ -11,6 +11,7 @@
 //! retry would go back to the upstream, and the redirect would drop its `Authorization` anyway.
 
 pub mod challenge;
+pub mod cloud;
 pub mod health;
 pub mod realm;
 pub mod token;
@@ -39,6 +40,8 @@ pub struct Client<'a, U> {
     pub calls: Cell<u32>,
     /// Things the request log should say (a realm asked anonymously, and why). Never a credential.
     pub notes: RefCell<Vec<String>>,
+    /// A minted cloud credential (see [`cloud`]), used in place of the configured one.
+    pub minted: Option<crate::config::Credentials>,
 }
 
 impl<'a, U: Upstream> Client<'a, U> {
@@ -55,6 +58,7 @@ impl<'a, U: Upstream> Client<'a, U> {
             now,
             calls: Cell::new(0),
             notes: RefCell::new(Vec::new()),
+            minted: None,
         }
     }
 
@@ -97,6 +101,7 @@ impl<'a, U: Upstream> Client<'a, U> {
             method,
             url,
             headers,
+            body: None,
         };
         if let Some(token) = &cached {
             req.headers.set("authorization", format!("Bearer {token}"));
@@ -202,6 +207,7 @@ impl<'a, U: Upstream> Client<'a, U> {
                 method: HttpMethod::Get,
                 url,
                 headers,
+                body: None,
             })
             .await?;
         match answer.status {
@@ -256,7 +262,8 @@ impl<'a, U: Upstream> Client<'a, U> {
     }
 
     fn basic(&self) -> Option<String> {
-        self.upstream.credentials.as_ref().map(|c| {
+        let credentials = self.minted.as_ref().or(self.upstream.credentials.as_ref());
+        credentials.map(|c| {
             let raw = format!("{}:{}", c.username, c.password);
             format!(
                 "Basic {}",

@@ -75,6 +75,8 @@ pub struct BearerRealm {
 pub struct TokenCache {
     tokens: HashMap<(String, String), Token>,
     realms: HashMap<String, BearerRealm>,
+    /// Minted cloud credentials (see `crate::upstream::cloud::mint`).
+    pub minted: crate::upstream::cloud::mint::MintMemory,
 }
 
 impl TokenCache {
