@@ -3,7 +3,7 @@
 //!
 //! | setting            | meaning                                                                  |
 //! |--------------------|--------------------------------------------------------------------------|
-//! | `UPSTREAMS`        | JSON: registry name → `{"url", "username"?, "password_secret"?, "auth_hosts"?, "fallback"?}` |
+//! | `UPSTREAMS`        | JSON: registry name → `{"url", "username"?, "password_secret"?, "aws"?, "google"?, "auth_hosts"?, "fallback"?}` (`aws`/`google`: see [`crate::upstream::cloud`]) |
 //! | `DEFAULT_REGISTRY` | registry for names with no registry prefix (default `docker.io`)         |
 //! | `TAG_TTL_SECONDS`  | how long a tag → digest answer is trusted without asking upstream (300)  |
 //! | `NEGATIVE_TTL_SECONDS` | how long an upstream 404 for a manifest is remembered (60)           |

@@ -57,9 +57,21 @@ where
         // The registry refused a credential it should take (revoked, or rotated early): one
         // refresh of exactly that credential, and one retry if it brought another.
         let refused = fingerprint(&used.password);
-        let fresh = self
+        let fresh = match self
             .cloud_credential(upstream, index, Some(&refused), outcome)
-            .await?;
+            .await
+        {
+            Ok(fresh) => fresh,
+            // No other credential to be had: the registry's refusal is the answer (a refusal,
+            // not an outage: no stale copy unless `serve_stale_on` says so), with the reason.
+            Err(e) => {
+                outcome.notes.push(e.message.clone());
+                return result.map_err(|mut refusal| {
+                    refusal.message = format!("{}; {}", refusal.message, e.message);
+                    refusal
+                });
+            }
+        };
         if fresh.password == used.password {
             return result;
         }

@@ -90,11 +90,14 @@ impl<'a, U: Upstream> Client<'a, U> {
             .borrow()
             .get(token_key, &scope, self.now)
             .map(str::to_owned);
+        let mut basic_first = None;
         if cached.is_none() {
             // This upstream challenged before: get the token first instead of collecting a 401.
             let known = self.tokens.borrow().realm(token_key).cloned();
             if let Some(realm) = known {
                 cached = self.token(&realm, None, &scope).await.ok();
+            } else if self.tokens.borrow().basic.contains(token_key) {
+                basic_first = self.basic();
             }
         }
         let mut req = OutboundRequest {
@@ -105,6 +108,8 @@ impl<'a, U: Upstream> Client<'a, U> {
         };
         if let Some(token) = &cached {
             req.headers.set("authorization", format!("Bearer {token}"));
+        } else if let Some(basic) = &basic_first {
+            req.headers.set("authorization", basic.clone());
         }
         let (first, answered_by) = self.send(req.clone()).await?;
         if first.status != 401 {
@@ -118,6 +123,10 @@ impl<'a, U: Upstream> Client<'a, U> {
         if cached.is_some() {
             // Upstream refused a token it issued (revoked, or clocks disagree): get a fresh one.
             self.tokens.borrow_mut().remove(token_key, &scope);
+        }
+        if basic_first.is_some() {
+            // Upstream refused the Basic credentials it asked for before: they are wrong now.
+            self.tokens.borrow_mut().basic.remove(token_key);
         }
 
         let challenges = first
@@ -140,6 +149,7 @@ impl<'a, U: Upstream> Client<'a, U> {
                     format!("{registry} requires credentials and none are configured"),
                 )
             })?;
+            self.tokens.borrow_mut().basic.insert(token_key.to_owned());
             creds
         } else {
             return Err(RegistryError::new(

@@ -77,6 +77,9 @@ pub struct TokenCache {
     realms: HashMap<String, BearerRealm>,
     /// Minted cloud credentials (see `crate::upstream::cloud::mint`).
     pub minted: crate::upstream::cloud::mint::MintMemory,
+    /// Upstreams that challenged for Basic credentials (ECR does on every request): they get
+    /// them at once, without another 401 first.
+    pub basic: std::collections::HashSet<String>,
 }
 
 impl TokenCache {

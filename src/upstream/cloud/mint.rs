@@ -85,6 +85,10 @@ pub struct Record {
     /// Why the last mint failed (never a secret: the API's error type or code).
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Whether the minting API refused (a 4xx: a revoked key, a wrong secret) rather than failed:
+    /// a refusal is answered `403 DENIED`, a failure `503`, which may serve a stale copy.
+    #[serde(default)]
+    pub refused: bool,
     /// When the record was last written (which of two copies is newer).
     #[serde(default)]
     pub updated_at: u64,
@@ -143,13 +147,20 @@ pub fn after_success(identity: &str, minted: Minted, now: u64) -> Record {
         failures: 0,
         retry_at: 0,
         last_error: None,
+        refused: false,
         updated_at: now,
     }
 }
 
 /// The record after a mint that failed with `why`: the credential is kept (it may still be
 /// usable), the next try waits a back-off that doubles with each failure.
-pub fn after_failure(previous: Option<&Record>, identity: &str, why: String, now: u64) -> Record {
+pub fn after_failure(
+    previous: Option<&Record>,
+    identity: &str,
+    why: String,
+    refused: bool,
+    now: u64,
+) -> Record {
     let previous = previous.filter(|r| r.identity == identity);
     let credential = previous.and_then(|r| r.credential.clone());
     let failures = previous.map_or(0, |r| r.failures).saturating_add(1);
@@ -164,6 +175,7 @@ pub fn after_failure(previous: Option<&Record>, identity: &str, why: String, now
         failures,
         retry_at: now + wait,
         last_error: Some(why),
+        refused,
         updated_at: now,
     }
 }
@@ -240,16 +252,12 @@ pub async fn obtain<K: Kv, U: Upstream>(
             })
         }
         Plan::Wait { retry_in } => {
+            let refused = record.as_ref().is_some_and(|r| r.refused);
             let why = record
                 .and_then(|r| r.last_error)
                 .unwrap_or_else(|| "minting failed".into());
-            let mut e = RegistryError::new(
-                ErrorCode::Unavailable,
-                format!("the mirror has no current {} credentials for {registry} ({why}); it tries again in {retry_in} s", auth.kind()),
-            )
-            .with_status(503);
-            e.retry_after = Some(retry_in.to_string());
-            return Err(e);
+            let message = format!("the mirror has no current {} credentials for {registry} ({why}); it tries again in {retry_in} s", auth.kind());
+            return Err(mint_error(refused, message, Some(retry_in)));
         }
         Plan::Mint => {}
     }
@@ -276,8 +284,8 @@ pub async fn obtain<K: Kv, U: Upstream>(
             ));
             (after_success(&identity, m.clone(), now), Ok(m))
         }
-        Err(why) => {
-            let next = after_failure(record.as_ref(), &identity, why.clone(), now);
+        Err((why, refused)) => {
+            let next = after_failure(record.as_ref(), &identity, why.clone(), refused, now);
             let retry_in = next.retry_at - now;
             let answer = match refused_fallback {
                 Some(c) => {
@@ -288,12 +296,13 @@ pub async fn obtain<K: Kv, U: Upstream>(
                     ));
                     Ok(c)
                 }
-                None => Err(RegistryError::new(
-                    ErrorCode::Unavailable,
+                None => Err(mint_error(
+                    refused,
                     format!(
                         "the mirror could not mint {} credentials for {registry}: {why}",
                         auth.kind()
                     ),
+                    None,
                 )),
             };
             (next, answer)
@@ -320,7 +329,31 @@ async fn mint_now<U: Upstream>(
     auth: &CloudAuth,
     port: &U,
     now: u64,
-) -> (Result<Minted, String>, u32) {
+) -> (Result<Minted, (String, bool)>, u32) {
+    let (minted, calls) = mint_call(auth, port, now).await;
+    let refused = |status: u16| (400..500).contains(&status);
+    (
+        minted.map_err(|(why, status)| (why, refused(status))),
+        calls,
+    )
+}
+
+/// A minting API that refused (`403 DENIED`: not an outage, no stale copy unless the upstream's
+/// `serve_stale_on` says so), or one that failed (`503`, with `Retry-After` when known).
+fn mint_error(refused: bool, message: String, retry_in: Option<u64>) -> RegistryError {
+    if refused {
+        return RegistryError::new(ErrorCode::Denied, message);
+    }
+    let mut e = RegistryError::new(ErrorCode::Unavailable, message).with_status(503);
+    e.retry_after = retry_in.map(|s| s.to_string());
+    e
+}
+
+async fn mint_call<U: Upstream>(
+    auth: &CloudAuth,
+    port: &U,
+    now: u64,
+) -> (Result<Minted, (String, u16)>, u32) {
     let request = match auth {
         CloudAuth::Ecr(a) => a.request(now),
         CloudAuth::Google(sa) => {
@@ -333,21 +366,22 @@ async fn mint_now<U: Upstream>(
     };
     let request = match request {
         Ok(r) => r,
-        Err(e) => return (Err(e), 0),
+        Err(e) => return (Err((e, 0)), 0),
     };
     let answer = match port.send(request).await {
         Ok(a) => a,
-        Err(e) => return (Err(format!("the minting API {e}")), 1),
+        Err(e) => return (Err((format!("the minting API {e}"), 0)), 1),
     };
+    let status = answer.status;
     let body = match port.read(answer.body, MAX_ANSWER).await {
         Ok(b) => b,
-        Err(e) => return (Err(format!("the minting API's answer {e}")), 1),
+        Err(e) => return (Err((format!("the minting API's answer {e}"), 0)), 1),
     };
     let minted = match auth {
-        CloudAuth::Ecr(_) => ecr::read_answer(answer.status, &body, now),
-        CloudAuth::Google(_) => google::read_answer(answer.status, &body, now),
+        CloudAuth::Ecr(_) => ecr::read_answer(status, &body, now),
+        CloudAuth::Google(_) => google::read_answer(status, &body, now),
     };
-    (minted, 1)
+    (minted.map_err(|e| (e, status)), 1)
 }
 
 /// What a worker sends an upstream's owner to get its credential (see `Coalesce::mint`).
@@ -367,6 +401,9 @@ pub struct Answer {
     pub calls: u32,
     pub notes: Vec<String>,
     pub error: Option<String>,
+    /// The error is a refusal (`DENIED`), not a failure (`UNAVAILABLE`).
+    #[serde(default)]
+    pub denied: bool,
     pub status: u16,
     pub retry_after: Option<String>,
 }
@@ -379,6 +416,7 @@ impl Answer {
                 calls: o.calls,
                 notes: o.notes,
                 error: None,
+                denied: false,
                 status: 200,
                 retry_after: None,
             },
@@ -387,6 +425,7 @@ impl Answer {
                 calls: 0,
                 notes: Vec::new(),
                 error: Some(e.message.clone()),
+                denied: e.code == ErrorCode::Denied,
                 status: e.status,
                 retry_after: e.retry_after.clone(),
             },
@@ -401,11 +440,13 @@ impl Answer {
                 notes: self.notes,
             }),
             None => {
-                let mut e = RegistryError::new(
-                    ErrorCode::Unavailable,
-                    self.error.unwrap_or_else(|| "no credential".into()),
-                )
-                .with_status(self.status);
+                let code = match self.denied {
+                    true => ErrorCode::Denied,
+                    false => ErrorCode::Unavailable,
+                };
+                let mut e =
+                    RegistryError::new(code, self.error.unwrap_or_else(|| "no credential".into()))
+                        .with_status(self.status);
                 e.retry_after = self.retry_after;
                 Err(e)
             }
@@ -446,6 +487,7 @@ mod tests {
             failures,
             retry_at,
             last_error: None,
+            refused: false,
             updated_at: 0,
         }
     }
@@ -502,6 +544,7 @@ mod tests {
                 Some(&r),
                 "id",
                 "GetAuthorizationToken answered 500".into(),
+                false,
                 now,
             );
             assert_eq!(r.credential.as_ref(), Some(&c), "kept");
@@ -511,7 +554,7 @@ mod tests {
         let mut r = record(None, 0, 0);
         let mut waits = Vec::new();
         for _ in 0..8 {
-            r = after_failure(Some(&r), "id", "x".into(), 50);
+            r = after_failure(Some(&r), "id", "x".into(), false, 50);
             waits.push(r.retry_at - 50);
         }
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
@@ -526,5 +569,172 @@ mod tests {
         let s = status("ecr", Some(&r)).to_string();
         assert!(!s.contains("s3cr3t"), "{s}");
         assert!(s.contains("\"expires_at\":20"), "{s}");
+    }
+
+    /// A scripted ECR API (answers per call from `script`: a status) and an in-memory KV.
+    struct Api {
+        script: RefCell<Vec<u16>>,
+        calls: std::cell::Cell<u32>,
+        lifetime: u64,
+        now: std::cell::Cell<u64>,
+    }
+
+    impl Upstream for Api {
+        type Body = Vec<u8>;
+        async fn send(
+            &self,
+            req: crate::ports::OutboundRequest,
+        ) -> Result<crate::ports::Fetched<Vec<u8>>, crate::ports::NetError> {
+            assert_eq!(req.method, crate::ports::HttpMethod::Post);
+            assert!(req
+                .headers
+                .get("authorization")
+                .unwrap()
+                .contains("/ecr/aws4_request"));
+            self.calls.set(self.calls.get() + 1);
+            let status = self.script.borrow_mut().pop().unwrap_or(200);
+            use base64::Engine as _;
+            let n = self.calls.get();
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("AWS:pw{n}"));
+            let body = match status {
+                200 => format!(
+                    r#"{{"authorizationData":[{{"authorizationToken":"{token}","expiresAt":{}}}]}}"#,
+                    self.now.get() + self.lifetime
+                ),
+                _ => r#"{"__type":"ServerException"}"#.to_owned(),
+            };
+            Ok(crate::ports::Fetched {
+                status,
+                headers: crate::ports::Headers::new(),
+                body: body.into_bytes(),
+            })
+        }
+        async fn read(&self, body: Vec<u8>, _: usize) -> Result<Vec<u8>, crate::ports::NetError> {
+            Ok(body)
+        }
+    }
+
+    #[derive(Default)]
+    struct MemKv(RefCell<HashMap<String, Vec<u8>>>);
+
+    impl Kv for MemKv {
+        async fn get(
+            &self,
+            key: &str,
+        ) -> Result<Option<crate::ports::Entry>, crate::ports::StoreError> {
+            Ok(self.0.borrow().get(key).map(|v| crate::ports::Entry {
+                value: v.clone(),
+                read_day: None,
+            }))
+        }
+        async fn put(
+            &self,
+            key: &str,
+            value: Vec<u8>,
+            _: u64,
+        ) -> Result<(), crate::ports::StoreError> {
+            self.0.borrow_mut().insert(key.to_owned(), value);
+            Ok(())
+        }
+        async fn delete(&self, key: &str) -> Result<(), crate::ports::StoreError> {
+            self.0.borrow_mut().remove(key);
+            Ok(())
+        }
+        async fn list(
+            &self,
+            _: &str,
+            _: Option<&str>,
+            _: u32,
+        ) -> Result<crate::ports::Page, crate::ports::StoreError> {
+            Ok(crate::ports::Page::default())
+        }
+    }
+
+    fn ecr_auth() -> CloudAuth {
+        CloudAuth::Ecr(
+            ecr::EcrAccess::new("AKID".into(), "secret".into(), "us-east-1".into(), None).unwrap(),
+        )
+    }
+
+    fn get(
+        api: &Api,
+        kv: &MemKv,
+        memory: &RefCell<TokenCache>,
+        now: u64,
+        refused: Option<&str>,
+    ) -> Result<String, RegistryError> {
+        api.now.set(now);
+        futures::executor::block_on(obtain(
+            kv,
+            api,
+            memory,
+            "k",
+            &ecr_auth(),
+            "ecr.test",
+            now,
+            refused,
+        ))
+        .map(|o| o.credential.password)
+    }
+
+    /// Requests every second for 100 s with a 20 s credential: one mint per 15 s window; a second
+    /// isolate sharing the KV mints none; a failed refresh keeps the credential and backs off; a
+    /// refusal forces one refresh.
+    #[test]
+    fn obtain_mints_once_per_window_and_survives_failures() {
+        let api = Api {
+            script: RefCell::new(Vec::new()),
+            calls: 0.into(),
+            lifetime: 20,
+            now: 0.into(),
+        };
+        let kv = MemKv::default();
+        let one = RefCell::new(TokenCache::default());
+        let two = RefCell::new(TokenCache::default());
+        for t in 1000..1100 {
+            let memory = if t % 2 == 0 { &one } else { &two };
+            get(&api, &kv, memory, t, None).unwrap();
+        }
+        // Mints at 1000, 1015, 1030, 1045, 1060, 1075, 1090.
+        assert_eq!(api.calls.get(), 7);
+
+        // The refresh due at 1105 fails twice: the credential (good until 1109) serves meanwhile,
+        // and the API is asked again only after the back-off (1 s, then 2 s).
+        api.script.borrow_mut().extend([500, 500]);
+        let current = get(&api, &kv, &one, 1104, None).unwrap();
+        assert_eq!(get(&api, &kv, &one, 1105, None).unwrap(), current);
+        assert_eq!(api.calls.get(), 8);
+        assert_eq!(
+            get(&api, &kv, &one, 1105, None).unwrap(),
+            current,
+            "backing off"
+        );
+        assert_eq!(api.calls.get(), 8);
+        assert_eq!(get(&api, &kv, &one, 1106, None).unwrap(), current);
+        assert_eq!(api.calls.get(), 9);
+        let fresh = get(&api, &kv, &one, 1108, None).unwrap();
+        assert_ne!(fresh, current);
+        assert_eq!(api.calls.get(), 10);
+
+        // The registry refuses it: one refresh; refusing the new one at once mints nothing.
+        let refreshed = get(&api, &kv, &one, 1110, Some(&fingerprint(&fresh))).unwrap();
+        assert_ne!(refreshed, fresh);
+        assert_eq!(api.calls.get(), 11);
+        assert_eq!(
+            get(&api, &kv, &one, 1110, Some(&fingerprint(&refreshed))).unwrap(),
+            refreshed
+        );
+        assert_eq!(api.calls.get(), 11);
+
+        // Nothing usable and the API down: 503 with Retry-After, and no call during the back-off.
+        api.script.borrow_mut().extend([500]);
+        let e = get(&api, &kv, &one, 1200, None).unwrap_err();
+        assert_eq!(api.calls.get(), 12);
+        assert_eq!((e.status, e.retry_after.as_deref()), (503, None));
+        let e = get(&api, &kv, &one, 1200, None).unwrap_err();
+        assert_eq!((e.status, e.retry_after.as_deref()), (503, Some("1")));
+        assert_eq!(api.calls.get(), 12);
+        let stored = String::from_utf8(kv.0.borrow()["k"].clone()).unwrap();
+        assert!(stored.contains("\"failures\":1"), "{stored}");
     }
 }
