@@ -149,7 +149,7 @@ where
         outcome.notes.extend(obtained.notes);
         if from_owner {
             // What the owner decided, remembered here until its refresh is due.
-            let record = mint::after_success(&identity, obtained.credential.clone(), self.now);
+            let record = mint::remembered(&identity, obtained.credential.clone(), self.now);
             self.tokens.borrow_mut().minted.records.insert(key, record);
         }
         Ok(obtained.credential)

@@ -174,6 +174,12 @@ pub fn read_answer(status: u16, body: &[u8], now: u64) -> Result<Minted, String>
     })
 }
 
+/// The test-only key, for tests elsewhere in the crate.
+#[cfg(test)]
+pub fn tests_key_pem() -> &'static str {
+    tests::TEST_KEY_PEM
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

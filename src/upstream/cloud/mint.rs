@@ -152,6 +152,17 @@ pub fn after_success(identity: &str, minted: Minted, now: u64) -> Record {
     }
 }
 
+/// What a worker remembers of a credential its owner answered with: until its refresh is due,
+/// or — when the owner answered with one already due (its refresh failed) — for one back-off
+/// step, so the worker does not ask the owner again on every request.
+pub fn remembered(identity: &str, credential: Minted, now: u64) -> Record {
+    let hold = (now >= credential.refresh_at()).then(|| now + step(credential.lifetime()));
+    Record {
+        retry_at: hold.unwrap_or(0),
+        ..after_success(identity, credential, now)
+    }
+}
+
 /// The record after a mint that failed with `why`: the credential is kept (it may still be
 /// usable), the next try waits a back-off that doubles with each failure.
 pub fn after_failure(
@@ -558,6 +569,15 @@ mod tests {
             waits.push(r.retry_at - 50);
         }
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+        // A worker holding a credential whose refresh failed at the owner asks again after a step.
+        let held = remembered("id", minted(0, 20, "q"), 16);
+        assert_eq!(plan(Some(&held), "id", 16, None), Plan::Use);
+        assert_eq!(plan(Some(&held), "id", 17, None), Plan::Mint);
+        let fresh = remembered("id", minted(10, 20, "q"), 11);
+        assert_eq!(
+            (fresh.retry_at, plan(Some(&fresh), "id", 24, None)),
+            (0, Plan::Use)
+        );
         let ok = after_success("id", minted(60, 20, "q"), 60);
         assert_eq!((ok.failures, ok.retry_at, ok.last_error), (0, 0, None));
     }

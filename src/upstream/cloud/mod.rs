@@ -163,3 +163,79 @@ fn endpoint_url(raw: &str) -> Result<HttpUrl, String> {
 pub fn fingerprint(password: &str) -> String {
     hex::encode(&Sha256::digest(password.as_bytes())[..8])
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn load(upstreams: &str, secrets: &[(&str, &str)]) -> Result<Config, String> {
+        Config::load(|k| match k {
+            "UPSTREAMS" => Some(upstreams.to_owned()),
+            "DEFAULT_REGISTRY" => Some("r.test".into()),
+            k => secrets
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string()),
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn cloud_settings_load_and_stay_secret() {
+        let aws = r#"{"r.test": {"url": "https://1.dkr.ecr.eu-west-1.amazonaws.com", "aws": {"access_key_id": "AKIA1", "secret_access_key_secret": "S", "region": "eu-west-1"}}}"#;
+        let c = load(aws, &[("S", "very-secret-key")]).unwrap();
+        let u = c.upstream("r.test").unwrap();
+        assert_eq!(u.cloud.as_ref().unwrap().kind(), "ecr");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("very-secret-key"), "{shown}");
+        assert!(
+            shown.contains("https://api.ecr.eu-west-1.amazonaws.com/"),
+            "{shown}"
+        );
+        let key = serde_json::json!({
+            "type": "service_account",
+            "client_email": "a@p.iam.gserviceaccount.com",
+            "private_key": super::google::tests_key_pem(),
+            "token_uri": "https://oauth2.googleapis.com/token",
+        })
+        .to_string();
+        let gar = r#"{"r.test": {"url": "https://us-docker.pkg.dev", "google": {"service_account_key_secret": "K"}}}"#;
+        let c = load(gar, &[("K", &key)]).unwrap();
+        assert_eq!(
+            c.upstream("r.test").unwrap().cloud.as_ref().unwrap().kind(),
+            "google"
+        );
+        assert!(!format!("{c:?}").contains("PRIVATE KEY"));
+        let body_line = super::google::tests_key_pem()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        for (upstreams, secrets, blamed) in [
+            (aws, vec![], "aws.secret_access_key_secret"),
+            (gar, vec![("K", "{\"private_key\": \"x\"}")], "google"),
+            (
+                gar,
+                vec![("K", key.replace("a@p", "ap").as_str())],
+                "google",
+            ),
+            (
+                r#"{"r.test": {"url": "https://x", "username": "u", "password_secret": "S", "aws": {"access_key_id": "AKIA1", "secret_access_key_secret": "S", "region": "eu-west-1"}}}"#,
+                vec![("S", "very-secret-key")],
+                "use one",
+            ),
+            (
+                r#"{"r.test": {"url": "https://x", "aws": {"access_key_id": "AKIA1", "secret_access_key_secret": "S", "region": "eu-west-1"}, "google": {"service_account_key_secret": "K"}}}"#,
+                vec![("S", "very-secret-key"), ("K", key.as_str())],
+                "both",
+            ),
+        ] {
+            let e = load(upstreams, &secrets).unwrap_err();
+            assert!(e.contains(blamed), "{e}");
+            assert!(
+                !e.contains("very-secret-key") && !e.contains(&body_line),
+                "{e}"
+            );
+        }
+    }
+}
