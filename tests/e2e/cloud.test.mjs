@@ -12,11 +12,12 @@ import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { buildImage } from "./lib/image.mjs";
-import { startDoor } from "./lib/door.mjs";
+import { ROOT, startDoor } from "./lib/door.mjs";
+import { startContainerd, writeHostsToml } from "./lib/containerd.mjs";
 import { startRegistry } from "./lib/registry.mjs";
 import { startTokenIssuer } from "./lib/tokenissuer.mjs";
 import { startEcr, startGoogle } from "./lib/cloudsim.mjs";
-import { freePort, skopeo, tempDir } from "./lib/util.mjs";
+import { execFileP, freePort, skopeo, tempDir } from "./lib/util.mjs";
 
 const LIFETIME = 8;
 const KEY_ID = "AKIAFRONTDOORTEST01";
@@ -269,6 +270,26 @@ test("ACR and GHCR: fixed credentials in their documented forms through the stan
     headers: { authorization: `Basic ${Buffer.from(`admin:${ACR_SECRET}`).toString("base64")}` },
   });
   assert.equal(bad.status, 401);
+});
+
+test("containerd pulls the ECR and GAR images through the door (ns=), digests checked", async () => {
+  const { stdout } = await execFileP(path.join(ROOT, "scripts/containerd.sh"));
+  const ctrd = await startContainerd({ dir: path.join(tmp.dir, "ctrd"), binDir: stdout.trim().split("\n").pop() });
+  try {
+    const hostsDir = path.join(tmp.dir, "certs.d");
+    for (const r of ["ecr.test", "gar.test"]) writeHostsToml(hostsDir, r, door.url);
+    await sleep(1100); // past the tags' TTL: the door asks upstream with the minted credentials
+    const [ecrOk, garTokens] = [ecr.stats.frontOk, garIssuer.stats.granted];
+    for (const ref of ["ecr.test/team/app:v1", "gar.test/proj/repo/app:v1"]) {
+      await ctrd.pull(ref, { hostsDir });
+      assert.equal(await ctrd.imageDigest(ref), image.top);
+    }
+    assert.ok(await ctrd.unpacked(image.manifests[0].config));
+    assert.ok(ecr.stats.frontOk > ecrOk, "ECR was asked with the minted token");
+    assert.ok(garIssuer.stats.granted > garTokens, "GAR's token server was asked with a minted access token");
+  } finally {
+    await ctrd.stop();
+  }
 });
 
 test("no minted token, IAM secret or key appears in the door's log or answers", async () => {
