@@ -15,7 +15,6 @@ use crate::http_url::HttpUrl;
 use crate::ports::{Headers, HttpMethod, OutboundRequest};
 use crate::signing::sigv4::{sign_headers, SigningCredentials};
 use base64::Engine as _;
-use serde::Deserialize;
 use std::fmt;
 
 pub const TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
@@ -99,46 +98,28 @@ impl EcrAccess {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Answer {
-    authorization_data: Vec<AuthorizationData>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AuthorizationData {
-    authorization_token: String,
-    expires_at: Option<f64>,
-}
-
-#[derive(Deserialize)]
-struct Failure {
-    #[serde(rename = "__type")]
-    kind: Option<String>,
-}
-
 /// Reads the API's answer (`status`, `body`) received at `now`. A refusal names AWS's error
 /// type (`UnrecognizedClientException`, `InvalidSignatureException`, …), never its message.
+/// Read through `serde_json::Value`, which the door parses anyway (derived structs would add
+/// their own deserializers to the upload).
 pub fn read_answer(status: u16, body: &[u8], now: u64) -> Result<Minted, String> {
+    let answer: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     if status != 200 {
-        let kind = serde_json::from_slice::<Failure>(body)
-            .ok()
-            .and_then(|f| f.kind)
+        let kind = answer
+            .as_ref()
+            .and_then(|a| a["__type"].as_str())
             .map(|k| k.rsplit('#').next().unwrap_or_default().to_owned())
             .filter(|k| k.bytes().all(|b| b.is_ascii_alphanumeric()))
             .unwrap_or_else(|| "no error type".into());
         return Err(format!("GetAuthorizationToken answered {status} ({kind})"));
     }
-    let answer: Answer = serde_json::from_slice(body)
-        .map_err(|_| "GetAuthorizationToken answered something that is not its JSON".to_owned())?;
-    let data = answer
-        .authorization_data
-        .into_iter()
-        .next()
+    let answer = answer.ok_or("GetAuthorizationToken answered something that is not its JSON")?;
+    let data = &answer["authorizationData"][0];
+    let token = data["authorizationToken"]
+        .as_str()
         .ok_or("GetAuthorizationToken answered no authorizationData")?;
     let decoded = base64::engine::general_purpose::STANDARD
-        .decode(data.authorization_token.trim())
+        .decode(token.trim())
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or("authorizationToken is not base64 text")?;
@@ -146,10 +127,12 @@ pub fn read_answer(status: u16, body: &[u8], now: u64) -> Result<Minted, String>
         .split_once(':')
         .filter(|(u, p)| !u.is_empty() && !p.is_empty())
         .ok_or("authorizationToken is not <user>:<password>")?;
-    let expires_at = match data.expires_at {
-        Some(t) if t.is_finite() && t > now as f64 => t as u64,
-        Some(_) => return Err("authorizationToken has already expired".into()),
-        None => now + 12 * 3600,
+    let expires_at = match &data["expiresAt"] {
+        serde_json::Value::Null => now + 12 * 3600,
+        t => match t.as_f64() {
+            Some(t) if t.is_finite() && t > now as f64 => t as u64,
+            _ => return Err("authorizationToken has no future expiresAt".into()),
+        },
     };
     Ok(Minted {
         username: username.to_owned(),

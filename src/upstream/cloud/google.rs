@@ -15,7 +15,6 @@ use super::mint::Minted;
 use crate::http_url::HttpUrl;
 use crate::ports::{Headers, HttpMethod, OutboundRequest};
 use base64::Engine as _;
-use serde::Deserialize;
 use std::fmt;
 
 pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -46,40 +45,31 @@ impl fmt::Debug for ServiceAccount {
     }
 }
 
-#[derive(Deserialize)]
-struct Key {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    client_email: Option<String>,
-    private_key: Option<String>,
-    private_key_id: Option<String>,
-    token_uri: Option<String>,
-}
-
 impl ServiceAccount {
     /// Reads the JSON key; `token_url` overrides its `token_uri`. Problems never quote the key.
+    /// (Read through `serde_json::Value`, which the door parses anyway.)
     pub fn from_key(json: &str, token_url: Option<&str>) -> Result<ServiceAccount, String> {
-        let key: Key = serde_json::from_str(json)
-            .map_err(|_| "the service account key is not a JSON key file".to_owned())?;
-        if key.kind.as_deref().is_some_and(|k| k != "service_account") {
+        let key: serde_json::Value = serde_json::from_str(json)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .ok_or("the service account key is not a JSON key file")?;
+        let text = |field: &str| key[field].as_str().map(str::to_owned);
+        if text("type").is_some_and(|k| k != "service_account") {
             return Err("the key is not a service account key (type)".into());
         }
-        let client_email = key
-            .client_email
+        let client_email = text("client_email")
             .filter(|e| e.contains('@'))
             .ok_or("the service account key has no client_email")?;
-        let pem = key
-            .private_key
-            .ok_or("the service account key has no private_key")?;
+        let pem = text("private_key").ok_or("the service account key has no private_key")?;
         let private_key_der = pkcs8_der(&pem)?;
         let url = token_url
             .map(str::to_owned)
-            .or(key.token_uri)
+            .or(text("token_uri"))
             .ok_or("no token_url, and the key has no token_uri")?;
         let token_url = endpoint_url(&url).map_err(|p| format!("token_url {p}"))?;
         Ok(ServiceAccount {
             client_email,
-            private_key_id: key.private_key_id.filter(|k| !k.is_empty()),
+            private_key_id: text("private_key_id").filter(|k| !k.is_empty()),
             private_key_der,
             token_url,
         })
@@ -142,30 +132,28 @@ fn pkcs8_der(pem: &str) -> Result<Vec<u8>, String> {
         .ok_or_else(|| "private_key's PEM body is not base64 of a key".to_owned())
 }
 
-#[derive(Deserialize)]
-struct Answer {
-    access_token: Option<String>,
-    expires_in: Option<u64>,
-    error: Option<String>,
-}
-
 /// Reads the token endpoint's answer received at `now`. A refusal names OAuth2's `error` code
 /// (`invalid_grant`, …), never its description.
 pub fn read_answer(status: u16, body: &[u8], now: u64) -> Result<Minted, String> {
-    let answer: Option<Answer> = serde_json::from_slice(body).ok();
+    let answer: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     if status != 200 {
         let code = answer
-            .and_then(|a| a.error)
+            .as_ref()
+            .and_then(|a| a["error"].as_str())
             .filter(|e| e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
-            .unwrap_or_else(|| "no error code".into());
+            .unwrap_or("no error code");
         return Err(format!("the token endpoint answered {status} ({code})"));
     }
     let answer = answer.ok_or("the token endpoint answered something that is not JSON")?;
-    let password = answer
-        .access_token
+    let password = answer["access_token"]
+        .as_str()
         .filter(|t| !t.is_empty())
-        .ok_or("the token endpoint answered no access_token")?;
-    let lifetime = answer.expires_in.unwrap_or(ASSERTION_SECONDS).max(1);
+        .ok_or("the token endpoint answered no access_token")?
+        .to_owned();
+    let lifetime = answer["expires_in"]
+        .as_u64()
+        .unwrap_or(ASSERTION_SECONDS)
+        .max(1);
     Ok(Minted {
         username: USERNAME.to_owned(),
         password,
