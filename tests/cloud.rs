@@ -129,6 +129,11 @@ impl Upstream for Ecr {
             );
             return Ok(answer(200, &[], body.into_bytes()));
         }
+        if url.starts_with("https://s3.test/") {
+            // A redirect's target that refuses: not the registry refusing the credential.
+            assert!(req.headers.get("authorization").is_none());
+            return Ok(answer(403, &[], b"AccessDenied".to_vec()));
+        }
         assert!(
             url.starts_with("https://reg.test/v2/app/manifests/"),
             "{url}"
@@ -155,6 +160,13 @@ impl Upstream for Ecr {
             return Ok(answer(401, &challenge, b"{}".to_vec()));
         }
         let n: u32 = url.rsplit('/').next().unwrap().parse().unwrap_or(0);
+        if n == 99 {
+            return Ok(answer(
+                307,
+                &[("location", "https://s3.test/layer?X-Amz-Signature=x")],
+                vec![],
+            ));
+        }
         let (body, digest) = manifest(n);
         let len = body.len().to_string();
         Ok(answer(
@@ -265,6 +277,12 @@ fn a_refused_token_costs_one_refresh_and_one_retry_never_a_loop() {
     assert_eq!(w.pull(5, 1010).status, 403);
     assert_eq!(w.ecr.mints.get(), 3);
     assert!(w.ecr.registry_requests.get() - requests <= 2);
+    // A 403 from where the registry redirected to is not the registry refusing: no mint.
+    w.ecr.refuse_all.set(false);
+    w.ecr.newest_only.set(false);
+    let mints = w.ecr.mints.get();
+    assert_eq!(w.pull(99, 1012).status, 403);
+    assert_eq!(w.ecr.mints.get(), mints);
     // Nothing secret in the answer.
     assert!(!code(&r).contains("token-") && !code(&r).contains("the-secret"));
 }

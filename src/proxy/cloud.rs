@@ -51,7 +51,7 @@ where
         let Some(used) = minted else {
             return result;
         };
-        if !refused(&result) {
+        if !client.refused.get() {
             return result;
         }
         // The registry refused a credential it should take (revoked, or rotated early): one
@@ -153,13 +153,5 @@ where
             self.tokens.borrow_mut().minted.records.insert(key, record);
         }
         Ok(obtained.credential)
-    }
-}
-
-/// Whether an answer is the registry refusing the mirror's credentials.
-fn refused<B>(answer: &Result<Fetched<B>, RegistryError>) -> bool {
-    match answer {
-        Ok(f) => matches!(f.status, 401 | 403),
-        Err(e) => e.code == ErrorCode::Denied,
     }
 }

@@ -42,6 +42,9 @@ pub struct Client<'a, U> {
     pub notes: RefCell<Vec<String>>,
     /// A minted cloud credential (see [`cloud`]), used in place of the configured one.
     pub minted: Option<crate::config::Credentials>,
+    /// Whether the upstream (or its token realm) refused the credentials sent: a `401` to them,
+    /// or a `403` from the upstream's own host. Not set by a host a redirect led to.
+    pub refused: Cell<bool>,
 }
 
 impl<'a, U: Upstream> Client<'a, U> {
@@ -59,6 +62,7 @@ impl<'a, U: Upstream> Client<'a, U> {
             calls: Cell::new(0),
             notes: RefCell::new(Vec::new()),
             minted: None,
+            refused: Cell::new(false),
         }
     }
 
@@ -113,6 +117,8 @@ impl<'a, U: Upstream> Client<'a, U> {
         }
         let (first, answered_by) = self.send(req.clone()).await?;
         if first.status != 401 {
+            let upstream = same_host(&answered_by, &self.upstream.url);
+            self.refused.set(first.status == 403 && upstream);
             return Ok(first);
         }
         if !same_host(&answered_by, &self.upstream.url) {
@@ -159,16 +165,19 @@ impl<'a, U: Upstream> Client<'a, U> {
         };
         req.headers.set("authorization", authorization);
         let (second, answered_by) = self.send(req).await?;
+        let upstream = same_host(&answered_by, &self.upstream.url);
         if second.status == 401 {
             self.tokens.borrow_mut().remove(token_key, &scope);
-            if !same_host(&answered_by, &self.upstream.url) {
+            if !upstream {
                 return Err(self.redirected_challenge(&answered_by));
             }
+            self.refused.set(true);
             return Err(RegistryError::new(
                 ErrorCode::Denied,
                 format!("{registry} refused the mirror's credentials for {repository}"),
             ));
         }
+        self.refused.set(second.status == 403 && upstream);
         Ok(second)
     }
 
@@ -223,6 +232,7 @@ impl<'a, U: Upstream> Client<'a, U> {
         match answer.status {
             200 => {}
             401 | 403 => {
+                self.refused.set(!anonymous);
                 let whose = if anonymous {
                     "an anonymous token"
                 } else {
