@@ -89,7 +89,7 @@ before(async () => {
     GHCR_PAT,
     TAG_TTL_SECONDS: "1",
   };
-  door = await startDoor({ bindings, persistDir: path.join(tmp.dir, "door-state") });
+  door = await startDoor({ bindings, persistDir: path.join(tmp.dir, "door-state"), analytics: true });
 });
 
 function tmpdir(d) {
@@ -193,7 +193,7 @@ test("ECR: a restarted door finds the persisted credential and mints none", asyn
   await pull("ecr.test/team/app:v1");
   const minted = ecr.stats.mints.length;
   await door.stop();
-  door = await startDoor({ bindings, persistDir: path.join(tmp.dir, "door-state") });
+  door = await startDoor({ bindings, persistDir: path.join(tmp.dir, "door-state"), analytics: true });
   await pull("ecr.test/team/app:v1");
   assert.equal(ecr.stats.mints.length, minted, "no new mint after the restart");
 });
@@ -297,4 +297,8 @@ test("no minted token, IAM secret or key appears in the door's log or answers", 
   for (const s of [SECRET, PEM.split("\n")[1], ACR_SECRET, GHCR_PAT]) assert.ok(!logs.includes(s));
   const status = await (await fetch(`${door.url}/_frontdoor/status`)).text();
   assert.ok(!status.includes("AWS:") && !status.includes("ya29."), status);
+  // Analytics Engine points are in the scanned log too (the recorder logs each one).
+  const points = door.requests().filter((l) => l.analytics);
+  assert.ok(points.length > 0, "analytics points were written");
+  assert.ok(!JSON.stringify(points).includes("ya29.") && !JSON.stringify(points).includes(SECRET));
 });
