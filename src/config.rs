@@ -3,7 +3,7 @@
 //!
 //! | setting            | meaning                                                                  |
 //! |--------------------|--------------------------------------------------------------------------|
-//! | `UPSTREAMS`        | JSON: registry name → `{"url", "username"?, "password_secret"?, "auth_hosts"?, "fallback"?}` |
+//! | `UPSTREAMS`        | JSON: registry name → `{"url", "username"?, "password_secret"?, "aws"?, "google"?, "auth_hosts"?, "fallback"?}` (`aws`/`google`: see [`crate::upstream::cloud`]) |
 //! | `DEFAULT_REGISTRY` | registry for names with no registry prefix (default `docker.io`)         |
 //! | `TAG_TTL_SECONDS`  | how long a tag → digest answer is trusted without asking upstream (300)  |
 //! | `NEGATIVE_TTL_SECONDS` | how long an upstream 404 for a manifest is remembered (60)           |
@@ -154,6 +154,9 @@ pub struct UpstreamConfig {
     /// answers (`404`: the tag was deleted; `401`/`403`: the mirror's credentials were revoked)
     /// keep serving that copy, marked stale, instead of failing the pull.
     pub serve_stale_on: Vec<u16>,
+    /// `aws` / `google`: credentials minted from a cloud service account instead of a fixed
+    /// password (see [`crate::upstream::cloud`]).
+    pub cloud: Option<crate::upstream::cloud::CloudAuth>,
 }
 
 impl UpstreamConfig {
@@ -214,6 +217,10 @@ struct RawUpstream {
     /// Upstream answers (401, 403, 404) to a stale tag that keep its cached copy in service.
     #[serde(default)]
     serve_stale_on: Vec<u16>,
+    /// ECR: IAM keys that mint the registry's password (see `crate::upstream::cloud::ecr`).
+    aws: Option<crate::upstream::cloud::RawAws>,
+    /// GAR/GCR: a service account key that mints access tokens (`crate::upstream::cloud::google`).
+    google: Option<crate::upstream::cloud::RawGoogle>,
 }
 
 /// Builds one upstream (or fallback) from its raw form; `setting` names it in errors.
@@ -249,6 +256,14 @@ fn upstream_from(
         (Some(_), None) => return Err(bad(setting, "username is set but password_secret is not")),
         (None, Some(_)) => return Err(bad(setting, "password_secret is set but username is not")),
     };
+    let cloud = crate::upstream::cloud::from_raw(r.aws, r.google, setting, lookup)
+        .map_err(|(setting, problem)| bad(setting, problem))?;
+    if cloud.is_some() && credentials.is_some() {
+        return Err(bad(
+            setting,
+            "has username/password_secret and cloud credentials (aws or google); use one",
+        ));
+    }
     if nested && !r.fallback.is_empty() {
         return Err(bad(setting, "a fallback cannot have fallbacks of its own"));
     }
@@ -279,6 +294,7 @@ fn upstream_from(
         auth_hosts,
         fallbacks,
         serve_stale_on: r.serve_stale_on,
+        cloud,
     })
 }
 

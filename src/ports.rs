@@ -55,6 +55,8 @@ impl Headers {
 pub enum HttpMethod {
     Get,
     Head,
+    /// Only for minting cloud credentials (`crate::upstream::cloud`); never for a client's request.
+    Post,
 }
 
 impl HttpMethod {
@@ -71,6 +73,7 @@ impl HttpMethod {
         match self {
             HttpMethod::Get => "GET",
             HttpMethod::Head => "HEAD",
+            HttpMethod::Post => "POST",
         }
     }
 }
@@ -82,6 +85,8 @@ pub struct OutboundRequest {
     pub method: HttpMethod,
     pub url: Url,
     pub headers: Headers,
+    /// A body (a minting API's `POST`); `None` for registry requests.
+    pub body: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for OutboundRequest {
@@ -139,6 +144,13 @@ pub trait Upstream {
     async fn send(&self, req: OutboundRequest) -> Result<Fetched<Self::Body>, NetError>;
     /// Reads a whole body, failing with `TooLarge` past `limit` bytes.
     async fn read(&self, body: Self::Body, limit: usize) -> Result<Vec<u8>, NetError>;
+    /// RSASSA-PKCS1-v1_5 with SHA-256 of `message` by the PKCS#8 key `pkcs8_der`: the runtime's
+    /// crypto (WebCrypto in the worker) signing a Google service account's JWT
+    /// (`crate::upstream::cloud::google`). A port without it refuses.
+    async fn sign_rs256(&self, pkcs8_der: &[u8], message: &[u8]) -> Result<Vec<u8>, String> {
+        let _ = (pkcs8_der, message);
+        Err("no RSA signer here".into())
+    }
 }
 
 /// A stored record and the day it was last read (Unix days, kept in the key's KV metadata so a
@@ -309,6 +321,14 @@ pub trait Coalesce {
     /// one asking for its digest cost one upstream fetch between them.
     async fn forward_path(&self, key: &str, path: &str)
         -> Result<Reply<Self::Body>, RegistryError>;
+    /// Asks the owner of a credential record (`key`) for the credential `ask` names (a JSON
+    /// `crate::upstream::cloud::mint::Ask`), answered as a JSON `mint::Answer`: the owner serves
+    /// one request at a time, so the door refreshes each credential once. `None`: no owner to
+    /// ask; mint here.
+    async fn mint(&self, key: &str, ask: &[u8]) -> Option<Result<Vec<u8>, RegistryError>> {
+        let _ = (key, ask);
+        None
+    }
 }
 
 /// No owner to hand misses to: each request fetches for itself (host tests, or the owner itself).
@@ -331,4 +351,10 @@ impl<S> Coalesce for NoCoalescing<S> {
 /// pending counts were sent to it).
 pub trait StatsSource {
     async fn current(&self) -> Result<crate::stats::Stats, StoreError>;
+    /// The stored record under a credential key (`crate::cache::keys::credential`), for the
+    /// status to show its kind and expiry (never the credential); `None` when there is none.
+    async fn credential(&self, key: &str) -> Option<Vec<u8>> {
+        let _ = key;
+        None
+    }
 }

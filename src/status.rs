@@ -72,7 +72,10 @@ where
     let answer = match authorize(config, req.authorization, now) {
         Err(e) => error_reply(&e, head),
         Ok(()) => match source.current().await {
-            Ok(stats) => answer(page, &stats, now, head),
+            Ok(stats) => {
+                let credentials = credentials(config, source).await;
+                answer_with(page, &stats, &credentials, now, head)
+            }
             Err(e) => error_reply(
                 &RegistryError::new(ErrorCode::Unknown, format!("the counters: {e}")),
                 head,
@@ -82,8 +85,52 @@ where
     Some((answer, outcome))
 }
 
+/// Per upstream with minted cloud credentials (`crate::upstream::cloud`): its name (`<registry>`,
+/// or `<registry> fallback <i>`) and what [`crate::upstream::cloud::mint::status`] shows of it.
+async fn credentials<S: StatsSource>(
+    config: &Config,
+    source: &S,
+) -> Vec<(String, serde_json::Value)> {
+    let mut rows = Vec::new();
+    for (name, primary) in &config.upstreams {
+        let all = std::iter::once(primary).chain(primary.fallbacks.iter());
+        for (i, upstream) in all.enumerate() {
+            let Some(auth) = &upstream.cloud else {
+                continue;
+            };
+            let record = source
+                .credential(&crate::cache::keys::credential(name, i))
+                .await
+                .and_then(|b| {
+                    serde_json::from_slice::<crate::upstream::cloud::mint::Record>(&b).ok()
+                })
+                .filter(|r| r.identity == auth.identity());
+            let label = match i {
+                0 => name.clone(),
+                i => format!("{name} fallback {i}"),
+            };
+            rows.push((
+                label,
+                crate::upstream::cloud::mint::status(auth.kind(), record.as_ref()),
+            ));
+        }
+    }
+    rows
+}
+
 /// The page (with its own [`crate::status_page::content_security_policy`]) or the JSON.
 pub fn answer<B>(page: bool, stats: &crate::stats::Stats, now: u64, head: bool) -> Reply<B> {
+    answer_with(page, stats, &[], now, head)
+}
+
+/// [`answer`], with the minted credentials' kinds and expiries.
+pub fn answer_with<B>(
+    page: bool,
+    stats: &crate::stats::Stats,
+    credentials: &[(String, serde_json::Value)],
+    now: u64,
+    head: bool,
+) -> Reply<B> {
     let mut headers = Headers::new();
     headers.set("cache-control", "no-store");
     let (content_type, body) = if page {
@@ -91,13 +138,18 @@ pub fn answer<B>(page: bool, stats: &crate::stats::Stats, now: u64, head: bool) 
             "content-security-policy",
             crate::status_page::content_security_policy(),
         );
-        let html = crate::status_page::render(stats, now);
+        let mut html = crate::status_page::render(stats, now);
+        if !credentials.is_empty() {
+            let table = crate::status_page::credentials(credentials, now);
+            html = html.replacen("<p>JSON: ", &format!("{table}<p>JSON: "), 1);
+        }
         ("text/html; charset=utf-8", html.into_bytes())
     } else {
         let json = serde_json::json!({
             "generated_at": now,
             "registries": stats.registries,
             "last_errors": stats.last_errors,
+            "credentials": credentials.iter().cloned().collect::<serde_json::Map<_, _>>(),
         });
         (crate::oci::JSON, json.to_string().into_bytes())
     };

@@ -110,6 +110,30 @@ pub fn render(stats: &Stats, now: u64) -> String {
     html
 }
 
+/// The minted cloud credentials: kind, and when each expires and is refreshed (never the
+/// credential itself, which the rows do not carry).
+pub fn credentials(rows: &[(String, serde_json::Value)], now: u64) -> String {
+    let mut html = String::from("<h2>Upstream credentials</h2><table id=\"credentials\"><tr><th>upstream</th><th>kind</th><th>expires</th><th>refresh</th><th>last error</th></tr>");
+    let when = |v: &serde_json::Value| match v.as_u64() {
+        Some(t) if t >= now => format!("in {} s", t - now),
+        Some(t) => format!("{} s ago", now - t),
+        None => "none minted".to_owned(),
+    };
+    for (name, row) in rows {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(name),
+            escape(row["kind"].as_str().unwrap_or_default()),
+            when(&row["expires_at"]),
+            when(&row["refresh_at"]),
+            escape(row["last_error"].as_str().unwrap_or("none")),
+        );
+    }
+    html.push_str("</table>");
+    html
+}
+
 fn percent(part: u64, whole: u64) -> String {
     if whole == 0 {
         return "–".to_owned();

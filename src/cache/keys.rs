@@ -10,6 +10,9 @@
 //!     ├── links/<registry>/<repository>/<algorithm>/<hex>       the blob belongs to the repository
 //!     └── blobs/<algorithm>/<hex>                               empty: the blob's last-read mark
 //! retention                                                     the retention sweep's cursor
+//! credentials/<registry>/<upstream>                             mint::Record: a minted cloud
+//!                                                               credential (0: the upstream, i:
+//!                                                               fallback i-1); never swept
 //! R2 (binding BLOBS)
 //! ├── blobs/<algorithm>/<hex>                                   blob bytes, checksum-verified on put
 //! └── spool/<algorithm>/<hex>/<fill>/<n>                        a fill's n-th segment while it runs
@@ -31,6 +34,12 @@
 //! no key can contain `..` or an unexpected `/`.
 
 use crate::oci::{Digest, Repository};
+
+/// The minted credential of `registry`'s upstream `upstream` (0, or fallback `i - 1` as `i`),
+/// outside `v1/` so the retention sweep never deletes it (`crate::upstream::cloud::mint`).
+pub fn credential(registry: &str, upstream: usize) -> String {
+    format!("credentials/{registry}/{upstream}")
+}
 
 pub fn manifest(registry: &str, repository: &Repository, digest: &Digest) -> String {
     format!(

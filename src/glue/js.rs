@@ -184,3 +184,33 @@ impl AnalyticsEngineDataset {
         self.write_data_point_object(&point).map_err(failure)
     }
 }
+
+/// RSASSA-PKCS1-v1_5 with SHA-256 by a PKCS#8 key, through the runtime's `crypto.subtle`
+/// (called by name: no web-sys bindings, nothing in the upload but these calls).
+pub async fn rs256(pkcs8_der: &[u8], message: &[u8]) -> Result<Vec<u8>, JsValue> {
+    let crypto = Reflect::get(&js_sys::global(), &"crypto".into())?;
+    let subtle = Reflect::get(&crypto, &"subtle".into())?;
+    let call = |name: &str, args: &Array| -> Result<Promise, JsValue> {
+        let f: js_sys::Function = Reflect::get(&subtle, &name.into())?.dyn_into()?;
+        f.apply(&subtle, args)?.dyn_into()
+    };
+    let algorithm = Object::new();
+    set(&algorithm, "name", &"RSASSA-PKCS1-v1_5".into());
+    set(&algorithm, "hash", &"SHA-256".into());
+    let usages = Array::of1(&"sign".into());
+    let import = Array::of5(
+        &"pkcs8".into(),
+        &Uint8Array::from(pkcs8_der),
+        &algorithm,
+        &false.into(),
+        &usages,
+    );
+    let key = JsFuture::from(call("importKey", &import)?).await?;
+    let sign = Array::of3(
+        &"RSASSA-PKCS1-v1_5".into(),
+        &key,
+        &Uint8Array::from(message),
+    );
+    let signature = JsFuture::from(call("sign", &sign)?).await?;
+    Ok(Uint8Array::new(&signature).to_vec())
+}

@@ -3,6 +3,7 @@
 
 mod coalescer;
 mod js;
+mod minter;
 mod ports;
 mod pump;
 mod request;

@@ -437,11 +437,14 @@ impl Upstream for FetchUpstream {
     async fn send(&self, req: OutboundRequest) -> Result<Fetched<Stream>, NetError> {
         let failed = |e: worker::Error| NetError::Failed(e.to_string());
         let headers = super::js::to_js_headers(&req.headers).map_err(failed)?;
-        let method = req.method.as_str();
+        let body = req
+            .body
+            .as_deref()
+            .map(|b| wasm_bindgen::JsValue::from(js_sys::Uint8Array::from(b)));
         let init = super::request::Init {
-            method,
+            method: req.method.as_str(),
             headers: Some(&headers),
-            body: None,
+            body: body.as_ref(),
             manual_redirect: true,
         };
         let request = super::request::new(req.url.as_str(), init).map_err(failed)?;
@@ -478,6 +481,12 @@ impl Upstream for FetchUpstream {
             headers: out,
             body,
         })
+    }
+
+    /// WebCrypto's `importKey("pkcs8", …, RSASSA-PKCS1-v1_5/SHA-256)` and `sign`: the runtime's
+    /// own RSA, so the upload carries none.
+    async fn sign_rs256(&self, pkcs8_der: &[u8], message: &[u8]) -> Result<Vec<u8>, String> {
+        super::js::rs256(pkcs8_der, message).await.map_err(failure)
     }
 
     /// Reads a whole body under the watchdog: given up when idle, or still incomplete

@@ -103,6 +103,16 @@ impl StatsSource for Hub<'_> {
             .await
             .map_err(|e| StoreError(e.to_string()))
     }
+
+    async fn credential(&self, key: &str) -> Option<Vec<u8>> {
+        let store: super::js::KvNamespace = super::js::binding(self.env, "CACHE")?;
+        store
+            .get_entry(key)
+            .await
+            .ok()
+            .flatten()
+            .map(|(value, _)| value)
+    }
 }
 
 /// The hub: the sum of every isolate's counters.

@@ -108,12 +108,9 @@ where
                 answer = Some(Err(e));
                 continue;
             }
-            let client = Client::new(self.upstream, upstream, self.tokens, self.now);
-            let result = client
-                .fetch(method, &target.repository, tail, headers.clone())
+            let result = self
+                .fetch_authenticated(upstream, i, target, method, tail, &headers, outcome)
                 .await;
-            outcome.upstream_calls += client.calls.get();
-            outcome.notes.append(&mut client.notes.borrow_mut());
             let reachable = !is_outage(&result);
             let wait = self
                 .health

@@ -42,6 +42,7 @@ use crate::upstream::{net_error, upstream_status, Client};
 use std::cell::RefCell;
 
 mod blobs;
+mod cloud;
 mod endpoints;
 mod fetch;
 mod manifests;

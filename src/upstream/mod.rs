@@ -11,6 +11,7 @@
 //! retry would go back to the upstream, and the redirect would drop its `Authorization` anyway.
 
 pub mod challenge;
+pub mod cloud;
 pub mod health;
 pub mod realm;
 pub mod token;
@@ -39,6 +40,11 @@ pub struct Client<'a, U> {
     pub calls: Cell<u32>,
     /// Things the request log should say (a realm asked anonymously, and why). Never a credential.
     pub notes: RefCell<Vec<String>>,
+    /// A minted cloud credential (see [`cloud`]), used in place of the configured one.
+    pub minted: Option<crate::config::Credentials>,
+    /// Whether the upstream (or its token realm) refused the credentials sent: a `401` to them,
+    /// or a `403` from the upstream's own host. Not set by a host a redirect led to.
+    pub refused: Cell<bool>,
 }
 
 impl<'a, U: Upstream> Client<'a, U> {
@@ -55,6 +61,8 @@ impl<'a, U: Upstream> Client<'a, U> {
             now,
             calls: Cell::new(0),
             notes: RefCell::new(Vec::new()),
+            minted: None,
+            refused: Cell::new(false),
         }
     }
 
@@ -86,23 +94,31 @@ impl<'a, U: Upstream> Client<'a, U> {
             .borrow()
             .get(token_key, &scope, self.now)
             .map(str::to_owned);
+        let mut basic_first = None;
         if cached.is_none() {
             // This upstream challenged before: get the token first instead of collecting a 401.
             let known = self.tokens.borrow().realm(token_key).cloned();
             if let Some(realm) = known {
                 cached = self.token(&realm, None, &scope).await.ok();
+            } else if self.tokens.borrow().basic.contains(token_key) {
+                basic_first = self.basic();
             }
         }
         let mut req = OutboundRequest {
             method,
             url,
             headers,
+            body: None,
         };
         if let Some(token) = &cached {
             req.headers.set("authorization", format!("Bearer {token}"));
+        } else if let Some(basic) = &basic_first {
+            req.headers.set("authorization", basic.clone());
         }
         let (first, answered_by) = self.send(req.clone()).await?;
         if first.status != 401 {
+            let upstream = same_host(&answered_by, &self.upstream.url);
+            self.refused.set(first.status == 403 && upstream);
             return Ok(first);
         }
         if !same_host(&answered_by, &self.upstream.url) {
@@ -113,6 +129,10 @@ impl<'a, U: Upstream> Client<'a, U> {
         if cached.is_some() {
             // Upstream refused a token it issued (revoked, or clocks disagree): get a fresh one.
             self.tokens.borrow_mut().remove(token_key, &scope);
+        }
+        if basic_first.is_some() {
+            // Upstream refused the Basic credentials it asked for before: they are wrong now.
+            self.tokens.borrow_mut().basic.remove(token_key);
         }
 
         let challenges = first
@@ -135,6 +155,7 @@ impl<'a, U: Upstream> Client<'a, U> {
                     format!("{registry} requires credentials and none are configured"),
                 )
             })?;
+            self.tokens.borrow_mut().basic.insert(token_key.to_owned());
             creds
         } else {
             return Err(RegistryError::new(
@@ -144,16 +165,19 @@ impl<'a, U: Upstream> Client<'a, U> {
         };
         req.headers.set("authorization", authorization);
         let (second, answered_by) = self.send(req).await?;
+        let upstream = same_host(&answered_by, &self.upstream.url);
         if second.status == 401 {
             self.tokens.borrow_mut().remove(token_key, &scope);
-            if !same_host(&answered_by, &self.upstream.url) {
+            if !upstream {
                 return Err(self.redirected_challenge(&answered_by));
             }
+            self.refused.set(true);
             return Err(RegistryError::new(
                 ErrorCode::Denied,
                 format!("{registry} refused the mirror's credentials for {repository}"),
             ));
         }
+        self.refused.set(second.status == 403 && upstream);
         Ok(second)
     }
 
@@ -210,11 +234,13 @@ impl<'a, U: Upstream> Client<'a, U> {
                 method: HttpMethod::Get,
                 url,
                 headers,
+                body: None,
             })
             .await?;
         match answer.status {
             200 => {}
             401 | 403 => {
+                self.refused.set(!anonymous);
                 let whose = if anonymous {
                     "an anonymous token"
                 } else {
@@ -264,7 +290,8 @@ impl<'a, U: Upstream> Client<'a, U> {
     }
 
     fn basic(&self) -> Option<String> {
-        self.upstream.credentials.as_ref().map(|c| {
+        let credentials = self.minted.as_ref().or(self.upstream.credentials.as_ref());
+        credentials.map(|c| {
             let raw = format!("{}:{}", c.username, c.password);
             format!(
                 "Basic {}",

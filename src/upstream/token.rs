@@ -75,6 +75,11 @@ pub struct BearerRealm {
 pub struct TokenCache {
     tokens: HashMap<(String, String), Token>,
     realms: HashMap<String, BearerRealm>,
+    /// Minted cloud credentials (see `crate::upstream::cloud::mint`).
+    pub minted: crate::upstream::cloud::mint::MintMemory,
+    /// Upstreams that challenged for Basic credentials (ECR does on every request): they get
+    /// them at once, without another 401 first.
+    pub basic: std::collections::HashSet<String>,
 }
 
 impl TokenCache {

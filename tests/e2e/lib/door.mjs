@@ -44,6 +44,15 @@ if (RECORD && !globalThis.fetch.frontdoorRecording) {
   globalThis.fetch = recording;
 }
 
+let minted = 0;
+/**
+ * Secrets a scripted upstream issued (minted tokens, passwords, keys): written beside the doors'
+ * own, so tests/e2e/check-secrets.mjs finds them too in any log or answer.
+ */
+export function recordSecrets(values) {
+  if (RECORD) writeFileSync(path.join(RECORD, `secrets-minted-${process.pid}-${minted++}.json`), JSON.stringify(values));
+}
+
 /**
  * An Analytics Engine dataset that logs each data point as a JSON line (`{"analytics": point}`)
  * next to the door's own (Miniflare's built-in dataset drops them).

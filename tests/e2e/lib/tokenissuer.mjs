@@ -13,7 +13,12 @@ import { execFileP } from "./util.mjs";
 
 const b64url = (buf) => Buffer.from(buf).toString("base64url");
 
-export async function startTokenIssuer({ dir, port, service, issuer = "frontdoor-test-issuer", users }) {
+/**
+ * `authenticate(user, password)`, if given, decides Basic credentials instead of `users` (how a
+ * cloud registry's token server takes minted or specially formed credentials); `ttl` is the
+ * lifetime of the tokens it issues (300 s).
+ */
+export async function startTokenIssuer({ dir, port, service, issuer = "frontdoor-test-issuer", users, authenticate, ttl = 300 }) {
   const key = path.join(dir, "token.key");
   const cert = path.join(dir, "token.crt");
   await execFileP("openssl", [
@@ -51,11 +56,11 @@ export async function startTokenIssuer({ dir, port, service, issuer = "frontdoor
     if (access.length) stats.granted++;
     else if (scopes.length) stats.refused++;
     const token = sign({
-      iss: issuer, sub: account || "", aud: service, exp: now + 300, nbf: now - 10, iat: now,
+      iss: issuer, sub: account || "", aud: service, exp: now + ttl, nbf: now - 10, iat: now,
       jti: crypto.randomUUID(), access,
     });
     res.writeHead(200, { "content-type": "application/json" });
-    res.end(JSON.stringify({ token, access_token: token, expires_in: 300, issued_at: new Date(now * 1000).toISOString() }));
+    res.end(JSON.stringify({ token, access_token: token, expires_in: ttl, issued_at: new Date(now * 1000).toISOString() }));
   }
 
   function deny(res) {
@@ -74,7 +79,8 @@ export async function startTokenIssuer({ dir, port, service, issuer = "frontdoor
       if (auth) {
         const [scheme, value] = auth.split(" ");
         const [user, ...rest] = Buffer.from(value || "", "base64").toString().split(":");
-        if (scheme !== "Basic" || users[user] === undefined || users[user] !== rest.join(":")) return deny(res);
+        const known = authenticate ? authenticate(user, rest.join(":")) : users[user] !== undefined && users[user] === rest.join(":");
+        if (scheme !== "Basic" || !known) return deny(res);
         account = user;
       }
       return answer(res, account, url.searchParams.getAll("scope"));
