@@ -7,6 +7,8 @@
 //! - [`error`]: the one error type that reaches HTTP, as the OCI error body;
 //! - [`http_url`]: absolute `http(s)` URLs, parsed and joined as `fetch` does;
 //! - [`oci`]: digests, names, references, media types;
+//! - [`policy`]: what is served to whom, in one documented order (access, pins, immutable tags,
+//!   known-bad digests, signatures), and cosign's simple-signing format;
 //! - [`route`]: `(method, host, path, query)` → what was asked for;
 //! - [`range`]: HTTP `Range` parsing for blob reads;
 //! - [`cache`]: storage keys (one place), record encodings, freshness;
@@ -34,6 +36,7 @@ pub mod config;
 pub mod error;
 pub mod http_url;
 pub mod oci;
+pub mod policy;
 pub mod ports;
 pub mod proxy;
 pub mod range;
