@@ -25,7 +25,7 @@ pub mod verify;
 use crate::access::{glob, Access, Principal};
 use crate::config::{pin_key, Config, ConfigError};
 use crate::oci::{Digest, Reference};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 pub use verify::KeySet;
 
@@ -136,6 +136,52 @@ impl Policy {
             .max_by_key(|(p, _)| p.len())
             .map(|(_, k)| k)
     }
+}
+
+/// What the door remembers of an immutable tag (`crate::cache::keys::immutable_tag`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImmutableRecord {
+    /// The digest first served for the tag: served for good.
+    pub digest: String,
+    pub first_at: u64,
+    /// When upstream's tag was last compared with it (once per `TAG_TTL_SECONDS`).
+    pub checked_at: u64,
+    /// What upstream's tag names instead, when it moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<String>,
+}
+
+/// That a trusted signature covers a digest (`crate::cache::keys::verified`): by key `key`, over
+/// the digest itself or over the index `via`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedRecord {
+    pub key: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// For an index: whether the manifests it lists were recorded as covered too.
+    #[serde(default)]
+    pub children: bool,
+}
+
+/// The digests an index lists (`manifests[].digest`); none for anything else.
+pub fn listed(manifest: &[u8]) -> Vec<Digest> {
+    #[derive(Deserialize)]
+    struct Index {
+        #[serde(default)]
+        manifests: Vec<Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        digest: String,
+    }
+    serde_json::from_slice::<Index>(manifest)
+        .map(|i| {
+            i.manifests
+                .iter()
+                .filter_map(|e| Digest::parse(&e.digest).ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What step 1 says.
@@ -465,7 +511,6 @@ mod tests {
         let load = |name: &str, value: &str| {
             Config::load(|k| match k {
                 "UPSTREAMS" => Some(r#"{"reg.test": {"url": "http://reg.test"}}"#.into()),
-                "DEFAULT_REGISTRY" => Some("reg.test".into()),
                 "DEFAULT_REGISTRY" => Some("reg.test".into()),
                 k if k == name => Some(value.into()),
                 _ => None,
