@@ -98,6 +98,7 @@ pub fn answer<B>(page: bool, stats: &crate::stats::Stats, now: u64, head: bool) 
             "generated_at": now,
             "registries": stats.registries,
             "last_errors": stats.last_errors,
+            "tag_moves": stats.tag_moves,
         });
         ("application/json", json.to_string().into_bytes())
     };
