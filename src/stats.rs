@@ -290,7 +290,7 @@ mod tests {
             ..outcome(CacheOutcome::Hit, 0, None)
         };
         a.record(&refused, 403, None, 1);
-        let moved = |at, upstream: &str| Outcome {
+        let moved = |upstream: &str| Outcome {
             tag_moved: Some((
                 "reg.test/team/app:v1".into(),
                 "sha256:a".into(),
@@ -298,9 +298,9 @@ mod tests {
             )),
             ..outcome(CacheOutcome::Hit, 1, None)
         };
-        a.record(&moved(2, "sha256:b"), 200, None, 2);
+        a.record(&moved("sha256:b"), 200, None, 2);
         let mut b = Stats::default();
-        b.record(&moved(3, "sha256:c"), 200, None, 3);
+        b.record(&moved("sha256:c"), 200, None, 3);
         b.record(&refused, 403, None, 4);
         a.merge(b);
         assert_eq!(a.registries["docker.io"].policy_refusals, 2);
