@@ -1,0 +1,187 @@
+// Supply-chain policy at the door, against a real docker-registry and skopeo. Signatures are made
+// here the way cosign's specs/SIGNATURE_SPEC.md says (`cosign sign --key`): a simple-signing payload
+// blob, signed with ECDSA P-256 by Node's crypto, as a layer of the `sha256-<hex>.sig` manifest next
+// to the image — an independent signer, sharing no code with the door. VERIFY serves only what a
+// trusted key signed; IMMUTABLE_TAGS keeps a tag's first digest; DENY refuses a known-bad digest
+// with its reason; every log line and Analytics Engine point names who, what and the decision.
+import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { buildImage } from "./lib/image.mjs";
+import { startDoor } from "./lib/door.mjs";
+import { startUpstream } from "./lib/registry.mjs";
+import { sha256, skopeo, tempDir, waitFor } from "./lib/util.mjs";
+
+const SVC = "svc";
+const PW = crypto.randomBytes(12).toString("hex");
+const CI_PW = crypto.randomBytes(12).toString("hex");
+const ADMIN = crypto.randomBytes(16).toString("hex");
+const OCI = "application/vnd.oci.image.manifest.v1+json";
+const SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json";
+const trusted = crypto.generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+const other = crypto.generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+const pem = (pair) => pair.publicKey.export({ type: "spki", format: "pem" });
+// How each refused image's signature is made, and what the refusal must say.
+const SPOILED = {
+  unsigned: { why: /has no sha256-[0-9a-f]{64}\.sig/ },
+  "other-key": { key: other, why: /not made by a trusted key/ },
+  "other-digest": { over: sha256("another manifest"), why: /the signature is over sha256:[0-9a-f]{64}, not this manifest/ },
+  altered: { alter: true, why: /not made by a trusted key/ },
+  corrupted: { corrupt: true, why: /not made by a trusted key/ },
+  "wrong-type": { type: "cosign attestation", why: /critical\.type is "cosign attestation"/ },
+};
+let tmp, upstream, door, images = {};
+
+/** The registry's own API, with a push token from its issuer. */
+async function api(repo, method, pathTail, body, headers = {}) {
+  const token = await upstream.issuer.token(SVC, `repository:${repo}:pull,push`);
+  const url = pathTail.startsWith("http") ? pathTail : `${upstream.registryUrl}/v2/${repo}/${pathTail}`;
+  const r = await fetch(url, { method, body, headers: { authorization: `Bearer ${token}`, ...headers } });
+  if (r.status >= 300) throw new Error(`${method} ${url}: ${r.status} ${await r.text()}`);
+  return r;
+}
+
+async function pushBlob(repo, bytes) {
+  const digest = sha256(bytes);
+  const { headers } = await api(repo, "POST", "blobs/uploads/");
+  const location = new URL(headers.get("location"), upstream.registryUrl);
+  location.searchParams.set("digest", digest);
+  await api(repo, "PUT", location.href, bytes, { "content-type": "application/octet-stream" });
+  return { digest, size: bytes.length };
+}
+
+/** `cosign sign --key`: payload, signature annotation, the `.sig` manifest; spoiled as asked. */
+async function sign(repo, digest, { key = trusted, over = digest, type = "cosign container image signature", alter, corrupt } = {}) {
+  const payload = Buffer.from(JSON.stringify({
+    critical: { identity: { "docker-reference": `registry.test/${repo}` }, image: { "docker-manifest-digest": over }, type },
+    optional: null,
+  }));
+  const signature = crypto.sign("sha256", payload, key.privateKey); // ASN.1 DER, as cosign writes it
+  if (corrupt) signature[signature.length - 3] ^= 0xff;
+  const stored = alter ? Buffer.from(payload.toString().replace('"optional":null', '"optional":{"by":"mallory"}')) : payload;
+  const layer = await pushBlob(repo, stored);
+  const config = await pushBlob(repo, Buffer.from("{}"));
+  const manifest = JSON.stringify({
+    schemaVersion: 2, mediaType: OCI,
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
+    layers: [{ mediaType: SIMPLE_SIGNING, ...layer, annotations: { "dev.cosignproject.cosign/signature": signature.toString("base64") } }],
+  });
+  await api(repo, "PUT", `manifests/sha256-${digest.slice(7)}.sig`, manifest, { "content-type": OCI });
+}
+
+async function push(repo, opts = {}) {
+  const dir = path.join(tmp.dir, repo.replaceAll("/", "-") + (opts.seed ?? ""));
+  const image = buildImage(dir, { layers: 1, bigLayerBytes: 4096, ...opts });
+  await upstream.push(dir, `${repo}:v1`, { all: !!opts.platforms });
+  return image;
+}
+
+before(async () => {
+  tmp = tempDir("policy");
+  upstream = await startUpstream({ dir: tmp.dir, users: { [SVC]: PW } });
+  images.signed = await push("team/app");
+  await sign("team/app", images.signed.top);
+  images.multi = await push("team/multi", {
+    platforms: [{ os: "linux", architecture: "amd64" }, { os: "linux", architecture: "arm64" }],
+  });
+  await sign("team/multi", images.multi.top); // the index only
+  for (const [name, how] of Object.entries(SPOILED)) {
+    images[name] = await push(`team/${name}`);
+    if (name !== "unsigned") await sign(`team/${name}`, images[name].top, how);
+  }
+  images.frozen = await push("frozen/app");
+  images.bad = await push("cve/app");
+  door = await startDoor({
+    analytics: true,
+    bindings: {
+      UPSTREAMS: JSON.stringify({ "registry.test": { url: upstream.url, username: SVC, password_secret: "PW" } }),
+      DEFAULT_REGISTRY: "registry.test",
+      PW,
+      TAG_TTL_SECONDS: "1",
+      ACCESS: JSON.stringify({ anonymous: ["*"], users: { ci: { password_secret: "CI_PW", pull: ["*"] } } }),
+      ACCESS_TOKEN_KEY: crypto.randomBytes(32).toString("hex"),
+      CI_PW,
+      ADMIN_TOKEN: ADMIN,
+      VERIFY: JSON.stringify({ "registry.test/team/*": [pem(trusted)] }),
+      IMMUTABLE_TAGS: JSON.stringify(["registry.test/frozen/*:v*"]),
+      DENY: JSON.stringify({ [images.bad.top]: "CVE-2026-4242: see TICKET-9" }),
+    },
+  });
+});
+
+after(async () => {
+  await door?.stop();
+  await upstream?.stop();
+  tmp?.remove();
+});
+
+const pull = (ref, extra = []) => skopeo(["copy", "--src-tls-verify=false", ...extra,
+  `docker://${door.host}/${ref}`, `oci:${path.join(tmp.dir, `out-${crypto.randomUUID()}`)}:x`]);
+const manifestLines = (digest) => door.requests().filter((l) => l.kind === "manifest" && l.role === "worker" && l.digest === digest);
+
+test("signed by a trusted key: served, and the log line names user, digest and decision", async () => {
+  await pull("team/app:v1", ["--src-creds", `ci:${CI_PW}`]);
+  await waitFor(() => manifestLines(images.signed.top).some((l) => l.status === 200 && l.user === "ci" && l.decision === "verified by key 1"), 5000, "the log line");
+  await waitFor(() => door.requests().some((l) => l.analytics?.blobs?.includes(images.signed.top)
+    && l.analytics.blobs.includes("ci") && l.analytics.blobs.includes("verified by key 1")), 5000, "the data point");
+});
+
+test("a warm signed pull costs no upstream request, verification included", async () => {
+  upstream.resetCounts();
+  await pull(`team/app@${images.signed.top}`);
+  assert.deepEqual(upstream.counts, {});
+});
+
+test("an index signed: every platform pulls, covered by the index's signature", async () => {
+  await pull("team/multi:v1", ["--all"]);
+  for (const m of images.multi.manifests) {
+    await waitFor(() => manifestLines(m.digest).some((l) => l.status === 200 && l.decision === "verified by key 1 (via its index)"), 5000, m.digest);
+  }
+});
+
+for (const [name, { why }] of Object.entries(SPOILED)) {
+  test(`${name}: 403 DENIED saying what is missing`, async () => {
+    await assert.rejects(pull(`team/${name}:v1`), /denied|403|no signature/i);
+    const r = await fetch(`${door.url}/v2/team/${name}/manifests/v1`, { headers: { accept: OCI } });
+    assert.equal(r.status, 403);
+    const [e] = (await r.json()).errors;
+    assert.equal(e.code, "DENIED");
+    assert.ok(e.message.startsWith(`no signature by a trusted key for registry.test/team/${name}@${images[name].top}: `), e.message);
+    assert.match(e.message, why);
+    assert.match(e.message, /cosign sign --key cosign\.key/);
+    await waitFor(() => manifestLines(images[name].top).some((l) => l.status === 403 && l.user === "anonymous" && l.decision.startsWith("denied: no signature")), 5000, "the log line");
+  });
+}
+
+test("DENY: a known-bad digest is refused with its reason", async () => {
+  await assert.rejects(pull("cve/app:v1"), /CVE-2026-4242/);
+  const r = await fetch(`${door.url}/v2/cve/app/manifests/${images.bad.top}`);
+  assert.equal(r.status, 403);
+  assert.equal((await r.json()).errors[0].message, `registry.test/cve/app@${images.bad.top} is refused by this mirror: CVE-2026-4242: see TICKET-9`);
+  assert.ok(door.requests().some((l) => l.decision?.includes("CVE-2026-4242") && l.user === "anonymous"));
+});
+
+test("IMMUTABLE_TAGS: upstream moves the tag, the door keeps the first digest and shows the move", async () => {
+  await pull("frozen/app:v1");
+  const moved = await push("frozen/app", { seed: "moved" });
+  assert.notEqual(moved.top, images.frozen.top);
+  await new Promise((r) => setTimeout(r, 1500)); // past TAG_TTL_SECONDS
+  const r = await fetch(`${door.url}/v2/frozen/app/manifests/v1`, { headers: { accept: OCI } });
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get("docker-content-digest"), images.frozen.top);
+  assert.equal(r.headers.get("x-frontdoor-policy"), "immutable");
+  await pull("frozen/app:v1");
+  assert.match(door.logs(), new RegExp(`frozen/app:v1 moved upstream to ${moved.top}; the door keeps serving ${images.frozen.top}`));
+  const ci = { authorization: `Basic ${Buffer.from(`ci:${CI_PW}`).toString("base64")}` };
+  const resolved = await (await fetch(`${door.url}/_frontdoor/resolve?image=frozen/app:v1`, { headers: ci })).json();
+  assert.deepEqual(resolved.images[0], { image: "frozen/app:v1", pinned: `registry.test/frozen/app:v1@${images.frozen.top}`, policy: "immutable" });
+  // The counters reach the status hub with the first request after the flush interval (2 s).
+  await new Promise((r) => setTimeout(r, 2100));
+  await fetch(`${door.url}/v2/`);
+  await new Promise((r) => setTimeout(r, 500));
+  const status = await (await fetch(`${door.url}/_frontdoor/status`, { headers: { authorization: `Bearer ${ADMIN}` } })).json();
+  assert.deepEqual(status.tag_moves.map((m) => [m.image, m.kept, m.upstream]),
+    [["registry.test/frozen/app:v1", images.frozen.top, moved.top]]);
+  assert.ok(status.registries["registry.test"].policy_refusals >= Object.keys(SPOILED).length);
+});
