@@ -1890,7 +1890,7 @@ fn deny_refuses_known_bad_manifests_blobs_and_indexes_listing_them_with_the_reas
         before,
         "nothing fetched for a known-bad digest"
     );
-    assert_eq!(o.digest.as_deref(), None);
+    assert_eq!(o.digest, Some(amd.to_string()));
     assert!(o.decision.unwrap().starts_with("denied: "));
 
     // By tag: the digest served is refused, and so is an index that lists it.
@@ -2089,6 +2089,37 @@ fn verify_serves_only_what_a_trusted_key_signed_and_remembers_it() {
         2,
         "a refusal is not remembered: the next pull looks again"
     );
+}
+
+#[test]
+fn an_owners_policy_decision_reaches_the_workers_log_line() {
+    use signing::{key, pem, sign, Spoil};
+    let (mut reg, digest, _) = image();
+    let m = format!(r#"{{"schemaVersion":2,"mediaType":"{MANIFEST}","unsigned":1}}"#);
+    let unsigned = reg.add_manifest("team/app", "v2", MANIFEST, m.as_bytes());
+    sign(&mut reg, "team/app", &digest, &key(1), Spoil::None);
+    let verify = serde_json::json!({ "reg.test/team/*": pem(&key(1)) });
+    let w = World::with(reg, &[("VERIFY", &verify.to_string())]);
+    for (tag, status, want, d) in [
+        ("v1", 200, "verified by key 1", &digest),
+        ("v2", 403, "denied: no signature", &unsigned),
+    ] {
+        let path = format!("/v2/team/app/manifests/{tag}");
+        let owner = Owner {
+            world: &w,
+            request: ("GET".into(), path.clone()),
+            keys: RefCell::new(Vec::new()),
+        };
+        let (r, o) = w.request_via(Some(&owner), "GET", &path, None);
+        assert!(o.coalesced, "{tag}: the owner answered");
+        assert_eq!(r.status, status, "{tag}");
+        assert!(
+            o.decision.as_deref().unwrap().starts_with(want),
+            "{tag}: {:?}",
+            o.decision
+        );
+        assert_eq!(o.digest, Some(d.to_string()), "{tag}");
+    }
 }
 
 #[test]

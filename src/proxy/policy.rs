@@ -22,12 +22,29 @@ pub(super) fn user_of(principal: &Principal) -> String {
     }
 }
 
-/// The decision goes out with the answer; an answer that already carries one (an owner's) is
-/// where this request's decision came from.
+/// The digest a refusal is about, sent with it (a refusal has no `Docker-Content-Digest`).
+pub const REFUSED_DIGEST_HEADER: &str = "x-frontdoor-refused-digest";
+
+/// The decision goes out with the answer (and a refusal names its digest); an answer that already
+/// carries one (an owner's) is where this request's decision came from.
 pub(super) fn note_decision<S>(reply: &mut Reply<S>, outcome: &mut Outcome) {
     match (&outcome.decision, reply.headers.get(POLICY_HEADER)) {
-        (Some(d), _) => reply.headers.set(POLICY_HEADER, d.clone()),
-        (None, Some(theirs)) => outcome.decision = Some(theirs.to_owned()),
+        (Some(d), _) => {
+            reply.headers.set(POLICY_HEADER, d.clone());
+            if let (true, Some(digest)) = (reply.status >= 400, &outcome.digest) {
+                reply.headers.set(REFUSED_DIGEST_HEADER, digest.clone());
+            }
+        }
+        (None, Some(theirs)) => {
+            outcome.decision = Some(theirs.to_owned());
+            if outcome.digest.is_none() {
+                let digest = reply
+                    .headers
+                    .get(REFUSED_DIGEST_HEADER)
+                    .or(reply.headers.get("docker-content-digest"));
+                outcome.digest = digest.map(str::to_owned);
+            }
+        }
         (None, None) => {}
     }
 }
@@ -81,7 +98,19 @@ where
             reference,
             learned.as_ref(),
         )
-        .map_err(|r| self.refuse(r, outcome))?;
+        .map_err(|r| {
+            // The digest refused, when one was named (asked for, pinned or learned).
+            outcome.digest = match reference {
+                Reference::Digest(d) => Some(d.to_string()),
+                Reference::Tag(t) => self
+                    .config
+                    .pins
+                    .get(&pin_key(registry, repo.as_str(), t))
+                    .or(learned.as_ref())
+                    .map(Digest::to_string),
+            };
+            self.refuse(r, outcome)
+        })?;
         let mut steps: Vec<Step> = resolved.step.iter().cloned().collect();
         if let (Reference::Digest(d), Some(tag)) = (&resolved.reference, tag) {
             match resolved.step {

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import path from "node:path";
 import { after, before, test } from "node:test";
+import { keyPair, sign as signWith } from "./lib/cosign.mjs";
 import { buildImage } from "./lib/image.mjs";
 import { startDoor } from "./lib/door.mjs";
 import { startUpstream } from "./lib/registry.mjs";
@@ -18,10 +19,8 @@ const PW = crypto.randomBytes(12).toString("hex");
 const CI_PW = crypto.randomBytes(12).toString("hex");
 const ADMIN = crypto.randomBytes(16).toString("hex");
 const OCI = "application/vnd.oci.image.manifest.v1+json";
-const SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json";
-const trusted = crypto.generateKeyPairSync("ec", { namedCurve: "prime256v1" });
-const other = crypto.generateKeyPairSync("ec", { namedCurve: "prime256v1" });
-const pem = (pair) => pair.publicKey.export({ type: "spki", format: "pem" });
+const trusted = keyPair();
+const other = keyPair();
 // How each refused image's signature is made, and what the refusal must say.
 const SPOILED = {
   unsigned: { why: /has no sha256-[0-9a-f]{64}\.sig/ },
@@ -33,42 +32,7 @@ const SPOILED = {
 };
 let tmp, upstream, door, images = {};
 
-/** The registry's own API, with a push token from its issuer. */
-async function api(repo, method, pathTail, body, headers = {}) {
-  const token = await upstream.issuer.token(SVC, `repository:${repo}:pull,push`);
-  const url = pathTail.startsWith("http") ? pathTail : `${upstream.registryUrl}/v2/${repo}/${pathTail}`;
-  const r = await fetch(url, { method, body, headers: { authorization: `Bearer ${token}`, ...headers } });
-  if (r.status >= 300) throw new Error(`${method} ${url}: ${r.status} ${await r.text()}`);
-  return r;
-}
-
-async function pushBlob(repo, bytes) {
-  const digest = sha256(bytes);
-  const { headers } = await api(repo, "POST", "blobs/uploads/");
-  const location = new URL(headers.get("location"), upstream.registryUrl);
-  location.searchParams.set("digest", digest);
-  await api(repo, "PUT", location.href, bytes, { "content-type": "application/octet-stream" });
-  return { digest, size: bytes.length };
-}
-
-/** `cosign sign --key`: payload, signature annotation, the `.sig` manifest; spoiled as asked. */
-async function sign(repo, digest, { key = trusted, over = digest, type = "cosign container image signature", alter, corrupt } = {}) {
-  const payload = Buffer.from(JSON.stringify({
-    critical: { identity: { "docker-reference": `registry.test/${repo}` }, image: { "docker-manifest-digest": over }, type },
-    optional: null,
-  }));
-  const signature = crypto.sign("sha256", payload, key.privateKey); // ASN.1 DER, as cosign writes it
-  if (corrupt) signature[signature.length - 3] ^= 0xff;
-  const stored = alter ? Buffer.from(payload.toString().replace('"optional":null', '"optional":{"by":"mallory"}')) : payload;
-  const layer = await pushBlob(repo, stored);
-  const config = await pushBlob(repo, Buffer.from("{}"));
-  const manifest = JSON.stringify({
-    schemaVersion: 2, mediaType: OCI,
-    config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
-    layers: [{ mediaType: SIMPLE_SIGNING, ...layer, annotations: { "dev.cosignproject.cosign/signature": signature.toString("base64") } }],
-  });
-  await api(repo, "PUT", `manifests/sha256-${digest.slice(7)}.sig`, manifest, { "content-type": OCI });
-}
+const sign = (repo, digest, how = {}) => signWith(upstream, SVC, repo, digest, how.key ?? trusted, how);
 
 async function push(repo, opts = {}) {
   const dir = path.join(tmp.dir, repo.replaceAll("/", "-") + (opts.seed ?? ""));
@@ -103,7 +67,7 @@ before(async () => {
       ACCESS_TOKEN_KEY: crypto.randomBytes(32).toString("hex"),
       CI_PW,
       ADMIN_TOKEN: ADMIN,
-      VERIFY: JSON.stringify({ "registry.test/team/*": [pem(trusted)] }),
+      VERIFY: JSON.stringify({ "registry.test/team/*": [trusted.pem] }),
       IMMUTABLE_TAGS: JSON.stringify(["registry.test/frozen/*:v*"]),
       DENY: JSON.stringify({ [images.bad.top]: "CVE-2026-4242: see TICKET-9" }),
     },
