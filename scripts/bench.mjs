@@ -14,6 +14,7 @@ import { promisify } from "node:util";
 import { buildImage } from "../tests/e2e/lib/image.mjs";
 import { ROOT, startDoor } from "../tests/e2e/lib/door.mjs";
 import { writeChart } from "./bench-chart.mjs";
+import { policyPulls, policyRows } from "./bench-policy.mjs";
 import { startHubSim } from "../tests/e2e/lib/hubsim.mjs";
 import { startProxyRegistry } from "../tests/e2e/lib/peer.mjs";
 import { startUpstream } from "../tests/e2e/lib/registry.mjs";
@@ -517,6 +518,8 @@ async function main() {
   log(`${BLOB_GETS} sequential GETs of the ${(bigSize / 2 ** 20).toFixed(2)} MiB layer per target (round-robin, after ${BLOB_WARMUP} unmeasured)`);
   const latencies = await blobLatency(blobTargets, "bench/blob", bigLayer, bigSize);
   res.lat = Object.fromEntries(blobTargets.map((t, i) => [t.key, latencies[i]]));
+  log("VERIFY: cosign-signed against unsigned pulls through one door, cold and warm");
+  res.policy = await policyPulls({ upstream, svc: SVC, hub, bindings, dir: tmp.dir, stoppers });
   const total = (performance.now() - t0) / 1000;
 
   await cleanup();
@@ -568,6 +571,7 @@ async function main() {
     row(`tag past its TTL, upstream hung: non-200 answers or errors, back-off on / off`, o.backoff.down.errors, undefined, { la: `off: ${o.none.down.errors}` }),
     row(`cold blob GET throughput (MB/s; ${cb.door.n} × ${mib(coldSize)} MiB layers, each read once; in parentheses min–max)`,
       cb.door.mbps, cb.peer.mbps, { la: minMax(cb.door), lb: minMax(cb.peer), c: cb.direct.mbps, lc: `direct upstream read, ${minMax(cb.direct)}` }),
+    ...policyRows(row, res.policy),
     row(`bundle wrangler would upload, gzip (KiB; ${n(bundle.total, 2)} KiB before gzip)`, bundle.gzip, undefined,
       { digits: 2, c: BUNDLE_TARGET_KIB, lc: `target: ≤ ${BUNDLE_TARGET_KIB} KiB` }),
   ];
