@@ -1857,6 +1857,134 @@ mod signing {
     }
 }
 
+/// Sigstore bundles (cosign 3's default) as referrers, found through the tag-schema fallback.
+mod bundles {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use p256::ecdsa::signature::Signer;
+    use p256::ecdsa::{Signature, SigningKey};
+
+    pub const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+    /// `cosign sign --key` (cosign 3): an in-toto statement in a DSSE envelope, in a bundle, in a
+    /// referrer manifest whose subject is `subject`, listed under the `sha256-<hex>` tag.
+    pub fn attach(
+        reg: &mut FakeRegistry,
+        repo: &str,
+        subject: &Digest,
+        key: &SigningKey,
+        predicate: &str,
+    ) {
+        let statement = serde_json::json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": repo, "digest": {"sha256": subject.hex()}}],
+            "predicateType": predicate,
+            "predicate": {},
+        })
+        .to_string();
+        let payload_type = "application/vnd.in-toto+json";
+        let pae = format!(
+            "DSSEv1 {} {payload_type} {} {statement}",
+            payload_type.len(),
+            statement.len()
+        );
+        let sig: Signature = key.sign(pae.as_bytes());
+        let bundle = serde_json::json!({
+            "mediaType": BUNDLE,
+            "verificationMaterial": {"publicKey": {"hint": "k"}},
+            "dsseEnvelope": {"payload": STANDARD.encode(&statement), "payloadType": payload_type,
+                "signatures": [{"sig": STANDARD.encode(sig.to_bytes())}]},
+        })
+        .to_string();
+        let blob = reg.add_blob(bundle.as_bytes());
+        let referrer = serde_json::json!({
+            "schemaVersion": 2, "mediaType": MANIFEST, "artifactType": BUNDLE,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+            "layers": [{"mediaType": BUNDLE, "digest": blob.to_string(), "size": bundle.len()}],
+            "subject": {"mediaType": MANIFEST, "digest": subject.to_string(), "size": 1},
+        })
+        .to_string();
+        let r = Digest::of(Algorithm::Sha256, referrer.as_bytes());
+        reg.add_manifest(repo, &r.to_string(), MANIFEST, referrer.as_bytes());
+        let index = serde_json::json!({
+            "schemaVersion": 2, "mediaType": INDEX,
+            "manifests": [{"mediaType": MANIFEST, "digest": r.to_string(), "size": referrer.len(), "artifactType": BUNDLE}],
+        })
+        .to_string();
+        reg.add_manifest(
+            repo,
+            &format!("sha256-{}", subject.hex()),
+            INDEX,
+            index.as_bytes(),
+        );
+    }
+}
+
+#[test]
+fn verify_takes_a_sigstore_bundle_referrer_signed_by_a_trusted_key() {
+    use signing::{key, pem};
+    let mut reg = FakeRegistry::new();
+    let mut add = |tag: &str| {
+        let m = format!(r#"{{"schemaVersion":2,"mediaType":"{MANIFEST}","tag":"{tag}"}}"#);
+        reg.add_manifest("team/app", tag, MANIFEST, m.as_bytes())
+    };
+    let (good, attested, other) = (add("good"), add("attested"), add("other-key"));
+    bundles::attach(
+        &mut reg,
+        "team/app",
+        &good,
+        &key(1),
+        "https://sigstore.dev/cosign/sign/v1",
+    );
+    bundles::attach(
+        &mut reg,
+        "team/app",
+        &attested,
+        &key(1),
+        "https://slsa.dev/provenance/v1",
+    );
+    bundles::attach(
+        &mut reg,
+        "team/app",
+        &other,
+        &key(2),
+        "https://sigstore.dev/cosign/sign/v1",
+    );
+    let verify = serde_json::json!({ "reg.test/team/*": [pem(&key(1))] });
+    let w = World::with(reg, &[("VERIFY", &verify.to_string())]);
+    let (r, _) = w.get("/v2/team/app/manifests/good");
+    assert_eq!(
+        (r.status, decision(&r)),
+        (200, "verified by key 1".into()),
+        "{}",
+        String::from_utf8_lossy(&body(&r))
+    );
+    let before = w.reg.total();
+    let (r, _) = w.get(&format!("/v2/team/app/manifests/{good}"));
+    assert_eq!((r.status, w.reg.total()), (200, before), "remembered");
+    for (tag, why) in [
+        (
+            "attested",
+            "an attestation (https://slsa.dev/provenance/v1), not a signature",
+        ),
+        ("other-key", "not made by a trusted key"),
+    ] {
+        let (r, _) = w.get(&format!("/v2/team/app/manifests/{tag}"));
+        assert_eq!(r.status, 403, "{tag}");
+        let m = message(&r);
+        assert!(
+            m.contains("has no sha256-") && m.contains(&format!("bundle 1: {why}")),
+            "{tag}: {m}"
+        );
+    }
+    // The signatures themselves are served without a signature of their own (cosign verify works
+    // through the door).
+    let (r, _) = w.get(&format!("/v2/team/app/manifests/sha256-{}", good.hex()));
+    assert_eq!(r.status, 200);
+    let (r, _) = w.get(&format!("/v2/team/app/referrers/{good}"));
+    assert_eq!(r.status, 200);
+}
+
 fn decision(r: &Reply<Vec<u8>>) -> String {
     r.headers.get("x-frontdoor-policy").unwrap_or("").to_owned()
 }

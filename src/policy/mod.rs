@@ -20,6 +20,7 @@
 //! `denied: …`.
 
 pub mod cosign;
+pub mod sigstore;
 pub mod verify;
 
 use crate::access::{glob, Access, Principal};
@@ -182,6 +183,42 @@ pub fn listed(manifest: &[u8]) -> Vec<Digest> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Whether a manifest is itself a signature (a cosign `.sig` manifest, a sigstore bundle
+/// referrer) or a listing of referrers (the `sha256-<hex>` tag schema: an index whose every entry
+/// has an `artifactType`): `VERIFY` does not ask for a signature of a signature (`DENY` still
+/// applies), so `cosign verify` works through the door. Judged by the bytes, never by the tag: an
+/// image pushed under a `.sig` tag is an image. (A listing's entries are judged on their own when
+/// pulled, and it covers none of them.)
+pub fn is_signature_artifact(manifest: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Artifact {
+        #[serde(rename = "artifactType", default)]
+        artifact_type: Option<String>,
+        #[serde(default)]
+        layers: Vec<Layer>,
+        #[serde(default)]
+        manifests: Vec<Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        #[serde(rename = "artifactType", default)]
+        artifact_type: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Layer {
+        #[serde(rename = "mediaType", default)]
+        media_type: String,
+    }
+    serde_json::from_slice::<Artifact>(manifest).is_ok_and(|a| {
+        a.artifact_type.as_deref() == Some(sigstore::BUNDLE_TYPE)
+            || (!a.manifests.is_empty() && a.manifests.iter().all(|m| m.artifact_type.is_some()))
+            || (!a.layers.is_empty()
+                && a.layers.iter().all(|l| {
+                    l.media_type == cosign::SIMPLE_SIGNING || l.media_type == sigstore::BUNDLE_TYPE
+                }))
+    })
 }
 
 /// What step 1 says.
@@ -499,6 +536,43 @@ mod tests {
                 d(child)
             )
         }
+    }
+
+    #[test]
+    fn signatures_need_no_signature_of_their_own() {
+        let sig = format!(
+            r#"{{"layers":[{{"mediaType":"{}"}}]}}"#,
+            cosign::SIMPLE_SIGNING
+        );
+        assert!(is_signature_artifact(sig.as_bytes()));
+        let bundle = format!(
+            r#"{{"artifactType":"{}","layers":[]}}"#,
+            sigstore::BUNDLE_TYPE
+        );
+        assert!(is_signature_artifact(bundle.as_bytes()));
+        let image = format!(
+            r#"{{"layers":[{{"mediaType":"{}"}},{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip"}}]}}"#,
+            cosign::SIMPLE_SIGNING
+        );
+        assert!(
+            !is_signature_artifact(image.as_bytes()),
+            "an image with one such layer is an image"
+        );
+        assert!(!is_signature_artifact(br#"{"manifests":[]}"#));
+        let listing = format!(
+            r#"{{"manifests":[{{"digest":"sha256:{}","artifactType":"{}"}}]}}"#,
+            "ab".repeat(32),
+            sigstore::BUNDLE_TYPE
+        );
+        assert!(
+            is_signature_artifact(listing.as_bytes()),
+            "a referrers listing"
+        );
+        let index = format!(
+            r#"{{"manifests":[{{"digest":"sha256:{}"}}]}}"#,
+            "ab".repeat(32)
+        );
+        assert!(!is_signature_artifact(index.as_bytes()), "an image index");
     }
 
     #[test]

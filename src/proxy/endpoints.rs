@@ -455,8 +455,13 @@ where
                     digest_owner: None,
                     ..*self
                 };
+                // By tag, not through `manifest`: a listing of signatures is not an image the
+                // policy judges (and `VERIFY` looks up referrers itself).
+                let Reference::Tag(tag) = &tag else {
+                    unreachable!("a tag")
+                };
                 match direct
-                    .manifest(target, &tag, false, Some(OCI_INDEX), outcome)
+                    .manifest_by_tag(target, tag, false, Some(OCI_INDEX), outcome)
                     .await
                 {
                     Ok(r) => match r.body {

@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::policy::{
-    self as rules, cosign, ImmutableRecord, KeySet, Refusal, Signed, Step, VerifiedRecord,
+    self as rules, cosign, sigstore, ImmutableRecord, KeySet, Refusal, Signed, Step, VerifiedRecord,
 };
 
 /// The policy decision of an answer, sent to the client as `X-Frontdoor-Policy` — and how an
@@ -228,9 +228,15 @@ where
         // `DENY` first: nothing is fetched to verify what is refused anyway.
         rules::admit(policy, &name, &digest, &listed, &Signed::NotRequired)
             .map_err(|r| self.refuse(r, outcome))?;
+        let is_signature = match &reply.body {
+            Body::Bytes(bytes) => rules::is_signature_artifact(bytes),
+            _ => false,
+        };
         let signed = match policy.keys_for(&name) {
-            None => Signed::NotRequired,
-            Some(keys) => self.signed(target, &digest, keys, &listed, outcome).await?,
+            Some(keys) if !is_signature => {
+                self.signed(target, &digest, keys, &listed, outcome).await?
+            }
+            _ => Signed::NotRequired,
         };
         let step = rules::admit(policy, &name, &digest, &listed, &signed)
             .map_err(|r| self.refuse(r, outcome))?;
@@ -266,14 +272,25 @@ where
                 })
             }
             Some(r) => r,
-            None => match self.simple_signing(target, digest, keys, outcome).await? {
-                Signed::By { key, .. } => VerifiedRecord {
-                    key,
-                    via: None,
-                    children: false,
-                },
-                other => return Ok(other),
-            },
+            None => {
+                let mut signed = self.simple_signing(target, digest, keys, outcome).await?;
+                if let Signed::Unsigned(simple) = &signed {
+                    signed = match self.bundles(target, digest, keys, outcome).await? {
+                        Signed::Unsigned(bundles) => {
+                            Signed::Unsigned(format!("{simple}; {bundles}"))
+                        }
+                        by => by,
+                    };
+                }
+                match signed {
+                    Signed::By { key, .. } => VerifiedRecord {
+                        key,
+                        via: None,
+                        children: false,
+                    },
+                    other => return Ok(other),
+                }
+            }
         };
         for child in listed {
             let covered = VerifiedRecord {
@@ -387,6 +404,87 @@ where
             });
         }
         Ok(Signed::Unsigned(format!("{sig_tag}: {}", why.join("; "))))
+    }
+
+    /// Sigstore bundles attached as referrers (through the referrers API or its tag-schema
+    /// fallback), each referrer manifest and bundle blob checked against its digest, then read
+    /// (see `crate::policy::sigstore`).
+    async fn bundles(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        keys: &KeySet,
+        outcome: &mut Outcome,
+    ) -> Result<Signed, RegistryError> {
+        let direct = Door {
+            coalesce: None,
+            digest_owner: None,
+            ..*self
+        };
+        let listing = direct
+            .referrers(target, digest, Some(sigstore::BUNDLE_TYPE), false, outcome)
+            .await?;
+        let referrers = match &listing.body {
+            Body::Bytes(index) => sigstore::bundle_referrers(index),
+            _ => Vec::new(),
+        };
+        if referrers.is_empty() {
+            return Ok(Signed::Unsigned("no sigstore bundle refers to it".into()));
+        }
+        let mut why = Vec::new();
+        for (i, referrer) in referrers.iter().enumerate() {
+            let n = i + 1;
+            let mut headers = Headers::new();
+            headers.set("accept", "application/vnd.oci.image.manifest.v1+json");
+            let tail = format!("manifests/{referrer}");
+            let fetched = self
+                .fetch_upstream(target, HttpMethod::Get, &tail, headers, outcome)
+                .await?;
+            let manifest = match fetched.status {
+                200 => self
+                    .upstream
+                    .read(fetched.body, MAX_MANIFEST_BYTES)
+                    .await
+                    .ok(),
+                _ => None,
+            };
+            let Some(manifest) = manifest.filter(|m| referrer.verifies(m)) else {
+                why.push(format!(
+                    "bundle {n}: its referrer manifest could not be read"
+                ));
+                continue;
+            };
+            for layer in sigstore::bundle_layers(&manifest) {
+                let tail = format!("blobs/{layer}");
+                let fetched = self
+                    .fetch_upstream(target, HttpMethod::Get, &tail, Headers::new(), outcome)
+                    .await?;
+                let bundle = match fetched.status {
+                    200 => self
+                        .upstream
+                        .read(fetched.body, sigstore::MAX_BUNDLE_BYTES)
+                        .await
+                        .ok(),
+                    _ => None,
+                };
+                let Some(bundle) = bundle.filter(|b| layer.verifies(b)) else {
+                    why.push(format!(
+                        "bundle {n}: its blob could not be read or does not match its digest"
+                    ));
+                    continue;
+                };
+                match sigstore::check_bundle(&bundle, digest, keys) {
+                    Ok(key) => {
+                        return Ok(Signed::By {
+                            key,
+                            via_index: false,
+                        })
+                    }
+                    Err(e) => why.push(format!("bundle {n}: {e}")),
+                }
+            }
+        }
+        Ok(Signed::Unsigned(why.join("; ")))
     }
 
     /// Compares an immutable tag with upstream's once per `TAG_TTL_SECONDS` (a HEAD): a move is
