@@ -1,14 +1,14 @@
 // Supply-chain policy at the door, against a real docker-registry and skopeo. Signatures are made
-// here the way cosign's specs/SIGNATURE_SPEC.md says (`cosign sign --key`): a simple-signing payload
-// blob, signed with ECDSA P-256 by Node's crypto, as a layer of the `sha256-<hex>.sig` manifest next
-// to the image — an independent signer, sharing no code with the door. VERIFY serves only what a
+// by an independent signer (tests/e2e/lib/cosign.mjs, Node's crypto, ECDSA P-256) the way cosign
+// does: the simple-signing `sha256-<hex>.sig` manifest of its specs/SIGNATURE_SPEC.md, and cosign
+// 3's sigstore bundle as an OCI 1.1 referrer, pushed next to the image. VERIFY serves only what a
 // trusted key signed; IMMUTABLE_TAGS keeps a tag's first digest; DENY refuses a known-bad digest
 // with its reason; every log line and Analytics Engine point names who, what and the decision.
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { keyPair, sign as signWith } from "./lib/cosign.mjs";
+import { attachBundle, keyPair, sign as signWith } from "./lib/cosign.mjs";
 import { buildImage } from "./lib/image.mjs";
 import { startDoor } from "./lib/door.mjs";
 import { startUpstream } from "./lib/registry.mjs";
@@ -54,6 +54,10 @@ before(async () => {
     images[name] = await push(`team/${name}`);
     if (name !== "unsigned") await sign(`team/${name}`, images[name].top, how);
   }
+  images.bundled = await push("team/bundled");
+  await attachBundle(upstream, SVC, "team/bundled", images.bundled.top, trusted);
+  images.attested = await push("team/attested");
+  await attachBundle(upstream, SVC, "team/attested", images.attested.top, trusted, { predicateType: "https://slsa.dev/provenance/v1" });
   images.frozen = await push("frozen/app");
   images.bad = await push("cve/app");
   door = await startDoor({
@@ -89,6 +93,14 @@ test("signed by a trusted key: served, and the log line names user, digest and d
   await waitFor(() => manifestLines(images.signed.top).some((l) => l.status === 200 && l.user === "ci" && l.decision === "verified by key 1"), 5000, "the log line");
   await waitFor(() => door.requests().some((l) => l.analytics?.blobs?.includes(images.signed.top)
     && l.analytics.blobs.includes("ci") && l.analytics.blobs.includes("verified by key 1")), 5000, "the data point");
+});
+
+test("a sigstore bundle referrer (cosign 3's default) by a trusted key: served; an attestation is no signature", async () => {
+  await pull("team/bundled:v1");
+  await waitFor(() => manifestLines(images.bundled.top).some((l) => l.status === 200 && l.decision === "verified by key 1"), 5000, "the log line");
+  const r = await fetch(`${door.url}/v2/team/attested/manifests/v1`, { headers: { accept: OCI } });
+  assert.equal(r.status, 403);
+  assert.match((await r.json()).errors[0].message, /bundle 1: an attestation \(https:\/\/slsa\.dev\/provenance\/v1\), not a signature/);
 });
 
 test("a warm signed pull costs no upstream request, verification included", async () => {

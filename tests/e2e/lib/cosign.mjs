@@ -56,3 +56,44 @@ export async function sign(upstream, user, repo, digest, key, { over = digest, t
   });
   await api("PUT", `manifests/sha256-${digest.slice(7)}.sig`, manifest, { "content-type": OCI });
 }
+
+const BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json";
+const IN_TOTO = "application/vnd.in-toto+json";
+
+/**
+ * Signs `digest` in `repo` as cosign 3's `cosign sign --key` does by default: an in-toto statement
+ * (`predicateType`, default a signature) in a DSSE envelope (signed over DSSE's PAE) in a sigstore
+ * bundle, the bundle in a referrer manifest whose `subject` is `digest`, listed under the
+ * referrers tag schema (`sha256-<hex>`) for registries without the referrers API (docker-registry 2.8).
+ */
+export async function attachBundle(upstream, user, repo, digest, key, { predicateType = "https://sigstore.dev/cosign/sign/v1" } = {}) {
+  const api = registryApi(upstream, user, repo);
+  const statement = Buffer.from(JSON.stringify({
+    _type: "https://in-toto.io/Statement/v1",
+    subject: [{ name: repo, digest: { sha256: digest.slice(7) } }],
+    predicateType,
+    predicate: {},
+  }));
+  const pae = Buffer.concat([Buffer.from(`DSSEv1 ${IN_TOTO.length} ${IN_TOTO} ${statement.length} `), statement]);
+  const sig = crypto.sign("sha256", pae, key.privateKey);
+  const bundle = Buffer.from(JSON.stringify({
+    mediaType: BUNDLE,
+    verificationMaterial: { publicKey: { hint: "cosign.pub" } },
+    dsseEnvelope: { payload: statement.toString("base64"), payloadType: IN_TOTO, signatures: [{ sig: sig.toString("base64") }] },
+  }));
+  const layer = await pushBlob(api, upstream.registryUrl, bundle);
+  const config = await pushBlob(api, upstream.registryUrl, Buffer.from("{}"));
+  const referrer = JSON.stringify({
+    schemaVersion: 2, mediaType: OCI, artifactType: BUNDLE,
+    config: { mediaType: "application/vnd.oci.empty.v1+json", ...config },
+    layers: [{ mediaType: BUNDLE, ...layer }],
+    subject: { mediaType: OCI, digest, size: 1 },
+  });
+  const referrerDigest = sha256(referrer);
+  await api("PUT", `manifests/${referrerDigest}`, referrer, { "content-type": OCI });
+  const index = JSON.stringify({
+    schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json",
+    manifests: [{ mediaType: OCI, digest: referrerDigest, size: Buffer.byteLength(referrer), artifactType: BUNDLE }],
+  });
+  await api("PUT", `manifests/sha256-${digest.slice(7)}`, index, { "content-type": "application/vnd.oci.image.index.v1+json" });
+}
