@@ -1,4 +1,5 @@
-// The cost of VERIFY: pulls of cosign-signed images through a door that verifies them, against
+// The cost of VERIFY: pulls of cosign-signed images (simple signing, and cosign 3's sigstore bundle
+// referrers) through a door that verifies them, against
 // pulls of unsigned images (no VERIFY pattern covers them) through the same door. Cold: each image
 // pulled once (manifest by tag with the full Accept, then every blob), timed, counting what reached
 // upstream (hubsim); warm: one image of each kind pulled again and again. Signatures are made by the
@@ -6,7 +7,7 @@
 // `node scripts/bench-policy.mjs` runs them alone (a door, docker-registry and hubsim of its own).
 import crypto from "node:crypto";
 import path from "node:path";
-import { keyPair, sign } from "../tests/e2e/lib/cosign.mjs";
+import { attachBundle, keyPair, sign } from "../tests/e2e/lib/cosign.mjs";
 import { buildImage } from "../tests/e2e/lib/image.mjs";
 import { startDoor } from "../tests/e2e/lib/door.mjs";
 import { startHubSim } from "../tests/e2e/lib/hubsim.mjs";
@@ -49,7 +50,7 @@ async function pull(base, repo) {
  */
 export async function policyPulls({ upstream, svc, hub, bindings, dir, stoppers }) {
   const key = keyPair();
-  const kinds = { signed: [], unsigned: [] };
+  const kinds = { signed: [], bundled: [], unsigned: [] };
   for (let i = 0; i < POLICY_IMAGES; i++) {
     for (const kind of Object.keys(kinds)) {
       const repo = `bench/${kind}-${i}`;
@@ -57,10 +58,11 @@ export async function policyPulls({ upstream, svc, hub, bindings, dir, stoppers 
       const image = buildImage(layout, { layers: 1, bigLayerBytes: 64 << 10 });
       await upstream.push(layout, `${repo}:v1`);
       if (kind === "signed") await sign(upstream, svc, repo, image.top, key);
+      if (kind === "bundled") await attachBundle(upstream, svc, repo, image.top, key);
       kinds[kind].push(repo);
     }
   }
-  const door = await startDoor({ bindings: bindings({ VERIFY: JSON.stringify({ "registry.test/bench/signed-*": [key.pem] }) }) });
+  const door = await startDoor({ bindings: bindings({ VERIFY: JSON.stringify({ "registry.test/bench/signed-*": [key.pem], "registry.test/bench/bundled-*": [key.pem] }) }) });
   stoppers.push(() => door.stop());
   const out = {};
   for (const kind of Object.keys(kinds)) out[kind] = { cold: [], coldRequests: 0, warm: [], warmRequests: 0 };
@@ -96,6 +98,10 @@ export function policyRows(row, s) {
     row(`VERIFY: cold pull of a cosign-signed image, p50 ms (${POLICY_IMAGES} images, manifest + 2 blobs; baseline: unsigned)`, s.signed.coldP50, undefined,
       { digits: 1, la: `max ${s.signed.coldMax.toFixed(1)}`, c: s.unsigned.coldP50, lc: `unsigned, max ${s.unsigned.coldMax.toFixed(1)}` }),
     row("VERIFY: upstream registry requests per cold pull (signed: + the .sig manifest and its payload blob)", s.signed.coldRequests, undefined,
+      { digits: 1, c: s.unsigned.coldRequests, ...base }),
+    row("VERIFY: cold pull of an image signed with a sigstore bundle referrer (cosign 3), p50 ms", s.bundled.coldP50, undefined,
+      { digits: 1, la: `max ${s.bundled.coldMax.toFixed(1)}`, c: s.unsigned.coldP50, ...base }),
+    row("VERIFY: upstream registry requests per cold pull, bundle (+ .sig 404, referrers 404, tag-schema index, referrer manifest, bundle blob)", s.bundled.coldRequests, undefined,
       { digits: 1, c: s.unsigned.coldRequests, ...base }),
     row(`VERIFY: warm pull of the signed image, p50 ms (${POLICY_WARM_PULLS} sequential pulls; baseline: unsigned)`, s.signed.warmP50, undefined,
       { digits: 2, c: s.unsigned.warmP50, ...base }),
