@@ -132,10 +132,11 @@ for (const [name, { why }] of Object.entries(SPOILED)) {
 
 test("DENY: a known-bad digest is refused with its reason", async () => {
   await assert.rejects(pull("cve/app:v1"), /CVE-2026-4242/);
-  const r = await fetch(`${door.url}/v2/cve/app/manifests/${images.bad.top}`);
+  const r = await fetch(`${door.url}/v2/cve/app/manifests/${images.bad.top}`, { headers: { "cf-connecting-ip": "203.0.113.9" } });
   assert.equal(r.status, 403);
   assert.equal((await r.json()).errors[0].message, `registry.test/cve/app@${images.bad.top} is refused by this mirror: CVE-2026-4242: see TICKET-9`);
-  assert.ok(door.requests().some((l) => l.decision?.includes("CVE-2026-4242") && l.user === "anonymous"));
+  await waitFor(() => door.requests().some((l) => l.decision?.includes("CVE-2026-4242") && l.user === "anonymous"
+    && l.client_ip === "203.0.113.9" && l.digest === images.bad.top && l.reference === images.bad.top), 5000, "the log line");
 });
 
 test("IMMUTABLE_TAGS: upstream moves the tag, the door keeps the first digest and shows the move", async () => {
