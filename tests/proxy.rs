@@ -1929,6 +1929,7 @@ fn verify_takes_a_sigstore_bundle_referrer_signed_by_a_trusted_key() {
         reg.add_manifest("team/app", tag, MANIFEST, m.as_bytes())
     };
     let (good, attested, other) = (add("good"), add("attested"), add("other-key"));
+    add(&format!("sha256-{}.sig", "ab".repeat(32)));
     bundles::attach(
         &mut reg,
         "team/app",
@@ -1983,6 +1984,12 @@ fn verify_takes_a_sigstore_bundle_referrer_signed_by_a_trusted_key() {
     assert_eq!(r.status, 200);
     let (r, _) = w.get(&format!("/v2/team/app/referrers/{good}"));
     assert_eq!(r.status, 200);
+    // Judged by the bytes, not the tag: an image pushed under a signature's tag needs a signature.
+    let (r, _) = w.get(&format!(
+        "/v2/team/app/manifests/sha256-{}.sig",
+        "ab".repeat(32)
+    ));
+    assert_eq!((r.status, error_code(&r)), (403, "DENIED".into()));
 }
 
 fn decision(r: &Reply<Vec<u8>>) -> String {
