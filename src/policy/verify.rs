@@ -1,11 +1,12 @@
-//! Trusted public keys and the one signature check the door makes: ECDSA P-256 with SHA-256 over
-//! exact bytes (what `cosign generate-key-pair` keys sign). Pure; a key set is named by a hash of
-//! its keys, never by the keys themselves.
+//! Trusted public keys and the signature checks the door makes over exact bytes: ECDSA P-256 with
+//! SHA-256 (what `cosign generate-key-pair` keys sign) and Ed25519 (keys imported into cosign, or
+//! held in a KMS). Pure; a key set is named by a hash of its keys, never by the keys themselves.
 //!
-//! Keys come as PEM `PUBLIC KEY` blocks (X.509 `SubjectPublicKeyInfo`, as in `cosign.pub`). A P-256
-//! `SubjectPublicKeyInfo` is always the same 26-byte header (`id-ecPublicKey`, `prime256v1`, a
-//! 66-byte BIT STRING) followed by the uncompressed SEC1 point, so it is matched, not parsed: no
-//! ASN.1 library comes into the upload for it.
+//! Keys come as PEM `PUBLIC KEY` blocks (X.509 `SubjectPublicKeyInfo`, as in `cosign.pub`). Both
+//! kinds of `SubjectPublicKeyInfo` are a fixed header followed by the key — for P-256 26 bytes
+//! (`id-ecPublicKey`, `prime256v1`, a 66-byte BIT STRING) and the uncompressed SEC1 point, for
+//! Ed25519 12 bytes (`id-Ed25519`, a 33-byte BIT STRING) and the 32-byte key — so they are matched,
+//! not parsed: no ASN.1 library comes into the upload for them. RSA keys are refused.
 
 use base64::Engine as _;
 use p256::ecdsa::signature::Verifier;
@@ -19,11 +20,34 @@ const P256_SPKI_HEADER: [u8; 26] = [
     0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
+/// `SEQUENCE { SEQUENCE { id-Ed25519 }, BIT STRING (0 unused bits, 32 bytes) }` (RFC 8410).
+const ED25519_SPKI_HEADER: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+#[derive(Clone)]
+enum Key {
+    P256(VerifyingKey),
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+impl Key {
+    fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Key::P256(k) => {
+                signature_from(signature).is_some_and(|s| k.verify(message, &s).is_ok())
+            }
+            Key::Ed25519(k) => ed25519_dalek::Signature::from_slice(signature)
+                .is_ok_and(|s| k.verify_strict(message, &s).is_ok()),
+        }
+    }
+}
+
 /// The keys trusted for a set of repositories (one `VERIFY` entry), in the order written: a
 /// signature is "by key N", counting from 1.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct KeySet {
-    keys: Vec<VerifyingKey>,
+    keys: Vec<Key>,
     id: String,
 }
 
@@ -42,10 +66,25 @@ impl KeySet {
         let mut keys = Vec::new();
         let mut hash = Sha256::new();
         for (i, pem) in pems.iter().enumerate() {
-            let point = p256_point(pem).map_err(|e| format!("key {}: {e}", i + 1))?;
-            let key = VerifyingKey::from_sec1_bytes(&point)
-                .map_err(|_| format!("key {}: not a point on P-256", i + 1))?;
-            hash.update(&point);
+            let bad = |e: &str| format!("key {}: {e}", i + 1);
+            let der = spki(pem).map_err(&bad)?;
+            let key = if let Some(point) = der.strip_prefix(&P256_SPKI_HEADER[..]) {
+                VerifyingKey::from_sec1_bytes(point)
+                    .map(Key::P256)
+                    .map_err(|_| bad("not a point on P-256"))?
+            } else if let Some(Ok(raw)) = der
+                .strip_prefix(&ED25519_SPKI_HEADER[..])
+                .map(<[u8; 32]>::try_from)
+            {
+                ed25519_dalek::VerifyingKey::from_bytes(&raw)
+                    .map(Key::Ed25519)
+                    .map_err(|_| bad("not an Ed25519 point"))?
+            } else {
+                return Err(bad(
+                    "not an ECDSA P-256 or Ed25519 public key (RSA is not verified here)",
+                ));
+            };
+            hash.update(&der);
             keys.push(key);
         }
         let id = hex::encode(&hash.finalize()[..8]);
@@ -65,32 +104,28 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// The number (from 1) of the first key whose ECDSA-P256-SHA256 signature `signature` (ASN.1
-    /// DER, as cosign writes it, or the 64-byte `r‖s` form) verifies over `message`.
+    /// The number (from 1) of the first key whose signature `signature` verifies over `message`:
+    /// ECDSA-P256-SHA256 (ASN.1 DER, as cosign writes it, or the 64-byte `r‖s` form) or Ed25519
+    /// (strict: no small-order keys or non-canonical signatures).
     pub fn signer(&self, message: &[u8], signature: &[u8]) -> Option<usize> {
-        let signature = signature_from(signature)?;
         self.keys
             .iter()
-            .position(|k| k.verify(message, &signature).is_ok())
+            .position(|k| k.verifies(message, signature))
             .map(|i| i + 1)
     }
 }
 
-/// The SEC1 point inside a PEM `PUBLIC KEY` block holding a P-256 key.
-fn p256_point(pem: &str) -> Result<Vec<u8>, String> {
+/// The DER inside a PEM `PUBLIC KEY` block.
+fn spki(pem: &str) -> Result<Vec<u8>, &'static str> {
     let pem = pem.trim();
     let body = pem
         .strip_prefix("-----BEGIN PUBLIC KEY-----")
         .and_then(|rest| rest.trim_end().strip_suffix("-----END PUBLIC KEY-----"))
         .ok_or("not a PEM PUBLIC KEY block (cosign.pub)")?;
     let b64: String = body.split_whitespace().collect();
-    let der = base64::engine::general_purpose::STANDARD
+    base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map_err(|_| "the PEM body is not base64")?;
-    match der.strip_prefix(&P256_SPKI_HEADER[..]) {
-        Some(point) if point.len() == 65 => Ok(point.to_vec()),
-        _ => Err("not an ECDSA P-256 public key (the only kind verified here)".into()),
-    }
+        .map_err(|_| "the PEM body is not base64")
 }
 
 /// An ECDSA signature from DER (`SEQUENCE { INTEGER r, INTEGER s }`) or raw `r‖s`.
@@ -188,11 +223,31 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn only_p256_public_keys_are_taken() {
+    fn ed25519_keys_verify_too() {
+        use ed25519_dalek::Signer as _;
+        let ed = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+        let mut der = ED25519_SPKI_HEADER.to_vec();
+        der.extend_from_slice(ed.verifying_key().as_bytes());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let ed_pem = format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n");
+        let set = KeySet::parse(&[pem(&key(1)), ed_pem]).unwrap();
+        let sig = ed.sign(b"payload").to_bytes();
+        assert_eq!(set.signer(b"payload", &sig), Some(2));
+        assert_eq!(set.signer(b"payload?", &sig), None);
+        assert_eq!(
+            set.signer(b"payload", &sign_der(&key(1), b"payload")),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn only_p256_and_ed25519_public_keys_are_taken() {
         assert!(KeySet::parse(&[]).is_err());
         let bad =
             KeySet::parse(&["-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----".into()]);
-        assert!(bad.unwrap_err().contains("key 1: not an ECDSA P-256"));
+        assert!(bad
+            .unwrap_err()
+            .contains("key 1: not an ECDSA P-256 or Ed25519"));
         assert!(KeySet::parse(&["ssh-ed25519 AAAA".into()]).is_err());
         let set = KeySet::parse(&[pem(&key(3))]).unwrap();
         assert_eq!(set.len(), 1);

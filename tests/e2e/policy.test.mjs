@@ -21,6 +21,7 @@ const ADMIN = crypto.randomBytes(16).toString("hex");
 const OCI = "application/vnd.oci.image.manifest.v1+json";
 const trusted = keyPair();
 const other = keyPair();
+const ed = keyPair("ed25519");
 // How each refused image's signature is made, and what the refusal must say.
 const SPOILED = {
   unsigned: { why: /has no sha256-[0-9a-f]{64}\.sig/ },
@@ -54,6 +55,8 @@ before(async () => {
     images[name] = await push(`team/${name}`);
     if (name !== "unsigned") await sign(`team/${name}`, images[name].top, how);
   }
+  images.ed = await push("team/ed");
+  await sign("team/ed", images.ed.top, { key: ed });
   images.bundled = await push("team/bundled");
   await attachBundle(upstream, SVC, "team/bundled", images.bundled.top, trusted);
   images.attested = await push("team/attested");
@@ -71,7 +74,7 @@ before(async () => {
       ACCESS_TOKEN_KEY: crypto.randomBytes(32).toString("hex"),
       CI_PW,
       ADMIN_TOKEN: ADMIN,
-      VERIFY: JSON.stringify({ "registry.test/team/*": [trusted.pem] }),
+      VERIFY: JSON.stringify({ "registry.test/team/*": [trusted.pem, ed.pem] }),
       IMMUTABLE_TAGS: JSON.stringify(["registry.test/frozen/*:v*"]),
       DENY: JSON.stringify({ [images.bad.top]: "CVE-2026-4242: see TICKET-9" }),
     },
@@ -93,6 +96,11 @@ test("signed by a trusted key: served, and the log line names user, digest and d
   await waitFor(() => manifestLines(images.signed.top).some((l) => l.status === 200 && l.user === "ci" && l.decision === "verified by key 1"), 5000, "the log line");
   await waitFor(() => door.requests().some((l) => l.analytics?.blobs?.includes(images.signed.top)
     && l.analytics.blobs.includes("ci") && l.analytics.blobs.includes("verified by key 1")), 5000, "the data point");
+});
+
+test("an Ed25519 key (key 2) verifies too", async () => {
+  await pull("team/ed:v1");
+  await waitFor(() => manifestLines(images.ed.top).some((l) => l.status === 200 && l.decision === "verified by key 2"), 5000, "the log line");
 });
 
 test("a sigstore bundle referrer (cosign 3's default) by a trusted key: served; an attestation is no signature", async () => {

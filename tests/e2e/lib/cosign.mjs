@@ -7,11 +7,18 @@ import { sha256 } from "./util.mjs";
 const OCI = "application/vnd.oci.image.manifest.v1+json";
 const SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json";
 
-/** An ECDSA P-256 key pair, as `cosign generate-key-pair` makes; `pem` is `cosign.pub`. */
-export function keyPair() {
-  const pair = crypto.generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+/**
+ * An ECDSA P-256 key pair, as `cosign generate-key-pair` makes (or an Ed25519 one, `type:
+ * "ed25519"`, as `cosign import-key-pair` takes); `pem` is `cosign.pub`.
+ */
+export function keyPair(type = "ec") {
+  const pair = crypto.generateKeyPairSync(type, type === "ec" ? { namedCurve: "prime256v1" } : {});
   return { ...pair, pem: pair.publicKey.export({ type: "spki", format: "pem" }) };
 }
+
+/** ECDSA P-256 over SHA-256 (ASN.1 DER, as cosign writes it), or pure Ed25519. */
+const signBytes = (bytes, key) =>
+  crypto.sign(key.privateKey.asymmetricKeyType === "ed25519" ? null : "sha256", bytes, key.privateKey);
 
 /** `upstream`'s registry API for `repo`, with a push token from its issuer (as user `user`). */
 function registryApi(upstream, user, repo) {
@@ -44,7 +51,7 @@ export async function sign(upstream, user, repo, digest, key, { over = digest, t
     critical: { identity: { "docker-reference": repo }, image: { "docker-manifest-digest": over }, type },
     optional: null,
   }));
-  const signature = crypto.sign("sha256", payload, key.privateKey); // ASN.1 DER, as cosign writes it
+  const signature = signBytes(payload, key);
   if (corrupt) signature[signature.length - 3] ^= 0xff;
   const stored = alter ? Buffer.from(payload.toString().replace('"optional":null', '"optional":{"by":"mallory"}')) : payload;
   const layer = await pushBlob(api, upstream.registryUrl, stored);
@@ -75,7 +82,7 @@ export async function attachBundle(upstream, user, repo, digest, key, { predicat
     predicate: {},
   }));
   const pae = Buffer.concat([Buffer.from(`DSSEv1 ${IN_TOTO.length} ${IN_TOTO} ${statement.length} `), statement]);
-  const sig = crypto.sign("sha256", pae, key.privateKey);
+  const sig = signBytes(pae, key);
   const bundle = Buffer.from(JSON.stringify({
     mediaType: BUNDLE,
     verificationMaterial: { publicKey: { hint: "cosign.pub" } },
