@@ -2233,10 +2233,19 @@ fn an_owners_policy_decision_reaches_the_workers_log_line() {
     let m = format!(r#"{{"schemaVersion":2,"mediaType":"{MANIFEST}","unsigned":1}}"#);
     let unsigned = reg.add_manifest("team/app", "v2", MANIFEST, m.as_bytes());
     sign(&mut reg, "team/app", &digest, &key(1), Spoil::None);
-    let verify = serde_json::json!({ "reg.test/team/*": pem(&key(1)) });
-    let w = World::with(reg, &[("VERIFY", &verify.to_string())]);
+    let verify = serde_json::json!({ "reg.test/team/*": pem(&key(1)) }).to_string();
+    let settings = [
+        ("VERIFY", verify.as_str()),
+        ("IMMUTABLE_TAGS", r#"["reg.test/team/app:v1"]"#),
+    ];
+    let w = World::with(reg, &settings);
     for (tag, status, want, d) in [
-        ("v1", 200, "verified by key 1", &digest),
+        (
+            "v1",
+            200,
+            "verified by key 1, immutable (first served)",
+            &digest,
+        ),
         ("v2", 403, "denied: no signature", &unsigned),
     ] {
         let path = format!("/v2/team/app/manifests/{tag}");
@@ -2248,11 +2257,10 @@ fn an_owners_policy_decision_reaches_the_workers_log_line() {
         let (r, o) = w.request_via(Some(&owner), "GET", &path, None);
         assert!(o.coalesced, "{tag}: the owner answered");
         assert_eq!(r.status, status, "{tag}");
-        assert!(
-            o.decision.as_deref().unwrap().starts_with(want),
-            "{tag}: {:?}",
-            o.decision
-        );
+        let decision = o.decision.unwrap();
+        assert!(decision.starts_with(want), "{tag}: {decision}");
+        let learned = decision.matches("first served").count();
+        assert_eq!(learned, usize::from(tag == "v1"), "{decision}");
         assert_eq!(o.digest, Some(d.to_string()), "{tag}");
     }
 }

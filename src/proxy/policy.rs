@@ -136,19 +136,24 @@ where
             return Ok(reply);
         }
         let owner_said = self.admit(target, &reply, &mut steps, outcome).await?;
-        if let (Some(tag), None, true) = (immutable, &learned, AcceptSet::of(accept).is_full()) {
-            if let Some(digest) = &outcome.digest {
-                let first = ImmutableRecord {
-                    digest: digest.clone(),
+        // The first digest served for an immutable tag is kept (an owner that answered the same
+        // request has kept it already). A narrow client's answer is not the tag's canonical one.
+        let first = (
+            immutable,
+            &learned,
+            &owner_said,
+            AcceptSet::of(accept).is_full(),
+        );
+        if let (Some(tag), None, None, true) = first {
+            if let Some(digest) = outcome.digest.clone() {
+                let record = ImmutableRecord {
+                    digest,
                     first_at: self.now,
                     checked_at: self.now,
                     moved_to: None,
                 };
                 let key = keys::immutable_tag(registry, repo, tag);
-                let value = serde_json::to_vec(&first).expect("serializable");
-                if let Err(e) = self.kv.put(&key, value, self.today()).await {
-                    outcome.notes.push(format!("kv put: {e}"));
-                }
+                self.put_json(&key, &record, outcome).await;
                 steps.push(Step::ImmutableLearned);
             }
         }
