@@ -345,7 +345,7 @@ pub(crate) fn same_secret(a: &str, b: &str) -> bool {
 }
 
 /// `*` matches any run of characters, `/` included; everything else matches itself.
-fn glob(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;

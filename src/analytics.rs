@@ -6,6 +6,7 @@
 //! |-----------|----------------------------------------------------------------------------|
 //! | `index1`  | registry (`-` when the request named none): the sampling key               |
 //! | `blob1`…`blob6` | registry, repository, kind, cache outcome, role (`worker`/`owner`), method |
+//! | `blob7`…`blob11` | the audit trail: user (`anonymous` or the `ACCESS` user), client IP (`CF-Connecting-IP`), reference, digest served or refused, policy decision (see `crate::policy`) |
 //! | `double1` | HTTP status                                                                |
 //! | `double2` | body bytes answered (0 for none or unknown)                                |
 //! | `double3` | upstream requests made                                                     |
@@ -52,6 +53,11 @@ pub fn data_point(req: &Request<'_>, outcome: &Outcome) -> DataPoint {
             text(outcome.cache.map(|c| c.as_str())),
             text(Some(req.role)),
             text(Some(req.method)),
+            text(outcome.user.as_deref()),
+            text(outcome.client_ip.as_deref()),
+            text(outcome.reference.as_deref()),
+            text(outcome.digest.as_deref()),
+            text(outcome.decision.as_deref()),
         ],
         doubles: vec![
             f64::from(req.status),
@@ -77,6 +83,11 @@ mod tests {
             cache: Some(CacheOutcome::Miss),
             upstream_calls: 2,
             ratelimit_remaining: Some("76;w=21600".into()),
+            user: Some("ann".into()),
+            client_ip: Some("203.0.113.7".into()),
+            reference: Some("sha256:ab".into()),
+            digest: Some("sha256:ab".into()),
+            decision: Some("verified by key 1".into()),
             ..Outcome::default()
         };
         let req = Request {
@@ -96,7 +107,12 @@ mod tests {
                 "blob",
                 "miss",
                 "worker",
-                "GET"
+                "GET",
+                "ann",
+                "203.0.113.7",
+                "sha256:ab",
+                "sha256:ab",
+                "verified by key 1"
             ]
         );
         assert_eq!(point.doubles, [200.0, 3_000_000.0, 2.0, 41.0, 76.0]);

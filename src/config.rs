@@ -17,6 +17,7 @@
 //! | `ACCESS`, `ACCESS_TOKEN_KEY`* | who may pull what; see [`crate::access`] (default: everyone)   |
 //! | `PINS`             | JSON: `<registry>/<repository>:<tag>` → digest the door serves for it  |
 //! | `DENY_LATEST`      | `true`: refuse manifests by the `latest` tag (false)                  |
+//! | `DENY`, `IMMUTABLE_TAGS`, `VERIFY` | known-bad digests, tags kept at their first digest, keys manifests must be signed by; see [`crate::policy`] |
 //! | `PREWARM`, `ADMIN_TOKEN`* | images the cron trigger pulls into the cache; the admin endpoint's token |
 //! | `HOSTS`            | JSON: hostname the door is reached at → registry name (optional)         |
 //! | `PUBLIC_URL`       | the door's own origin (`https://door.example.com`), named in its challenges |
@@ -78,6 +79,8 @@ pub struct Config {
     pub pins: BTreeMap<String, crate::oci::Digest>,
     /// `DENY_LATEST`: refuse manifests by the `latest` tag.
     pub deny_latest: bool,
+    /// `DENY`, `IMMUTABLE_TAGS`, `VERIFY`: see [`crate::policy`].
+    pub policy: crate::policy::Policy,
     /// `PREWARM`: images the cron trigger (and `POST /_frontdoor/prewarm`) pull into the cache.
     pub prewarm: Vec<String>,
     /// `ADMIN_TOKEN` (a secret): the bearer token of the admin endpoints. Redacted in `Debug`.
@@ -479,6 +482,7 @@ impl Config {
             multipart_part_bytes,
             access: Access::load(&lookup)?,
             pins,
+            policy: crate::policy::Policy::load(&lookup)?,
             prewarm: match lookup("PREWARM") {
                 None => Vec::new(),
                 Some(raw) => serde_json::from_str(&raw).map_err(|e| {

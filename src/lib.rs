@@ -6,6 +6,8 @@
 //! - [`config`]: typed settings, validated once;
 //! - [`error`]: the one error type that reaches HTTP, as the OCI error body;
 //! - [`oci`]: digests, names, references, media types;
+//! - [`policy`]: what is served to whom, in one documented order (access, pins, immutable tags,
+//!   known-bad digests, signatures), and cosign's simple-signing format;
 //! - [`route`]: `(method, host, path, query)` → what was asked for;
 //! - [`range`]: HTTP `Range` parsing for blob reads;
 //! - [`cache`]: storage keys (one place), record encodings, freshness;
@@ -32,6 +34,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod oci;
+pub mod policy;
 pub mod ports;
 pub mod proxy;
 pub mod range;

@@ -20,6 +20,18 @@ pub struct Stats {
     /// The most recent failed requests, oldest first.
     #[serde(default)]
     pub last_errors: Vec<ErrorEvent>,
+    /// Immutable tags found moved upstream (`IMMUTABLE_TAGS`), one per image, oldest first.
+    #[serde(default)]
+    pub tag_moves: Vec<TagMove>,
+}
+
+/// An immutable tag upstream moved: the door keeps serving `kept`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagMove {
+    pub at: u64,
+    pub image: String,
+    pub kept: String,
+    pub upstream: String,
 }
 
 /// A failed request, for the status page. The message is the door's own, never upstream's body.
@@ -53,6 +65,9 @@ pub struct RegistryStats {
     /// Manifest requests per repository (the most pulled images).
     #[serde(default)]
     pub images: BTreeMap<String, u64>,
+    /// Requests the policy refused (`DENY_LATEST`, `DENY`, `VERIFY`; see `crate::policy`).
+    #[serde(default)]
+    pub policy_refusals: u64,
 }
 
 impl Stats {
@@ -68,9 +83,13 @@ impl Stats {
                 (Some(r), Some(repo)) => format!("{} {r}/{repo}", outcome.kind.as_str()),
                 _ => outcome.kind.as_str().to_owned(),
             };
-            let note = outcome
-                .notes
-                .first()
+            // A policy refusal says why; anything else, its first note.
+            let refusal = outcome
+                .decision
+                .as_deref()
+                .filter(|d| d.starts_with("denied"));
+            let note = refusal
+                .or(outcome.notes.first().map(String::as_str))
                 .map(|n| format!(": {n}"))
                 .unwrap_or_default();
             self.push_error(ErrorEvent {
@@ -79,10 +98,25 @@ impl Stats {
                 what: format!("{what}{note}"),
             });
         }
+        if let Some((image, kept, upstream)) = &outcome.tag_moved {
+            self.push_move(TagMove {
+                at: now,
+                image: image.clone(),
+                kept: kept.clone(),
+                upstream: upstream.clone(),
+            });
+        }
         let Some(registry) = &outcome.registry else {
             return;
         };
         let r = self.registries.entry(registry.clone()).or_default();
+        if outcome
+            .decision
+            .as_deref()
+            .is_some_and(|d| d.starts_with("denied"))
+        {
+            r.policy_refusals += 1;
+        }
         let bytes = bytes.unwrap_or(0);
         match outcome.cache {
             Some(CacheOutcome::Miss) => r.bytes_from_upstream += bytes,
@@ -127,10 +161,24 @@ impl Stats {
         self.last_errors.drain(..excess);
     }
 
+    /// The latest move per image, at most `MAX_ERRORS` images.
+    fn push_move(&mut self, m: TagMove) {
+        self.tag_moves.retain(|o| o.image != m.image || o.at > m.at);
+        if self.tag_moves.iter().all(|o| o.image != m.image) {
+            self.tag_moves.push(m);
+        }
+        self.tag_moves.sort_by_key(|m| m.at);
+        let excess = self.tag_moves.len().saturating_sub(MAX_ERRORS);
+        self.tag_moves.drain(..excess);
+    }
+
     /// Adds `other` (counts sum; the newer quota reading wins).
     pub fn merge(&mut self, other: Stats) {
         for e in other.last_errors {
             self.push_error(e);
+        }
+        for m in other.tag_moves {
+            self.push_move(m);
         }
         for (name, o) in other.registries {
             let r = self.registries.entry(name).or_default();
@@ -145,6 +193,7 @@ impl Stats {
             }
             r.bytes_from_cache += o.bytes_from_cache;
             r.bytes_from_upstream += o.bytes_from_upstream;
+            r.policy_refusals += o.policy_refusals;
             for (image, n) in o.images {
                 *r.images.entry(image).or_default() += n;
             }
@@ -230,6 +279,39 @@ mod tests {
         assert_eq!(
             a.registries["docker.io"].quota_remaining.as_deref(),
             Some("97;w=21600")
+        );
+    }
+
+    #[test]
+    fn policy_refusals_and_tag_moves_are_counted() {
+        let mut a = Stats::default();
+        let refused = Outcome {
+            decision: Some(
+                "denied: reg.test/team/app@sha256:… is refused by this mirror: CVE-1".into(),
+            ),
+            ..outcome(CacheOutcome::Hit, 0, None)
+        };
+        a.record(&refused, 403, None, 1);
+        let moved = |upstream: &str| Outcome {
+            tag_moved: Some((
+                "reg.test/team/app:v1".into(),
+                "sha256:a".into(),
+                upstream.into(),
+            )),
+            ..outcome(CacheOutcome::Hit, 1, None)
+        };
+        a.record(&moved("sha256:b"), 200, None, 2);
+        let mut b = Stats::default();
+        b.record(&moved("sha256:c"), 200, None, 3);
+        b.record(&refused, 403, None, 4);
+        a.merge(b);
+        assert_eq!(a.registries["docker.io"].policy_refusals, 2);
+        assert_eq!(a.tag_moves.len(), 1, "one entry per image: the latest move");
+        assert_eq!(a.tag_moves[0].upstream, "sha256:c");
+        assert!(
+            a.last_errors[0].what.contains("CVE-1"),
+            "{:?}",
+            a.last_errors
         );
     }
 

@@ -150,6 +150,7 @@ pub fn answer_with<B>(
             "registries": stats.registries,
             "last_errors": stats.last_errors,
             "credentials": credentials.iter().cloned().collect::<serde_json::Map<_, _>>(),
+            "tag_moves": stats.tag_moves,
         });
         (crate::oci::JSON, json.to_string().into_bytes())
     };

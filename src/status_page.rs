@@ -91,6 +91,31 @@ pub fn render(stats: &Stats, now: u64) -> String {
     }
     html.push_str("</table>");
 
+    html.push_str("<h2>Policy</h2><table id=\"policy\"><tr><th>registry</th><th class=\"num\">refused (DENY_LATEST, DENY, VERIFY)</th></tr>");
+    for (name, r) in &stats.registries {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td class=\"num\">{}</td></tr>",
+            escape(name),
+            r.policy_refusals
+        );
+    }
+    html.push_str("</table><h3>Immutable tags moved upstream</h3><table id=\"tag-moves\"><tr><th>when</th><th>tag</th><th>kept serving</th><th>upstream now names</th></tr>");
+    for m in stats.tag_moves.iter().rev() {
+        let _ = write!(
+            html,
+            "<tr class=\"bad\"><td>{} s ago</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            now.saturating_sub(m.at),
+            escape(&m.image),
+            escape(&m.kept),
+            escape(&m.upstream)
+        );
+    }
+    if stats.tag_moves.is_empty() {
+        html.push_str("<tr><td colspan=\"4\">none</td></tr>");
+    }
+    html.push_str("</table>");
+
     html.push_str("<h2>Last errors</h2><table id=\"errors\"><tr><th>when</th><th>status</th><th>what</th></tr>");
     for e in stats.last_errors.iter().rev() {
         let _ = write!(
@@ -200,7 +225,14 @@ mod tests {
             status: 502,
             what: "manifest <script>x</script>".into(),
         });
+        stats.tag_moves.push(crate::stats::TagMove {
+            at: 95,
+            image: "docker.io/acme/app:v1".into(),
+            kept: "sha256:aa".into(),
+            upstream: "sha256:bb".into(),
+        });
         let html = render(&stats, 100);
+        assert!(html.contains("<td>docker.io/acme/app:v1</td><td>sha256:aa</td><td>sha256:bb</td>"));
         assert!(html.contains(">75.0%<"), "hit ratio");
         assert!(html.contains("3.0 MiB") && html.contains("1.0 KiB from upstream"));
         assert!(html.contains("97 of 100"));

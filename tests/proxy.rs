@@ -638,6 +638,7 @@ impl World {
             authorization: authorization.as_deref(),
             origin: Some("https://door.test"),
             body: request_body.as_deref(),
+            client_ip: Some("203.0.113.7"),
         })
         .await
     }
@@ -1836,6 +1837,516 @@ fn pins_freeze_tags_and_latest_can_be_refused() {
         gets,
         "no counted pull"
     );
+}
+
+// ---- Policy (`crate::policy`): DENY, IMMUTABLE_TAGS, VERIFY and the audit trail. ----
+
+mod signing {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use p256::ecdsa::signature::Signer;
+    use p256::ecdsa::{Signature, SigningKey};
+
+    pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+
+    /// A fixed test key (its scalar is `seed` repeated).
+    pub fn key(seed: u8) -> SigningKey {
+        SigningKey::from_slice(&[seed; 32]).unwrap()
+    }
+
+    /// `cosign.pub`: the key as a PEM SubjectPublicKeyInfo.
+    pub fn pem(key: &SigningKey) -> String {
+        let mut der = hex_bytes("3059301306072a8648ce3d020106082a8648ce3d030107034200");
+        der.extend_from_slice(key.verifying_key().to_encoded_point(false).as_bytes());
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            STANDARD.encode(der)
+        )
+    }
+
+    fn hex_bytes(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// How a signature is spoiled.
+    #[derive(Clone, Copy, PartialEq)]
+    pub enum Spoil {
+        None,
+        OverAnotherDigest,
+        PayloadAltered,
+        SignatureCorrupted,
+        WrongType,
+    }
+
+    pub fn payload(subject: &str, kind: &str) -> String {
+        format!(
+            r#"{{"critical":{{"identity":{{"docker-reference":"reg.test/team/app"}},"image":{{"docker-manifest-digest":"{subject}"}},"type":"{kind}"}},"optional":null}}"#
+        )
+    }
+
+    /// Signs `subject` the way `cosign sign --key` does, next to it in `repo`.
+    pub fn sign(
+        reg: &mut FakeRegistry,
+        repo: &str,
+        subject: &Digest,
+        key: &SigningKey,
+        spoil: Spoil,
+    ) {
+        let named = match spoil {
+            Spoil::OverAnotherDigest => Digest::of(Algorithm::Sha256, b"another").to_string(),
+            _ => subject.to_string(),
+        };
+        let kind = match spoil {
+            Spoil::WrongType => "cosign attestation",
+            _ => "cosign container image signature",
+        };
+        let signed = payload(&named, kind);
+        let sig: Signature = key.sign(signed.as_bytes());
+        let mut sig = sig.to_bytes().to_vec();
+        if spoil == Spoil::SignatureCorrupted {
+            sig[10] ^= 0x55;
+        }
+        let stored = match spoil {
+            Spoil::PayloadAltered => signed.replace("null", "{\"by\":\"mallory\"}"),
+            _ => signed,
+        };
+        let blob = reg.add_blob(stored.as_bytes());
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{blob}","size":2}},"layers":[{{"mediaType":"{SIMPLE_SIGNING}","digest":"{blob}","size":{},"annotations":{{"dev.cosignproject.cosign/signature":"{}"}}}}]}}"#,
+            stored.len(),
+            STANDARD.encode(sig)
+        );
+        let tag = format!("sha256-{}.sig", subject.hex());
+        reg.add_manifest(repo, &tag, MANIFEST, manifest.as_bytes());
+    }
+}
+
+/// Sigstore bundles (cosign 3's default) as referrers, found through the tag-schema fallback.
+mod bundles {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use p256::ecdsa::signature::Signer;
+    use p256::ecdsa::{Signature, SigningKey};
+
+    pub const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+    /// `cosign sign --key` (cosign 3): an in-toto statement in a DSSE envelope, in a bundle, in a
+    /// referrer manifest whose subject is `subject`, listed under the `sha256-<hex>` tag.
+    pub fn attach(
+        reg: &mut FakeRegistry,
+        repo: &str,
+        subject: &Digest,
+        key: &SigningKey,
+        predicate: &str,
+    ) {
+        let statement = serde_json::json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": repo, "digest": {"sha256": subject.hex()}}],
+            "predicateType": predicate,
+            "predicate": {},
+        })
+        .to_string();
+        let payload_type = "application/vnd.in-toto+json";
+        let pae = format!(
+            "DSSEv1 {} {payload_type} {} {statement}",
+            payload_type.len(),
+            statement.len()
+        );
+        let sig: Signature = key.sign(pae.as_bytes());
+        let bundle = serde_json::json!({
+            "mediaType": BUNDLE,
+            "verificationMaterial": {"publicKey": {"hint": "k"}},
+            "dsseEnvelope": {"payload": STANDARD.encode(&statement), "payloadType": payload_type,
+                "signatures": [{"sig": STANDARD.encode(sig.to_bytes())}]},
+        })
+        .to_string();
+        let blob = reg.add_blob(bundle.as_bytes());
+        let referrer = serde_json::json!({
+            "schemaVersion": 2, "mediaType": MANIFEST, "artifactType": BUNDLE,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+            "layers": [{"mediaType": BUNDLE, "digest": blob.to_string(), "size": bundle.len()}],
+            "subject": {"mediaType": MANIFEST, "digest": subject.to_string(), "size": 1},
+        })
+        .to_string();
+        let r = Digest::of(Algorithm::Sha256, referrer.as_bytes());
+        reg.add_manifest(repo, &r.to_string(), MANIFEST, referrer.as_bytes());
+        let index = serde_json::json!({
+            "schemaVersion": 2, "mediaType": INDEX,
+            "manifests": [{"mediaType": MANIFEST, "digest": r.to_string(), "size": referrer.len(), "artifactType": BUNDLE}],
+        })
+        .to_string();
+        reg.add_manifest(
+            repo,
+            &format!("sha256-{}", subject.hex()),
+            INDEX,
+            index.as_bytes(),
+        );
+    }
+}
+
+#[test]
+fn verify_takes_a_sigstore_bundle_referrer_signed_by_a_trusted_key() {
+    use signing::{key, pem};
+    let mut reg = FakeRegistry::new();
+    let mut add = |tag: &str| {
+        let m = format!(r#"{{"schemaVersion":2,"mediaType":"{MANIFEST}","tag":"{tag}"}}"#);
+        reg.add_manifest("team/app", tag, MANIFEST, m.as_bytes())
+    };
+    let (good, attested, other) = (add("good"), add("attested"), add("other-key"));
+    add(&format!("sha256-{}.sig", "ab".repeat(32)));
+    bundles::attach(
+        &mut reg,
+        "team/app",
+        &good,
+        &key(1),
+        "https://sigstore.dev/cosign/sign/v1",
+    );
+    bundles::attach(
+        &mut reg,
+        "team/app",
+        &attested,
+        &key(1),
+        "https://slsa.dev/provenance/v1",
+    );
+    bundles::attach(
+        &mut reg,
+        "team/app",
+        &other,
+        &key(2),
+        "https://sigstore.dev/cosign/sign/v1",
+    );
+    let verify = serde_json::json!({ "reg.test/team/*": [pem(&key(1))] });
+    let w = World::with(reg, &[("VERIFY", &verify.to_string())]);
+    let (r, _) = w.get("/v2/team/app/manifests/good");
+    assert_eq!(
+        (r.status, decision(&r)),
+        (200, "verified by key 1".into()),
+        "{}",
+        String::from_utf8_lossy(&body(&r))
+    );
+    let before = w.reg.total();
+    let (r, _) = w.get(&format!("/v2/team/app/manifests/{good}"));
+    assert_eq!((r.status, w.reg.total()), (200, before), "remembered");
+    for (tag, why) in [
+        (
+            "attested",
+            "an attestation (https://slsa.dev/provenance/v1), not a signature",
+        ),
+        ("other-key", "not made by a trusted key"),
+    ] {
+        let (r, _) = w.get(&format!("/v2/team/app/manifests/{tag}"));
+        assert_eq!(r.status, 403, "{tag}");
+        let m = message(&r);
+        assert!(
+            m.contains("has no sha256-") && m.contains(&format!("bundle 1: {why}")),
+            "{tag}: {m}"
+        );
+    }
+    // The signatures themselves are served without a signature of their own (cosign verify works
+    // through the door).
+    let (r, _) = w.get(&format!("/v2/team/app/manifests/sha256-{}", good.hex()));
+    assert_eq!(r.status, 200);
+    let (r, _) = w.get(&format!("/v2/team/app/referrers/{good}"));
+    assert_eq!(r.status, 200);
+    // Judged by the bytes, not the tag: an image pushed under a signature's tag needs a signature.
+    let (r, _) = w.get(&format!(
+        "/v2/team/app/manifests/sha256-{}.sig",
+        "ab".repeat(32)
+    ));
+    assert_eq!((r.status, error_code(&r)), (403, "DENIED".into()));
+}
+
+fn decision(r: &Reply<Vec<u8>>) -> String {
+    r.headers.get("x-frontdoor-policy").unwrap_or("").to_owned()
+}
+
+fn message(r: &Reply<Vec<u8>>) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&body(r)).expect("OCI error body");
+    v["errors"][0]["message"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn deny_refuses_known_bad_manifests_blobs_and_indexes_listing_them_with_the_reason() {
+    let (mut reg, top, amd) = multi_platform();
+    let layer = reg.add_blob(b"bad layer");
+    let (single, digest, _) = image();
+    reg.manifests.extend(single.manifests);
+    reg.blobs.extend(single.blobs);
+    let deny = serde_json::json!({
+        amd.to_string(): "CVE-2026-1234",
+        layer.to_string(): "TICKET-42",
+        digest.to_string(): "CVE-2026-9999",
+    });
+    let w = World::with(reg, &[("DENY", &deny.to_string())]);
+
+    // By digest: refused before upstream is asked.
+    let before = w.reg.total();
+    let (r, o) = w.get(&format!("/v2/team/app/manifests/{amd}"));
+    assert_eq!((r.status, error_code(&r)), (403, "DENIED".into()));
+    assert!(message(&r).contains("CVE-2026-1234"), "{}", message(&r));
+    assert_eq!(
+        w.reg.total(),
+        before,
+        "nothing fetched for a known-bad digest"
+    );
+    assert_eq!(o.digest, Some(amd.to_string()));
+    assert!(o.decision.unwrap().starts_with("denied: "));
+
+    // By tag: the digest served is refused, and so is an index that lists it.
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(r.status, 403);
+    assert!(message(&r).contains("CVE-2026-9999"));
+    assert_eq!(o.digest, Some(digest.to_string()));
+    let (r, _) = w.get("/v2/team/app/manifests/multi");
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        message(&r),
+        format!(
+            "reg.test/team/app@{top} lists {amd}, which is refused by this mirror: CVE-2026-1234"
+        )
+    );
+    let (r, _) = w.request("HEAD", "/v2/team/app/manifests/multi", None);
+    assert_eq!(r.status, 403, "a HEAD of an index the door holds");
+
+    // A blob.
+    let (r, o) = w.get(&format!("/v2/team/app/blobs/{layer}"));
+    assert_eq!((r.status, error_code(&r)), (403, "DENIED".into()));
+    assert!(message(&r).contains("TICKET-42"));
+    assert_eq!(o.digest, Some(layer.to_string()));
+    // What is not denied is served, and says so.
+    let (r, _) = w.get("/v2/team/app/manifests/arm64-only");
+    assert_eq!((r.status, decision(&r)), (200, "allowed".into()));
+}
+
+#[test]
+fn an_immutable_tag_keeps_its_first_digest_when_upstream_moves_it() {
+    let (mut reg, first, _) = image();
+    reg.add_manifest(
+        "team/app",
+        "rc",
+        MANIFEST,
+        b"{\"schemaVersion\":2,\"rc\":1}",
+    );
+    let w = World::with(reg, &[("IMMUTABLE_TAGS", r#"["reg.test/team/*:v*"]"#)]);
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(r.status, 200);
+    assert_eq!(o.decision.as_deref(), Some("immutable (first served)"));
+
+    // Upstream moves both tags; the cached tag entry expires.
+    let mut w = w;
+    let moved = w.reg.add_manifest(
+        "team/app",
+        "v1",
+        MANIFEST,
+        b"{\"schemaVersion\":2,\"moved\":1}",
+    );
+    let rc2 = w.reg.add_manifest(
+        "team/app",
+        "rc",
+        MANIFEST,
+        b"{\"schemaVersion\":2,\"rc\":2}",
+    );
+    w.now.set(w.now.get() + 301);
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(
+        r.headers.get("docker-content-digest"),
+        Some(first.to_string().as_str())
+    );
+    assert_eq!(decision(&r), "immutable");
+    let want = (
+        "reg.test/team/app:v1".to_owned(),
+        first.to_string(),
+        moved.to_string(),
+    );
+    assert_eq!(o.tag_moved, Some(want), "the move is reported");
+    assert!(o.notes.iter().any(|n| n.contains("moved upstream")));
+    assert_eq!(
+        w.reg.count(HttpMethod::Get, &format!("manifests/{moved}")),
+        0,
+        "the new manifest is never fetched"
+    );
+    // Within the TTL: not compared again, and no upstream request at all.
+    let before = w.reg.total();
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(
+        r.headers.get("docker-content-digest"),
+        Some(first.to_string().as_str())
+    );
+    assert_eq!((w.reg.total(), o.tag_moved), (before, None));
+    let (r, _) = w.request("HEAD", "/v2/team/app/manifests/v1", None);
+    assert_eq!(
+        r.headers.get("docker-content-digest"),
+        Some(first.to_string().as_str())
+    );
+    // A tag that does not match moves as tags do.
+    let (r, _) = w.get("/v2/team/app/manifests/rc");
+    assert_eq!(
+        r.headers.get("docker-content-digest"),
+        Some(rc2.to_string().as_str())
+    );
+    // /_frontdoor/resolve reports the kept digest, as pinned by the immutable tag.
+    let (r, _) = w.get("/_frontdoor/resolve?image=reg.test/team/app:v1");
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    assert_eq!(
+        v["images"][0]["pinned"],
+        format!("reg.test/team/app:v1@{first}")
+    );
+    assert_eq!(v["images"][0]["policy"], "immutable");
+}
+
+#[test]
+fn verify_serves_only_what_a_trusted_key_signed_and_remembers_it() {
+    use signing::{key, pem, sign, Spoil};
+    let (mut reg, top, amd) = multi_platform();
+    let trusted = key(1);
+    sign(&mut reg, "team/app", &top, &trusted, Spoil::None);
+    let cases = [
+        ("unsigned", Spoil::None, false, "has no sha256-"),
+        ("other-key", Spoil::None, true, "not made by a trusted key"),
+        (
+            "other-digest",
+            Spoil::OverAnotherDigest,
+            false,
+            "not this manifest",
+        ),
+        (
+            "altered",
+            Spoil::PayloadAltered,
+            false,
+            "not made by a trusted key",
+        ),
+        (
+            "corrupted",
+            Spoil::SignatureCorrupted,
+            false,
+            "not made by a trusted key",
+        ),
+        ("wrong-type", Spoil::WrongType, false, "critical.type"),
+    ];
+    let mut digests = Vec::new();
+    for (tag, spoil, other_key, _) in cases {
+        let m = format!(r#"{{"schemaVersion":2,"mediaType":"{MANIFEST}","case":"{tag}"}}"#);
+        let d = reg.add_manifest("team/app", tag, MANIFEST, m.as_bytes());
+        if tag != "unsigned" {
+            let signer = if other_key { key(2) } else { key(1) };
+            sign(&mut reg, "team/app", &d, &signer, spoil);
+        }
+        digests.push(d);
+    }
+    let verify = serde_json::json!({ "reg.test/team/*": [pem(&key(3)), pem(&trusted)] });
+    let w = World::with(reg, &[("VERIFY", &verify.to_string())]);
+
+    // A signed index: served, and each platform it lists is covered by its signature.
+    let (r, o) = w.get("/v2/team/app/manifests/multi");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&body(&r)));
+    assert_eq!(decision(&r), "verified by key 2");
+    assert_eq!(o.digest, Some(top.to_string()));
+    assert_eq!(
+        w.reg
+            .count(HttpMethod::Get, &format!("sha256-{}.sig", top.hex())),
+        1
+    );
+    let (r, _) = w.get(&format!("/v2/team/app/manifests/{amd}"));
+    assert_eq!(
+        (r.status, decision(&r)),
+        (200, "verified by key 2 (via its index)".into())
+    );
+
+    // Warm: the same pulls cost no upstream request.
+    let before = w.reg.total();
+    let (r, _) = w.get(&format!("/v2/team/app/manifests/{top}"));
+    assert_eq!((r.status, decision(&r)), (200, "verified by key 2".into()));
+    let (r, _) = w.request("HEAD", "/v2/team/app/manifests/multi", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        w.reg.total(),
+        before,
+        "a warm signed pull asks upstream nothing"
+    );
+
+    // Every spoiled case: 403 DENIED saying what is missing, and nothing remembered.
+    for ((tag, _, _, why), d) in cases.iter().zip(&digests) {
+        for _ in 0..2 {
+            let (r, o) = w.get(&format!("/v2/team/app/manifests/{tag}"));
+            assert_eq!((r.status, error_code(&r)), (403, "DENIED".into()), "{tag}");
+            let m = message(&r);
+            assert!(
+                m.starts_with(&format!(
+                    "no signature by a trusted key for reg.test/team/app@{d}: "
+                )),
+                "{tag}: {m}"
+            );
+            assert!(m.contains(why), "{tag}: {m}");
+            assert!(m.contains("cosign sign --key"), "{tag}: {m}");
+            assert_eq!(o.digest, Some(d.to_string()));
+            assert!(o.decision.unwrap().starts_with("denied: no signature"));
+        }
+    }
+    assert_eq!(
+        w.reg
+            .count(HttpMethod::Get, &format!("sha256-{}.sig", digests[0].hex())),
+        2,
+        "a refusal is not remembered: the next pull looks again"
+    );
+}
+
+#[test]
+fn an_owners_policy_decision_reaches_the_workers_log_line() {
+    use signing::{key, pem, sign, Spoil};
+    let (mut reg, digest, _) = image();
+    let m = format!(r#"{{"schemaVersion":2,"mediaType":"{MANIFEST}","unsigned":1}}"#);
+    let unsigned = reg.add_manifest("team/app", "v2", MANIFEST, m.as_bytes());
+    sign(&mut reg, "team/app", &digest, &key(1), Spoil::None);
+    let verify = serde_json::json!({ "reg.test/team/*": pem(&key(1)) }).to_string();
+    let settings = [
+        ("VERIFY", verify.as_str()),
+        ("IMMUTABLE_TAGS", r#"["reg.test/team/app:v1"]"#),
+    ];
+    let w = World::with(reg, &settings);
+    for (tag, status, want, d) in [
+        (
+            "v1",
+            200,
+            "verified by key 1, immutable (first served)",
+            &digest,
+        ),
+        ("v2", 403, "denied: no signature", &unsigned),
+    ] {
+        let path = format!("/v2/team/app/manifests/{tag}");
+        let owner = Owner {
+            world: &w,
+            request: ("GET".into(), path.clone()),
+            keys: RefCell::new(Vec::new()),
+        };
+        let (r, o) = w.request_via(Some(&owner), "GET", &path, None);
+        assert!(o.coalesced, "{tag}: the owner answered");
+        assert_eq!(r.status, status, "{tag}");
+        let decision = o.decision.unwrap();
+        assert!(decision.starts_with(want), "{tag}: {decision}");
+        let learned = decision.matches("first served").count();
+        assert_eq!(learned, usize::from(tag == "v1"), "{decision}");
+        assert_eq!(o.digest, Some(d.to_string()), "{tag}");
+    }
+}
+
+#[test]
+fn the_audit_trail_names_who_what_and_the_decision() {
+    let (reg, digest, _) = image();
+    let w = World::new(reg);
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(r.status, 200);
+    assert_eq!(o.user.as_deref(), Some("anonymous"));
+    assert_eq!(o.client_ip.as_deref(), Some("203.0.113.7"));
+    assert_eq!(o.reference.as_deref(), Some("v1"));
+    assert_eq!(o.digest, Some(digest.to_string()));
+    assert_eq!(o.decision.as_deref(), Some("allowed"));
+    let (w, _, _) = access_world();
+    *w.authorization.borrow_mut() = Some(basic("a", "alpha"));
+    let (_, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(o.user.as_deref(), Some("a"));
 }
 
 #[test]

@@ -13,6 +13,9 @@
 //! credentials/<registry>/<upstream>                             mint::Record: a minted cloud
 //!                                                               credential (0: the upstream, i:
 //!                                                               fallback i-1); never swept
+//! policy/                                                       never swept: the policy's memory
+//! ├── immutable/<registry>/<repository>/<tag>                   the tag's first digest (IMMUTABLE_TAGS)
+//! └── verified/<key set>/<algorithm>/<hex>                      a trusted signature covers the digest
 //! R2 (binding BLOBS)
 //! ├── blobs/<algorithm>/<hex>                                   blob bytes, checksum-verified on put
 //! └── spool/<algorithm>/<hex>/<fill>/<n>                        a fill's n-th segment while it runs
@@ -91,6 +94,20 @@ pub fn blob_of_mark(mark: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The digest an immutable tag was first served as (`crate::policy::ImmutableRecord`).
+pub fn immutable_tag(registry: &str, repository: &Repository, tag: &str) -> String {
+    format!("policy/immutable/{registry}/{repository}/{tag}")
+}
+
+/// That a signature by a key of `key_set` (its id) covers `digest` (`crate::policy::VerifiedRecord`).
+pub fn verified(key_set: &str, digest: &Digest) -> String {
+    format!(
+        "policy/verified/{key_set}/{}/{}",
+        digest.algorithm().as_str(),
+        digest.hex()
+    )
+}
+
 pub fn blob(digest: &Digest) -> String {
     format!("blobs/{}/{}", digest.algorithm().as_str(), digest.hex())
 }
@@ -127,6 +144,8 @@ mod tests {
         assert_eq!(blob_of_mark(&blob_read(&d)), Some(blob(&d)));
         assert_eq!(blob_of_mark(&link("docker.io", &repo, &d)), None);
         assert!(!RETENTION_STATE.starts_with(RECORDS));
+        assert!(!immutable_tag("docker.io", &repo, "v1").starts_with(RECORDS));
+        assert!(!verified("0011", &d).starts_with(RECORDS));
         assert_eq!(
             link("docker.io", &repo, &d),
             format!("v1/links/docker.io/library/alpine/sha256/{}", d.hex())

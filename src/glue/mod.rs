@@ -121,6 +121,7 @@ pub(crate) async fn serve_request(
     let range = req.headers().get("range")?;
     let host = req.headers().get("host")?;
     let authorization = req.headers().get("authorization")?;
+    let client_ip = req.headers().get("cf-connecting-ip")?;
     let origin = format!(
         "{}://{}",
         url.scheme(),
@@ -150,6 +151,7 @@ pub(crate) async fn serve_request(
         authorization: authorization.as_deref(),
         origin: Some(&origin),
         body: body.as_deref(),
+        client_ip: client_ip.as_deref(),
     };
 
     let (reply, outcome) = match serve(env, &ports, client_req, started).await {
@@ -357,6 +359,11 @@ fn log<S>(
         "coalesced": outcome.coalesced,
         "upstream_calls": outcome.upstream_calls,
         "ratelimit_remaining": outcome.ratelimit_remaining,
+        "user": outcome.user,
+        "client_ip": outcome.client_ip,
+        "reference": outcome.reference,
+        "digest": outcome.digest,
+        "decision": outcome.decision,
         "ms": Date::now().as_millis().saturating_sub(started),
         "notes": outcome.notes,
     });

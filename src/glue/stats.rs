@@ -34,6 +34,7 @@ pub fn record(outcome: &Outcome, status: u16, bytes: Option<u64>, now_ms: u64, o
         // owner adds only what it did upstream (a record without a cache outcome).
         outcome.cache = None;
         outcome.coalesced = false;
+        outcome.decision = None; // the worker counts the refusal (it got the owner's decision)
         (status, bytes) = (0, None);
     }
     PENDING.with(|p| {

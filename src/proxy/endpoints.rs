@@ -147,7 +147,9 @@ where
         for image in images {
             let answer = self.resolve_one(&image, req, principal, outcome).await;
             results.push(match answer {
-                Ok(pinned) => serde_json::json!({"image": image, "pinned": pinned}),
+                Ok((pinned, policy)) => {
+                    serde_json::json!({"image": image, "pinned": pinned, "policy": policy})
+                }
                 Err(e) => serde_json::json!({
                     "image": image,
                     "error": {"code": e.code.as_str(), "message": e.message},
@@ -173,7 +175,7 @@ where
         req: &ClientRequest<'_>,
         principal: &Principal,
         outcome: &mut Outcome,
-    ) -> Result<String, RegistryError> {
+    ) -> Result<(String, Option<String>), RegistryError> {
         let (target, reference) = parse_image(self.config, image, req.line.host)?;
         let canonical = format!("{}/{}", target.registry, target.repository);
         if !self.config.access.can_pull(principal, &canonical) {
@@ -199,7 +201,9 @@ where
             .headers
             .get("docker-content-digest")
             .ok_or_else(|| RegistryError::new(ErrorCode::Unavailable, "upstream sent no digest"))?;
-        Ok(format!("{canonical}{tag}@{digest}"))
+        // How it is frozen (`pinned`, `immutable`) and what else the policy said.
+        let policy = answer.headers.get(POLICY_HEADER).map(str::to_owned);
+        Ok((format!("{canonical}{tag}@{digest}"), policy))
     }
 
     /// 401 with the challenge that sends a client to the door's `/token` for `repository`.
@@ -451,8 +455,13 @@ where
                     digest_owner: None,
                     ..*self
                 };
+                // By tag, not through `manifest`: a listing of signatures is not an image the
+                // policy judges (and `VERIFY` looks up referrers itself).
+                let Reference::Tag(tag) = &tag else {
+                    unreachable!("a tag")
+                };
                 match direct
-                    .manifest(target, &tag, false, Some(OCI_INDEX), outcome)
+                    .manifest_by_tag(target, tag, false, Some(OCI_INDEX), outcome)
                     .await
                 {
                     Ok(r) => match r.body {

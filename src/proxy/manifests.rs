@@ -1,5 +1,6 @@
 //! Manifests: by digest (immutable: local, else fetched, verified, stored) and by tag (the tag's
 //! canonical entry, decided by `crate::cache::decide`; narrow clients; stale and `serve_stale_on`).
+//! What may be served at all is decided first and last by `super::policy`.
 
 use super::*;
 
@@ -10,48 +11,6 @@ where
     B: Blobs<Body = U::Body>,
     C: Coalesce<Body = U::Body>,
 {
-    pub(super) async fn manifest(
-        &self,
-        target: &Target,
-        reference: &Reference,
-        head: bool,
-        accept: Option<&str>,
-        outcome: &mut Outcome,
-    ) -> Result<Reply<U::Body>, RegistryError> {
-        let (registry, repo) = (&target.registry, &target.repository);
-        // 0. The door's own rules for tags: `:latest` refused, pinned tags frozen at a digest.
-        let pinned;
-        let reference = match reference {
-            Reference::Tag(tag) if self.config.deny_latest && tag == "latest" => {
-                return Err(RegistryError::new(
-                    ErrorCode::Denied,
-                    format!("{registry}/{repo}:latest is refused by this mirror: pull a version tag or a digest"),
-                ));
-            }
-            Reference::Tag(tag) => {
-                match self.config.pins.get(&pin_key(registry, repo.as_str(), tag)) {
-                    Some(digest) => {
-                        outcome.notes.push(format!("{tag} is pinned to {digest}"));
-                        pinned = Reference::Digest(digest.clone());
-                        &pinned
-                    }
-                    None => reference,
-                }
-            }
-            Reference::Digest(_) => reference,
-        };
-        match reference {
-            Reference::Digest(digest) => {
-                self.manifest_by_digest(target, digest, head, accept, outcome)
-                    .await
-            }
-            Reference::Tag(tag) => {
-                self.manifest_by_tag(target, tag, head, accept, outcome)
-                    .await
-            }
-        }
-    }
-
     /// A manifest by digest: immutable, so a cached copy is always served; otherwise fetched,
     /// verified and stored.
     pub(super) async fn manifest_by_digest(

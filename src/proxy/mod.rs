@@ -31,6 +31,7 @@ use crate::oci::{
     acceptable, manifest_media_type, says_nothing, serving_type, Digest, Reference, References,
     DEFAULT_MANIFEST_ACCEPT, JSON, OCI_INDEX,
 };
+use crate::policy::AccessVerdict;
 use crate::ports::{Blobs, Coalesce, Fetched, Headers, HttpMethod, Kv, Stored, Upstream};
 use crate::range::{self, Ranges};
 use crate::route::{resolve_name, route, Kind, Method, RequestLine, Route, Routed, Target};
@@ -46,9 +47,11 @@ mod cloud;
 mod endpoints;
 mod fetch;
 mod manifests;
+mod policy;
 
 pub use endpoints::Prewarmed;
 use fetch::is_transient;
+pub use policy::POLICY_HEADER;
 
 /// The spec's limit that registries apply to manifests (distribution: 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -74,6 +77,8 @@ pub struct ClientRequest<'r> {
     pub origin: Option<&'r str>,
     /// The request body, read only for `POST /token`.
     pub body: Option<&'r [u8]>,
+    /// `CF-Connecting-IP`: where the client is, for the audit trail.
+    pub client_ip: Option<&'r str>,
 }
 
 pub use crate::ports::{Body, Reply};
@@ -143,6 +148,16 @@ pub struct Outcome {
     /// to be): sent as `X-Frontdoor-Upstream-Down`, which is how an object's owner tells the
     /// worker that handed it the request, so the worker's next clients are served at once.
     pub upstream_down: Option<u64>,
+    /// The audit trail (see `crate::policy`): who asked (the `ACCESS` user, or `anonymous`), from
+    /// where (`CF-Connecting-IP`), for which reference, the digest served or refused, and the
+    /// policy decision. Never a credential.
+    pub user: Option<String>,
+    pub client_ip: Option<String>,
+    pub reference: Option<String>,
+    pub digest: Option<String>,
+    pub decision: Option<String>,
+    /// An immutable tag found moved upstream: (image, digest kept, digest upstream names now).
+    pub tag_moved: Option<(String, String, String)>,
 }
 
 /// One request's view of the door.
@@ -178,7 +193,9 @@ where
             Err(e) => Err(e),
             Ok(routed) => self.dispatch(routed, &req, &mut outcome).await,
         };
+        outcome.client_ip = req.client_ip.map(str::to_owned);
         let mut reply = result.unwrap_or_else(|e| error_reply(&e, req.line.method == "HEAD"));
+        policy::note_decision(&mut reply, &mut outcome);
         if let Some(cache) = outcome.cache {
             reply.headers.set(CACHE_HEADER, cache.as_str());
         }
@@ -232,20 +249,25 @@ where
                 };
                 self.challenge(req, None, why)
             })?;
+        outcome.user = Some(policy::user_of(&principal));
         if let Some(target) = routed.route.target() {
             outcome.note_target(target);
             let name = format!("{}/{}", target.registry, target.repository);
-            if !access.can_pull(&principal, &name) {
-                return Err(match access.denied_user(&principal, &name) {
-                    // A user (by Basic credentials or a token issued to them) whose own patterns
-                    // do not allow it: a new token won't help, so say so rather than challenge —
-                    // clients print a 401 as "not logged in".
-                    Some(user) => {
-                        RegistryError::new(ErrorCode::Denied, format!("{user} may not pull {name}"))
-                    }
-                    // Anonymous, or a token lacking a scope its user could have: fetch one.
-                    None => self.challenge(req, Some(&name), "authentication required"),
-                });
+            match crate::policy::access(access, &principal, &name) {
+                AccessVerdict::Allowed => {}
+                // A user (by Basic credentials or a token issued to them) whose own patterns
+                // do not allow it: a new token won't help, so say so rather than challenge —
+                // clients print a 401 as "not logged in".
+                AccessVerdict::DeniedUser(user) => {
+                    return Err(RegistryError::new(
+                        ErrorCode::Denied,
+                        format!("{user} may not pull {name}"),
+                    ))
+                }
+                // Anonymous, or a token lacking a scope its user could have: fetch one.
+                AccessVerdict::Challenge => {
+                    return Err(self.challenge(req, Some(&name), "authentication required"))
+                }
             }
         } else if principal == Principal::Anonymous && access.is_restricted() {
             // The version check is where clients learn how to authenticate (containers/image
@@ -266,6 +288,7 @@ where
                     .await
             }
             Route::Blob { target, digest } => {
+                self.screen_blob(&target, &digest, outcome)?;
                 self.blob(&target, &digest, head, req.range, outcome).await
             }
             Route::Tags {

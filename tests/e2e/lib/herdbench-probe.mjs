@@ -1,0 +1,16 @@
+import crypto from "node:crypto";
+import path from "node:path";
+import { startUpstream } from "./registry.mjs";
+import { startHubSim } from "./hubsim.mjs";
+import { tempDir } from "./util.mjs";
+import { acceptRows, herdRows, singleColdRow } from "../../../scripts/bench-herd.mjs";
+const tmp = tempDir("hb");
+const PW = crypto.randomBytes(8).toString("hex");
+const upstream = await startUpstream({ dir: tmp.dir, users: { svc: PW } });
+const hub = await startHubSim({ targetUrl: upstream.url, limit: 1e6 });
+const args = { upstream, hub, svc: "svc", pw: PW, dir: path.join(tmp.dir, "h"), log: console.error };
+const which = process.env.WHICH ?? "herd,single,accept";
+if (which.includes("accept")) console.log(JSON.stringify(await acceptRows(args)));
+if (which.includes("herd")) console.log(JSON.stringify(await herdRows(args)));
+if (which.includes("single")) console.log(JSON.stringify(await singleColdRow(args)));
+await hub.stop(); await upstream.stop(); tmp.remove();
