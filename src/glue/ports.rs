@@ -277,6 +277,29 @@ impl Blobs for R2Blobs<'_> {
     }
 }
 
+/// A stream of `len` bytes of the stored `key` from `offset`; an error names what is missing.
+pub(super) async fn read_range(
+    bucket: &Bucket,
+    key: &str,
+    offset: u64,
+    len: u64,
+) -> Result<web_sys::ReadableStream, String> {
+    let object = bucket
+        .get(key)
+        .range(R2Range::OffsetWithLength {
+            offset,
+            length: len,
+        })
+        .execute()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{key} is gone"))?;
+    match object.body().map(|b| b.response_body()) {
+        Some(Ok(ResponseBody::Stream(s))) => Ok(s),
+        _ => Err(format!("no body for {key}")),
+    }
+}
+
 /// Writes `pieces` into `writable` in order and closes it (see `R2Blobs::pieces`).
 async fn write_pieces(
     bucket: &Bucket,
@@ -295,20 +318,7 @@ async fn write_pieces(
                 written.map_err(js)?;
             }
             Piece::Blob { offset, len } => {
-                let object = bucket
-                    .get(key)
-                    .range(R2Range::OffsetWithLength {
-                        offset,
-                        length: len,
-                    })
-                    .execute()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| "the blob is gone".to_owned())?;
-                let stream = match object.body().map(|b| b.response_body()) {
-                    Some(Ok(ResponseBody::Stream(s))) => s,
-                    _ => return Err("no body for a stretch of the blob".into()),
-                };
+                let stream = read_range(bucket, key, offset, len).await?;
                 let options = web_sys::StreamPipeOptions::new();
                 options.set_prevent_close(true);
                 JsFuture::from(stream.pipe_to_with_options(writable, &options))

@@ -31,7 +31,7 @@ use std::rc::Rc;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{ReadableStream, ReadableStreamDefaultReader};
-use worker::{console_error, Bucket, Data, Range as R2Range, ResponseBody};
+use worker::{console_error, Bucket, Data};
 
 /// A segment's size: a fill longer than this is spooled (a shorter one lands before a herd's
 /// later clients would notice the wait). Two segments are the most a fill holds in memory.
@@ -349,20 +349,7 @@ async fn copy(
     len: u64,
     outlet: &mut Outlet,
 ) -> Result<(), String> {
-    let object = bucket
-        .get(key)
-        .range(R2Range::OffsetWithLength {
-            offset,
-            length: len,
-        })
-        .execute()
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("segment {key} is gone"))?;
-    let stream = match object.body().map(|b| b.response_body()) {
-        Some(Ok(ResponseBody::Stream(s))) => s,
-        _ => return Err(format!("no body for segment {key}")),
-    };
+    let stream = super::ports::read_range(bucket, key, offset, len).await?;
     let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
     loop {
         let result = JsFuture::from(reader.read()).await.map_err(failure)?;
