@@ -92,13 +92,18 @@ test("every request writes one log line and, with an ANALYTICS binding, one Anal
   assert.equal(points.length, requests.length, "one point per request log line");
   for (const p of points) {
     assert.equal(p.indexes.length, 1);
-    assert.equal(p.blobs.length, 6);
+    assert.equal(p.blobs.length, 11); // 7–11: the audit trail (user, client IP, reference, digest, decision)
     assert.equal(p.doubles.length, 5);
   }
   const hit = points.find((p) => p.blobs[2] === "blob" && p.blobs[3] === "hit");
   assert.ok(hit, "a blob hit");
   assert.deepEqual([hit.indexes[0], hit.blobs[0], hit.blobs[1]], ["registry.test", "registry.test", "team/web"]);
   assert.equal(hit.doubles[0], 200);
+  // The audit trail: an anonymous pull of that blob, by digest, and the policy's word on it.
+  assert.equal(hit.blobs[6], "anonymous");
+  assert.match(hit.blobs[8], /^sha256:[0-9a-f]{64}$/);
+  assert.equal(hit.blobs[9], hit.blobs[8]);
+  assert.ok(hit.blobs[10].length > 0, "a decision");
   assert.ok(hit.doubles[1] > 0, "bytes");
   const miss = points.find((p) => p.blobs[2] === "manifest" && p.blobs[3] === "miss" && p.doubles[0] === 404);
   assert.ok(miss && miss.doubles[2] >= 1, "the 404 miss went upstream");
