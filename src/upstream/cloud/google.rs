@@ -162,13 +162,14 @@ pub fn read_answer(status: u16, body: &[u8], now: u64) -> Result<Minted, String>
     })
 }
 
-/// The test-only key, for tests elsewhere in the crate.
-#[cfg(test)]
+/// The test-only key, for tests elsewhere in the crate (host tests: the signer is `rsa`, a
+/// host-only dev-dependency).
+#[cfg(all(test, not(target_arch = "wasm32")))]
 pub fn tests_key_pem() -> &'static str {
     tests::TEST_KEY_PEM
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
 

@@ -171,7 +171,7 @@ pub fn fingerprint(password: &str) -> String {
     hex::encode(&Sha256::digest(password.as_bytes())[..8])
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use crate::config::Config;
 
