@@ -3,6 +3,19 @@
 
 use super::*;
 
+impl<'a, K, B, U, C> Door<'a, K, B, U, C> {
+    /// This door, fetching its own misses: for a request the door makes for itself (a pre-warm
+    /// walk, a resolve, the referrers and bundles it reads), whose answer an owner must not give
+    /// (an owner answers a client's request, as a stream). The one place the owners are dropped.
+    pub(super) fn direct(&self) -> Door<'a, K, B, U, C> {
+        Door {
+            coalesce: None,
+            digest_owner: None,
+            ..*self
+        }
+    }
+}
+
 impl<K, B, U, C> Door<'_, K, B, U, C>
 where
     K: Kv,
