@@ -26,12 +26,13 @@ where
         tail: &str,
         headers: &Headers,
         outcome: &mut Outcome,
-    ) -> Result<Fetched<U::Body>, RegistryError> {
+    ) -> Result<Fetched<U::Body>, UpstreamError> {
         let minted = match &upstream.cloud {
             None => None,
             Some(_) => Some(
                 self.cloud_credential(upstream, index, None, outcome)
-                    .await?,
+                    .await
+                    .map_err(UpstreamError::Minting)?,
             ),
         };
         let send = |minted: Option<mint::Minted>| {
@@ -67,7 +68,9 @@ where
             Err(e) => {
                 outcome.notes.push(e.message.clone());
                 return result.map_err(|mut refusal| {
-                    refusal.message = format!("{}; {}", refusal.message, e.message);
+                    if let UpstreamError::Auth { because, .. } = &mut refusal {
+                        *because = Some(e.message);
+                    }
                     refusal
                 });
             }

@@ -71,11 +71,7 @@ where
         report: &mut Prewarmed,
     ) -> Result<(), RegistryError> {
         // Fetched here, not through an owner: an owner would answer some client's request.
-        let direct = Door {
-            coalesce: None,
-            digest_owner: None,
-            ..*self
-        };
+        let direct = self.direct();
         let (target, reference) = parse_image(self.config, image, host)?;
         let mut outcome = Outcome::default();
         let mut manifests = vec![reference];
@@ -189,11 +185,7 @@ where
             Reference::Digest(_) => String::new(),
         };
         // A HEAD, answered here: an owner would answer the client's request (this resolve).
-        let direct = Door {
-            coalesce: None,
-            digest_owner: None,
-            ..*self
-        };
+        let direct = self.direct();
         let answer = direct
             .manifest(&target, &reference, true, None, outcome)
             .await?;
@@ -450,11 +442,7 @@ where
                 // Read here, not through an owner: the owner would answer the client's request
                 // (this referrers call), not the tag's manifest.
                 // (Its bytes are read here: no owner either, whose answer would be a stream.)
-                let direct = Door {
-                    coalesce: None,
-                    digest_owner: None,
-                    ..*self
-                };
+                let direct = self.direct();
                 // By tag, not through `manifest`: a listing of signatures is not an image the
                 // policy judges (and `VERIFY` looks up referrers itself).
                 let Reference::Tag(tag) = &tag else {

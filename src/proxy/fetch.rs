@@ -3,6 +3,19 @@
 
 use super::*;
 
+impl<'a, K, B, U, C> Door<'a, K, B, U, C> {
+    /// This door, fetching its own misses: for a request the door makes for itself (a pre-warm
+    /// walk, a resolve, the referrers and bundles it reads), whose answer an owner must not give
+    /// (an owner answers a client's request, as a stream). The one place the owners are dropped.
+    pub(super) fn direct(&self) -> Door<'a, K, B, U, C> {
+        Door {
+            coalesce: None,
+            digest_owner: None,
+            ..*self
+        }
+    }
+}
+
 impl<K, B, U, C> Door<'_, K, B, U, C>
 where
     K: Kv,
@@ -75,10 +88,11 @@ where
         tail: &str,
         headers: Headers,
         outcome: &mut Outcome,
-    ) -> Result<Fetched<U::Body>, RegistryError> {
-        let primary = self.config.upstream(&target.registry).ok_or_else(|| {
-            RegistryError::new(ErrorCode::NameUnknown, "registry is not configured")
-        })?;
+    ) -> Result<Fetched<U::Body>, UpstreamError> {
+        let primary = self
+            .config
+            .upstream(&target.registry)
+            .ok_or(UpstreamError::NotConfigured)?;
         let backoff = self.backoff();
         let mut answer = None;
         for (i, upstream) in std::iter::once(primary)
@@ -96,16 +110,10 @@ where
                     "{} is down: not asked (next probe in {retry_in} s)",
                     upstream.url
                 ));
-                let mut e = RegistryError::new(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "{} is unreachable; the mirror retries it in {retry_in} s",
-                        target.registry
-                    ),
-                )
-                .with_status(503);
-                e.retry_after = Some(retry_in.to_string());
-                answer = Some(Err(e));
+                answer = Some(Err(UpstreamError::Down {
+                    registry: target.registry.clone(),
+                    retry_in,
+                }));
                 continue;
             }
             let result = self
@@ -151,21 +159,24 @@ where
 }
 
 /// Whether an upstream answer is a failure worth serving stale content or trying a fallback for.
-pub(super) fn is_transient<B>(answer: &Result<Fetched<B>, RegistryError>) -> bool {
+pub(super) fn is_transient<B>(answer: &Result<Fetched<B>, UpstreamError>) -> bool {
     match answer {
         Ok(f) => f.status == 429 || f.status >= 500,
-        Err(e) => matches!(e.code, ErrorCode::Unavailable | ErrorCode::TooManyRequests),
+        Err(e) => e.is_transient(),
     }
 }
 
 /// Whether an answer means the upstream is not serving at all (unreachable, timed out, rate
 /// limiting, or a gateway saying so), as opposed to an answer about one resource.
-pub(super) fn is_outage<B>(answer: &Result<Fetched<B>, RegistryError>) -> bool {
+pub(super) fn is_outage<B>(answer: &Result<Fetched<B>, UpstreamError>) -> bool {
     match answer {
         Ok(f) => matches!(f.status, 429 | 502 | 503 | 504),
-        Err(e) => {
-            e.code == ErrorCode::TooManyRequests
-                || (e.code == ErrorCode::Unavailable && e.status >= 502)
-        }
+        Err(e) => e.is_outage(),
     }
+}
+
+/// Whether an error that already reached the client's shape (an owner's answer, a body that
+/// could not be read) is worth serving stale content for: the same rule as [`is_transient`].
+pub(super) fn is_transient_error(e: &RegistryError) -> bool {
+    matches!(e.code, ErrorCode::Unavailable | ErrorCode::TooManyRequests)
 }

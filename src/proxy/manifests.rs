@@ -172,7 +172,7 @@ where
                 if let (Some(pointer), Some(digest)) = (&pointer, &digest) {
                     let why = match &answer {
                         Ok(f) => format!("upstream answered {}", f.status),
-                        Err(e) => e.message.clone(),
+                        Err(e) => e.message(),
                     };
                     let known = (pointer, digest, cached.as_ref());
                     if let Some(reply) = self.stale_tag(known, head, accept, &why, outcome) {
@@ -184,7 +184,7 @@ where
             // revoked, keeps the copy the door holds in service rather than failing every pull.
             let refusal = match &answer {
                 Ok(f) if f.status != 200 => Some(f.status),
-                Err(e) if e.code == ErrorCode::Denied => Some(401),
+                Err(e) if e.is_refusal() => Some(401),
                 _ => None,
             };
             let opted = |status: u16| {
@@ -263,7 +263,7 @@ where
                 }
                 // The new manifest could not be had (a body that stalled past its deadline, an
                 // outage between the HEAD and the GET): what was cached is served instead.
-                Err(e) if is_transient::<U::Body>(&Err(e.clone())) => {
+                Err(e) if is_transient_error(&e) => {
                     match (
                         cached.filter(|r| acceptable(&r.media_type, accept)),
                         &digest,
@@ -371,7 +371,7 @@ where
             if is_transient(&answer) {
                 let why = match &answer {
                     Ok(f) => format!("upstream answered {}", f.status),
-                    Err(e) => e.message.clone(),
+                    Err(e) => e.message(),
                 };
                 return Ok(self.stale(record.clone(), digest, head, &why, outcome));
             }
@@ -392,7 +392,7 @@ where
             .await;
         let (digest, record) = match (received, cached, &digest) {
             (Ok(got), _, _) => got,
-            (Err(e), Some(record), Some(old)) if is_transient::<U::Body>(&Err(e.clone())) => {
+            (Err(e), Some(record), Some(old)) if is_transient_error(&e) => {
                 return Ok(self.stale(record, old, false, &e.message, outcome));
             }
             (Err(e), _, _) => return Err(e),

@@ -39,7 +39,7 @@ use crate::signing::sigv4::{PresignRequest, R2_REGION, S3_SERVICE};
 use crate::signing::url_token;
 use crate::upstream::health::{Admit, Backoff, Health};
 use crate::upstream::token::TokenCache;
-use crate::upstream::{net_error, upstream_status, Client};
+use crate::upstream::{net_error, upstream_status, Client, UpstreamError};
 use std::cell::RefCell;
 
 mod blobs;
@@ -50,7 +50,7 @@ mod manifests;
 mod policy;
 
 pub use endpoints::Prewarmed;
-use fetch::is_transient;
+use fetch::{is_transient, is_transient_error};
 pub use policy::POLICY_HEADER;
 
 /// The spec's limit that registries apply to manifests (distribution: 4 MiB).

@@ -421,11 +421,7 @@ where
         keys: &KeySet,
         outcome: &mut Outcome,
     ) -> Result<Signed, RegistryError> {
-        let direct = Door {
-            coalesce: None,
-            digest_owner: None,
-            ..*self
-        };
+        let direct = self.direct();
         let listing = direct
             .referrers(target, digest, Some(sigstore::BUNDLE_TYPE), false, outcome)
             .await?;

@@ -12,6 +12,7 @@
 
 pub mod challenge;
 pub mod cloud;
+pub mod error;
 pub mod health;
 pub mod realm;
 pub mod token;
@@ -21,6 +22,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::oci::Repository;
 use crate::ports::{Fetched, Headers, HttpMethod, NetError, OutboundRequest, Upstream};
 use base64::Engine as _;
+pub use error::{AuthRefusal, Fault, RedirectRefusal, UpstreamError};
 use std::cell::{Cell, RefCell};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use token::{parse_token_response, pull_scope, BearerRealm, TokenCache};
@@ -78,14 +80,13 @@ impl<'a, U: Upstream> Client<'a, U> {
         repository: &Repository,
         tail: &str,
         headers: Headers,
-    ) -> Result<Fetched<U::Body>, RegistryError> {
+    ) -> Result<Fetched<U::Body>, UpstreamError> {
         let url = Url::parse(&format!(
             "{}/v2/{repository}/{tail}",
             self.upstream.url.as_str().trim_end_matches('/')
         ))
-        .map_err(|e| RegistryError::new(ErrorCode::Unknown, format!("upstream URL: {e}")))?;
+        .map_err(|e| UpstreamError::BadUrl(e.to_string()))?;
         let scope = pull_scope(repository.as_str());
-        let registry = self.upstream.name.as_str();
         // Tokens belong to the upstream that issued them: a fallback mirror has its own.
         let token_key = self.upstream.url.as_str();
 
@@ -149,19 +150,13 @@ impl<'a, U: Upstream> Client<'a, U> {
             self.tokens.borrow_mut().remember_realm(token_key, realm);
             format!("Bearer {token}")
         } else if challenges.iter().any(|c| c.scheme == "basic") {
-            let creds = self.basic().ok_or_else(|| {
-                RegistryError::new(
-                    ErrorCode::Denied,
-                    format!("{registry} requires credentials and none are configured"),
-                )
-            })?;
+            let creds = self
+                .basic()
+                .ok_or_else(|| self.auth(AuthRefusal::NoCredentials))?;
             self.tokens.borrow_mut().basic.insert(token_key.to_owned());
             creds
         } else {
-            return Err(RegistryError::new(
-                ErrorCode::Unavailable,
-                format!("{registry} answered 401 without a usable challenge"),
-            ));
+            return Err(self.fault(Fault::NoChallenge));
         };
         req.headers.set("authorization", authorization);
         let (second, answered_by) = self.send(req).await?;
@@ -172,10 +167,9 @@ impl<'a, U: Upstream> Client<'a, U> {
                 return Err(self.redirected_challenge(&answered_by));
             }
             self.refused.set(true);
-            return Err(RegistryError::new(
-                ErrorCode::Denied,
-                format!("{registry} refused the mirror's credentials for {repository}"),
-            ));
+            return Err(self.auth(AuthRefusal::Credentials {
+                repository: repository.to_string(),
+            }));
         }
         self.refused.set(second.status == 403 && upstream);
         Ok(second)
@@ -188,25 +182,14 @@ impl<'a, U: Upstream> Client<'a, U> {
         realm: &BearerRealm,
         asked_scope: Option<&str>,
         scope: &str,
-    ) -> Result<String, RegistryError> {
+    ) -> Result<String, UpstreamError> {
         let registry = self.upstream.name.as_str();
         if realm.realm.is_empty() {
-            return Err(RegistryError::new(
-                ErrorCode::Unavailable,
-                format!("{registry} sent a bearer challenge without a realm"),
-            ));
+            return Err(self.fault(Fault::RealmMissing));
         }
-        let mut url = Url::parse(&realm.realm).map_err(|_| {
-            RegistryError::new(
-                ErrorCode::Unavailable,
-                format!("{registry} sent an unusable token realm"),
-            )
-        })?;
+        let mut url = Url::parse(&realm.realm).map_err(|_| self.fault(Fault::RealmUnusable))?;
         if !is_http(&url) {
-            return Err(RegistryError::new(
-                ErrorCode::Unavailable,
-                format!("{registry} sent a token realm that is not http(s)"),
-            ));
+            return Err(self.fault(Fault::RealmNotHttp));
         }
         self.check_host(&url, "token realm")?;
         {
@@ -241,18 +224,10 @@ impl<'a, U: Upstream> Client<'a, U> {
             200 => {}
             401 | 403 => {
                 self.refused.set(!anonymous);
-                let whose = if anonymous {
-                    "an anonymous token"
-                } else {
-                    "the mirror's credentials"
-                };
-                return Err(RegistryError::new(
-                    ErrorCode::Denied,
-                    format!("{registry}'s token service refused {whose}"),
-                ));
+                return Err(self.auth(AuthRefusal::TokenService { anonymous }));
             }
             s => {
-                return Err(upstream_status(
+                return Err(UpstreamError::status(
                     s,
                     &answer.headers,
                     ErrorCode::Unavailable,
@@ -264,9 +239,9 @@ impl<'a, U: Upstream> Client<'a, U> {
             .port
             .read(answer.body, MAX_TOKEN_BODY)
             .await
-            .map_err(|e| net_error(registry, e))?;
+            .map_err(|e| UpstreamError::net(registry, e))?;
         let token = parse_token_response(&body, self.now)
-            .map_err(|e| RegistryError::new(ErrorCode::Unavailable, format!("{registry}: {e}")))?;
+            .map_err(|e| self.fault(Fault::Token(e.to_string())))?;
         let value = token.value.clone();
         self.tokens
             .borrow_mut()
@@ -275,18 +250,14 @@ impl<'a, U: Upstream> Client<'a, U> {
     }
 
     /// The error for a `401` from `host`, reached by a redirect: not answered, not remembered.
-    fn redirected_challenge(&self, answered_by: &Url) -> RegistryError {
+    fn redirected_challenge(&self, answered_by: &Url) -> UpstreamError {
         let host = answered_by.host_str().unwrap_or_default();
         self.note(format!(
             "a 401 from {host}, reached by a redirect, was not answered"
         ));
-        RegistryError::new(
-            ErrorCode::Denied,
-            format!(
-                "{} redirected to {host}, which asked for credentials; the mirror sends none there",
-                self.upstream.name
-            ),
-        )
+        self.auth(AuthRefusal::RedirectedChallenge {
+            host: host.to_owned(),
+        })
     }
 
     fn basic(&self) -> Option<String> {
@@ -305,7 +276,7 @@ impl<'a, U: Upstream> Client<'a, U> {
     async fn send(
         &self,
         mut req: OutboundRequest,
-    ) -> Result<(Fetched<U::Body>, Url), RegistryError> {
+    ) -> Result<(Fetched<U::Body>, Url), UpstreamError> {
         let registry = self.upstream.name.as_str();
         for _ in 0..=MAX_REDIRECTS {
             self.calls.set(self.calls.get() + 1);
@@ -313,7 +284,7 @@ impl<'a, U: Upstream> Client<'a, U> {
                 .port
                 .send(req.clone())
                 .await
-                .map_err(|e| net_error(registry, e))?;
+                .map_err(|e| UpstreamError::net(registry, e))?;
             if !matches!(res.status, 301 | 302 | 303 | 307 | 308) {
                 return Ok((res, req.url));
             }
@@ -322,39 +293,50 @@ impl<'a, U: Upstream> Client<'a, U> {
                 .get("location")
                 .and_then(|l| req.url.join(l).ok())
                 .filter(is_http)
-                .ok_or_else(|| {
-                    RegistryError::new(
-                        ErrorCode::Unavailable,
-                        format!("{registry} redirected without a usable Location"),
-                    )
-                })?;
+                .ok_or_else(|| self.redirect_refused(RedirectRefusal::NoLocation))?;
             self.check_host(&next, "redirect")?;
             if next.origin() != req.url.origin() {
                 req.headers.remove("authorization");
             }
             req.url = next;
         }
-        Err(RegistryError::new(
-            ErrorCode::Unavailable,
-            format!("{registry} redirected more than {MAX_REDIRECTS} times"),
-        ))
+        Err(self.redirect_refused(RedirectRefusal::TooMany { max: MAX_REDIRECTS }))
     }
 }
 
 impl<U> Client<'_, U> {
     /// No SSRF: a realm or redirect may name any public host, but a private, loopback or
     /// link-local one only when the upstream itself was configured on such an address.
-    fn check_host(&self, url: &Url, what: &str) -> Result<(), RegistryError> {
+    fn check_host(&self, url: &Url, what: &'static str) -> Result<(), UpstreamError> {
         if is_private(url) && !is_private(&self.upstream.url) {
-            return Err(RegistryError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "{} sent a {what} to a private address; refused",
-                    self.upstream.name
-                ),
-            ));
+            return Err(UpstreamError::PrivateAddress {
+                registry: self.upstream.name.clone(),
+                what,
+            });
         }
         Ok(())
+    }
+
+    fn auth(&self, refusal: AuthRefusal) -> UpstreamError {
+        UpstreamError::Auth {
+            registry: self.upstream.name.clone(),
+            refusal,
+            because: None,
+        }
+    }
+
+    fn fault(&self, fault: Fault) -> UpstreamError {
+        UpstreamError::Protocol {
+            registry: self.upstream.name.clone(),
+            fault,
+        }
+    }
+
+    fn redirect_refused(&self, refusal: RedirectRefusal) -> UpstreamError {
+        UpstreamError::RedirectRefused {
+            registry: self.upstream.name.clone(),
+            refusal,
+        }
     }
 }
 
@@ -450,41 +432,12 @@ pub fn upstream_status(
     not_found: ErrorCode,
     registry: &str,
 ) -> RegistryError {
-    match status {
-        404 => RegistryError::new(not_found, format!("{registry} does not have it")),
-        401 | 403 => RegistryError::new(
-            ErrorCode::Denied,
-            format!("{registry} refused the mirror access ({status})"),
-        ),
-        416 => {
-            let mut e = RegistryError::new(
-                ErrorCode::RangeInvalid,
-                format!("{registry} cannot serve that range"),
-            );
-            e.content_range = headers.get("content-range").map(str::to_owned);
-            e
-        }
-        429 => {
-            let mut e = RegistryError::new(
-                ErrorCode::TooManyRequests,
-                format!("{registry} is rate-limiting the mirror"),
-            );
-            e.retry_after = headers.get("retry-after").map(str::to_owned);
-            e
-        }
-        504 => RegistryError::new(
-            ErrorCode::Unavailable,
-            format!("{registry} timed out (504)"),
-        )
-        .with_status(504),
-        s => RegistryError::new(ErrorCode::Unavailable, format!("{registry} answered {s}")),
-    }
+    UpstreamError::status(status, headers, not_found, registry).into()
 }
 
+/// The error for an upstream body that could not be read.
 pub fn net_error(registry: &str, e: NetError) -> RegistryError {
-    let status = if e == NetError::Timeout { 504 } else { 502 };
-    RegistryError::new(ErrorCode::Unavailable, format!("upstream {registry} {e}"))
-        .with_status(status)
+    UpstreamError::net(registry, e).into()
 }
 
 #[cfg(test)]
