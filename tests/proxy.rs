@@ -3940,3 +3940,30 @@ fn large_or_corrupt_inline_manifests_are_read_by_digest() {
         "only v1's first pull went upstream"
     );
 }
+
+/// A tag revalidated past its TTL keeps its one-read warm pull: unchanged (by a GET or a HEAD)
+/// the pointer keeps carrying the manifest; moved, it carries the new one.
+#[test]
+fn revalidated_tags_stay_one_kv_read() {
+    let (reg, _, _) = image();
+    let mut w = World::new(reg);
+    let warm_reads = |w: &World| {
+        let gets = w.kv.gets.get();
+        let (r, o) = w.get("/v2/team/app/manifests/v1");
+        assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
+        (w.kv.gets.get() - gets, body(&r))
+    };
+    let (cold, _) = w.get("/v2/team/app/manifests/v1");
+    for method in ["GET", "HEAD"] {
+        w.now.set(w.now.get() + TTL + 1);
+        let (r, o) = w.request(method, "/v2/team/app/manifests/v1", None);
+        assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Revalidated)));
+        assert_eq!(warm_reads(&w), (1, body(&cold)), "after a {method}");
+    }
+    let moved = b"{\"schemaVersion\":2,\"moved\":true}";
+    w.reg.add_manifest("team/app", "v1", MANIFEST, moved);
+    w.now.set(w.now.get() + TTL + 1);
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Miss)));
+    assert_eq!(warm_reads(&w), (1, moved.to_vec()));
+}

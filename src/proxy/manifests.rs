@@ -232,8 +232,9 @@ where
                 outcome.cache = Some(CacheOutcome::Revalidated);
             }
             let media_type = learned.media_type.clone().unwrap_or_default();
-            let fetch_next =
-                !head && !(same && cached.is_some()) && acceptable(&media_type, accept);
+            // Whether the new manifest is fetched below (the pointer is written after it).
+            let known = same && cached.is_some();
+            let fetch_next = !(head || known) && acceptable(&media_type, accept);
             if !fetch_next {
                 // Unchanged: the pointer keeps carrying the manifest the door holds.
                 let learned = match cached.as_ref().filter(|_| same) {
