@@ -28,10 +28,12 @@ struct MemKv {
     map: RefCell<std::collections::BTreeMap<String, Entry>>,
     fail_puts: Cell<bool>,
     puts: Cell<u32>,
+    gets: Cell<u32>,
 }
 
 impl Kv for MemKv {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        self.gets.set(self.gets.get() + 1);
         Ok(self.map.borrow().get(key).cloned())
     }
     async fn put(&self, key: &str, value: Vec<u8>, read_day: u64) -> Result<(), StoreError> {
@@ -3825,4 +3827,143 @@ fn with_upstream_down_the_worker_serves_stale_itself_instead_of_queueing_at_the_
         );
         assert!(keys.is_empty(), "handed to the owner: {keys:?}");
     }
+}
+
+/// A warm pull of a tag inside its TTL is one KV read: the tag's record carries the manifest
+/// (`INLINE_MANIFEST_BYTES`), for a GET and a HEAD alike, and nothing else is read or written.
+#[test]
+fn warm_tag_pull_is_one_kv_read() {
+    let (reg, digest, _) = image();
+    let w = World::new(reg);
+    let (cold, _) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!(cold.status, 200);
+    let upstream = w.reg.total();
+    for method in ["GET", "HEAD", "GET"] {
+        let (gets, puts) = (w.kv.gets.get(), w.kv.puts.get());
+        let (r, o) = w.request(method, "/v2/team/app/manifests/v1", None);
+        assert_eq!(
+            (r.status, o.cache),
+            (200, Some(CacheOutcome::Hit)),
+            "{method}"
+        );
+        assert_eq!(w.kv.gets.get() - gets, 1, "{method}: one KV read");
+        assert_eq!(w.kv.puts.get() - puts, 0, "{method}: no KV write");
+        assert_eq!(
+            r.headers.get("docker-content-digest"),
+            Some(digest.to_string().as_str())
+        );
+        assert_eq!(r.headers.get("content-type"), Some(MANIFEST));
+        assert_eq!(
+            r.headers.get("content-length"),
+            Some(body(&cold).len().to_string().as_str())
+        );
+        let want = if method == "GET" { body(&cold) } else { vec![] };
+        assert_eq!(body(&r), want, "{method}: the exact bytes");
+    }
+    assert_eq!(w.reg.total(), upstream, "nothing asked upstream");
+}
+
+/// Tag records written before they carried manifests are still served, by digest (two reads).
+#[test]
+fn old_tag_records_are_served_by_digest() {
+    let (reg, digest, _) = image();
+    let w = World::new(reg);
+    let (cold, _) = w.get("/v2/team/app/manifests/v1");
+    let key = "v1/tags/reg.test/team/app/v1";
+    let old = format!(
+        r#"{{"digest":"{digest}","fetched_at":{},"mediaType":"{MANIFEST}","size":{}}}"#,
+        w.now.get(),
+        body(&cold).len()
+    );
+    w.kv.map.borrow_mut().get_mut(key).unwrap().value = old.into_bytes();
+    let upstream = w.reg.total();
+    let gets = w.kv.gets.get();
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
+    assert_eq!(body(&r), body(&cold));
+    assert_eq!(w.kv.gets.get() - gets, 2, "the pointer, then the manifest");
+    // The oldest records name the digest only.
+    let oldest = format!(r#"{{"digest":"{digest}","fetched_at":{}}}"#, w.now.get());
+    w.kv.map.borrow_mut().get_mut(key).unwrap().value = oldest.into_bytes();
+    let (r, o) = w.request("HEAD", "/v2/team/app/manifests/v1", None);
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
+    assert_eq!(r.headers.get("content-type"), Some(MANIFEST));
+    assert_eq!(w.reg.total(), upstream, "nothing asked upstream");
+}
+
+/// A tag whose manifest is above the inline limit keeps a small pointer and is served in two
+/// reads; a record whose carried bytes no longer match its digest falls back the same way.
+#[test]
+fn large_or_corrupt_inline_manifests_are_read_by_digest() {
+    let mut reg = FakeRegistry::new();
+    let pad = "x".repeat(frontdoor::cache::INLINE_MANIFEST_BYTES);
+    let manifest =
+        format!(r#"{{"schemaVersion":2,"mediaType":"{MANIFEST}","layers":[],"pad":"{pad}"}}"#);
+    let digest = reg.add_manifest("team/app", "big", MANIFEST, manifest.as_bytes());
+    let small = reg.add_manifest("team/app", "v1", MANIFEST, br#"{"schemaVersion":2}"#);
+    let w = World::new(reg);
+    assert_eq!(w.get("/v2/team/app/manifests/big").0.status, 200);
+    let pointer = w.kv.map.borrow()["v1/tags/reg.test/team/app/big"]
+        .value
+        .clone();
+    assert!(pointer.len() < 1024, "the pointer names the digest only");
+    let upstream = w.reg.total();
+    let gets = w.kv.gets.get();
+    let (r, o) = w.get("/v2/team/app/manifests/big");
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
+    assert_eq!(body(&r), manifest.as_bytes());
+    assert_eq!(w.kv.gets.get() - gets, 2, "the pointer, then the manifest");
+    assert_eq!(
+        r.headers.get("docker-content-digest"),
+        Some(digest.to_string().as_str())
+    );
+
+    assert_eq!(w.get("/v2/team/app/manifests/v1").0.status, 200);
+    let key = "v1/tags/reg.test/team/app/v1";
+    w.kv.map.borrow_mut().get_mut(key).unwrap().value.push(b' ');
+    let gets = w.kv.gets.get();
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
+    assert_eq!(
+        body(&r),
+        br#"{"schemaVersion":2}"#,
+        "never the corrupt bytes"
+    );
+    assert_eq!(w.kv.gets.get() - gets, 2);
+    assert_eq!(
+        r.headers.get("docker-content-digest"),
+        Some(small.to_string().as_str())
+    );
+    assert_eq!(
+        w.reg.total(),
+        upstream + 1,
+        "only v1's first pull went upstream"
+    );
+}
+
+/// A tag revalidated past its TTL keeps its one-read warm pull: unchanged (by a GET or a HEAD)
+/// the pointer keeps carrying the manifest; moved, it carries the new one.
+#[test]
+fn revalidated_tags_stay_one_kv_read() {
+    let (reg, _, _) = image();
+    let mut w = World::new(reg);
+    let warm_reads = |w: &World| {
+        let gets = w.kv.gets.get();
+        let (r, o) = w.get("/v2/team/app/manifests/v1");
+        assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Hit)));
+        (w.kv.gets.get() - gets, body(&r))
+    };
+    let (cold, _) = w.get("/v2/team/app/manifests/v1");
+    for method in ["GET", "HEAD"] {
+        w.now.set(w.now.get() + TTL + 1);
+        let (r, o) = w.request(method, "/v2/team/app/manifests/v1", None);
+        assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Revalidated)));
+        assert_eq!(warm_reads(&w), (1, body(&cold)), "after a {method}");
+    }
+    let moved = b"{\"schemaVersion\":2,\"moved\":true}";
+    w.reg.add_manifest("team/app", "v1", MANIFEST, moved);
+    w.now.set(w.now.get() + TTL + 1);
+    let (r, o) = w.get("/v2/team/app/manifests/v1");
+    assert_eq!((r.status, o.cache), (200, Some(CacheOutcome::Miss)));
+    assert_eq!(warm_reads(&w), (1, moved.to_vec()));
 }

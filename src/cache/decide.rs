@@ -103,6 +103,7 @@ mod tests {
             fetched_at,
             media_type: Some(INDEX.into()),
             size: Some(100),
+            manifest: None,
         }
     }
 

@@ -4,7 +4,8 @@
 //! KV (binding CACHE)
 //! └── v1/
 //!     ├── manifests/<registry>/<repository>/<algorithm>/<hex>   ManifestRecord, immutable
-//!     ├── tags/<registry>/<repository>/<tag>                    TagRecord: the canonical answer
+//!     ├── tags/<registry>/<repository>/<tag>                    TagRecord: the canonical answer,
+//!     │                                                         carrying its manifest (≤ 64 KiB)
 //!     ├── tags/<registry>/<repository>/<tag>@t<set>             TagRecord: a narrow client's answer
 //!     ├── absent/<registry>/<repository>/<reference>            AbsentRecord: upstream said 404
 //!     ├── links/<registry>/<repository>/<algorithm>/<hex>       the blob belongs to the repository
@@ -29,6 +30,12 @@
 //! Every `v1/` record carries, in its KV metadata, the day it was last read; the retention sweep
 //! (`crate::retention`) lists `v1/` and deletes what has not been read for `RETENTION_DAYS`,
 //! taking a blob's bytes from R2 with its `v1/blobs/` mark.
+//!
+//! A tag's record carries the manifest it names when that is small (`INLINE_MANIFEST_BYTES`;
+//! typically a few KiB): a warm pull of the tag is then one KV read, where a pointer alone costs
+//! two in sequence (the pointer, then `manifests/` by digest). The manifest is still stored by
+//! digest — pulls by digest, HEADs that learn only the digest and larger manifests read it there
+//! — and is marked read whenever its tag's record is, so retention keeps the two together.
 //!
 //! Manifests are kept per repository (they are small, and a manifest names what a repository
 //! holds); blobs are shared by digest across repositories and registries, since the same bytes

@@ -6,4 +6,4 @@ pub mod keys;
 pub mod multipart;
 mod record;
 
-pub use record::{AbsentRecord, ManifestRecord, TagRecord};
+pub use record::{AbsentRecord, ManifestRecord, TagRecord, INLINE_MANIFEST_BYTES};

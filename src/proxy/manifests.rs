@@ -87,18 +87,19 @@ where
     ) -> Result<Reply<U::Body>, RegistryError> {
         let (registry, repo) = (&target.registry, &target.repository);
         let tag_key = keys::tag(registry, repo, tag);
-        let pointer = self
-            .kv_get(&tag_key, outcome)
-            .await
-            .and_then(|b| TagRecord::decode(&b));
+        let (mut pointer, marked) = self.read_pointer(&tag_key, outcome).await;
         let digest = pointer.as_ref().and_then(|p| Digest::parse(&p.digest).ok());
-        let pointer = pointer.filter(|_| digest.is_some());
-        // A GET needs the manifest; so does a HEAD when the pointer predates type and size.
-        let needs_manifest = !head
-            || pointer
-                .as_ref()
-                .is_some_and(|p| p.media_type.is_none() || p.size.is_none());
-        let mut cached = None;
+        pointer = pointer.filter(|_| digest.is_some());
+        // The manifest, when the pointer carries it: the warm pull's one KV read.
+        let mut cached = self
+            .carried(target, pointer.as_mut(), digest.as_ref(), marked, outcome)
+            .await;
+        // Else a GET needs the manifest; so does a HEAD when the pointer predates type and size.
+        let needs_manifest = cached.is_none()
+            && (!head
+                || pointer
+                    .as_ref()
+                    .is_some_and(|p| p.media_type.is_none() || p.size.is_none()));
         if let (Some(d), true) = (&digest, needs_manifest) {
             cached = self.cached_manifest(target, d, outcome).await;
         }
@@ -200,10 +201,13 @@ where
                     let known = (pointer, old, cached.as_ref());
                     if let Some(reply) = self.stale_tag(known, head, accept, &why, outcome) {
                         // Asked again after another TTL, not on every pull.
-                        let kept = TagRecord {
+                        let mut kept = TagRecord {
                             fetched_at: self.now,
                             ..pointer.clone()
                         };
+                        if let Some(record) = &cached {
+                            kept = kept.carrying(record);
+                        }
                         self.kv_put(&tag_key, kept.encode(), outcome).await;
                         return Ok(reply);
                     }
@@ -224,11 +228,21 @@ where
             };
             let learned_digest = Digest::parse(&learned.digest).expect("parsed above");
             let same = digest.as_ref() == Some(&learned_digest);
-            self.kv_put(&tag_key, learned.encode(), outcome).await;
             if same {
                 outcome.cache = Some(CacheOutcome::Revalidated);
             }
             let media_type = learned.media_type.clone().unwrap_or_default();
+            // Whether the new manifest is fetched below (the pointer is written after it).
+            let known = same && cached.is_some();
+            let fetch_next = !(head || known) && acceptable(&media_type, accept);
+            if !fetch_next {
+                // Unchanged: the pointer keeps carrying the manifest the door holds.
+                let learned = match cached.as_ref().filter(|_| same) {
+                    Some(record) => learned.clone().carrying(record),
+                    None => learned.clone(),
+                };
+                self.kv_put(&tag_key, learned.encode(), outcome).await;
+            }
             if !acceptable(&media_type, accept) {
                 return self.narrow(target, tag, head, accept, outcome).await;
             }
@@ -240,9 +254,22 @@ where
                     return Ok(manifest_reply(record, &learned_digest, false));
                 }
             }
-            // The manifest HEAD named, by digest: exactly those bytes, verified.
+            // The manifest HEAD named, by digest: exactly those bytes, verified — carried by the
+            // new pointer when they came back whole (not streamed from an owner).
             let cache = outcome.cache;
             let answer = self.fetch_named(target, &learned_digest, outcome).await;
+            let learned = match &answer {
+                Ok(r) if r.status == 200 => match (&r.body, r.headers.get("content-type")) {
+                    (Body::Bytes(bytes), Some(t)) if learned_digest.verifies(bytes) => learned
+                        .carrying(&ManifestRecord {
+                            media_type: t.to_owned(),
+                            bytes: bytes.clone(),
+                        }),
+                    _ => learned,
+                },
+                _ => learned,
+            };
+            self.kv_put(&tag_key, learned.encode(), outcome).await;
             let failed = |status: u16| status == 429 || status >= 500;
             return match answer {
                 Ok(reply) if failed(reply.status) => {
@@ -337,18 +364,15 @@ where
     ) -> Result<Reply<U::Body>, RegistryError> {
         let (registry, repo) = (&target.registry, &target.repository);
         let key = keys::narrow_tag(registry, repo, tag, &AcceptSet::of(accept).key());
-        let pointer = self
-            .kv_get(&key, outcome)
-            .await
-            .and_then(|b| TagRecord::decode(&b));
+        let (mut pointer, marked) = self.read_pointer(&key, outcome).await;
         let digest = pointer.as_ref().and_then(|p| Digest::parse(&p.digest).ok());
-        let mut cached = None;
-        if let Some(d) = &digest {
-            cached = self
-                .cached_manifest(target, d, outcome)
-                .await
-                .filter(|r| acceptable(&r.media_type, accept));
+        let mut cached = self
+            .carried(target, pointer.as_mut(), digest.as_ref(), marked, outcome)
+            .await;
+        if let (Some(d), None) = (&digest, &cached) {
+            cached = self.cached_manifest(target, d, outcome).await;
         }
+        cached = cached.filter(|r| acceptable(&r.media_type, accept));
         let fresh = pointer
             .as_ref()
             .is_some_and(|p| p.is_fresh(self.now, self.config.tag_ttl_seconds));
@@ -400,6 +424,39 @@ where
         let pointer = TagRecord::of(&digest, &record, self.now);
         self.kv_put(&key, pointer.encode(), outcome).await;
         Ok(manifest_reply(record, &digest, false))
+    }
+
+    /// A tag's record, and whether this read marked it read today (see `Door::kv_read`).
+    async fn read_pointer(&self, key: &str, outcome: &mut Outcome) -> (Option<TagRecord>, bool) {
+        match self.kv_read(key, outcome).await {
+            Some((value, marked)) => (TagRecord::decode(&value), marked),
+            None => (None, false),
+        }
+    }
+
+    /// The manifest `pointer` carries, if it carries a usable one. The manifest's own record is
+    /// then not read on a warm pull; so that retention keeps it as long as the tag is pulled, it
+    /// is marked read whenever the pointer is (`marked`: the day's first read) — and stored
+    /// again from the pointer's copy if it is gone.
+    async fn carried(
+        &self,
+        target: &Target,
+        pointer: Option<&mut TagRecord>,
+        digest: Option<&Digest>,
+        marked: bool,
+        outcome: &mut Outcome,
+    ) -> Option<ManifestRecord> {
+        let digest = digest?;
+        let record = pointer?
+            .inline(digest)
+            .filter(|r| manifest_media_type(&r.media_type).is_some())?;
+        if marked {
+            let key = keys::manifest(&target.registry, &target.repository, digest);
+            if self.kv_read(&key, outcome).await.is_none() {
+                self.kv_put(&key, record.encode(), outcome).await;
+            }
+        }
+        Some(record)
     }
 
     /// The manifest stored under `digest` for this repository, if any (and if it still verifies).
@@ -638,6 +695,7 @@ pub(super) fn pointer_from_head(
         fetched_at: now,
         media_type,
         size,
+        manifest: None,
     })
 }
 

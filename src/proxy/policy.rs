@@ -214,7 +214,13 @@ where
             }
         }
         let name = format!("{}/{}", target.registry, target.repository);
+        let policy = &self.config.policy;
+        let keys = policy.keys_for(&name);
+        // What an index lists matters only to `DENY` and `VERIFY`: without either, a warm pull
+        // neither parses the manifest nor reads it again for a HEAD.
+        let wanted = !policy.deny.is_empty() || keys.is_some();
         let listed = match &reply.body {
+            _ if !wanted => Vec::new(),
             Body::Bytes(bytes) => rules::listed(bytes),
             // A HEAD: the index the door holds, if it holds it.
             _ if reply
@@ -229,16 +235,15 @@ where
             }
             _ => Vec::new(),
         };
-        let policy = &self.config.policy;
         // `DENY` first: nothing is fetched to verify what is refused anyway.
         rules::admit(policy, &name, &digest, &listed, &Signed::NotRequired)
             .map_err(|r| self.refuse(r, outcome))?;
-        let is_signature = match &reply.body {
+        let is_signature = |body: &Body<U::Body>| match body {
             Body::Bytes(bytes) => rules::is_signature_artifact(bytes),
             _ => false,
         };
-        let signed = match policy.keys_for(&name) {
-            Some(keys) if !is_signature => {
+        let signed = match keys {
+            Some(keys) if !is_signature(&reply.body) => {
                 self.signed(target, &digest, keys, &listed, outcome).await?
             }
             _ => Signed::NotRequired,
