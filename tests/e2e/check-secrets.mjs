@@ -3,7 +3,7 @@
 // a scripted upstream's credential sink received where the service account's credentials must not
 // go (sink-*.txt, written by tests/e2e/lib/realmsink.mjs, Basic credentials decoded).
 // Usage: node tests/e2e/check-secrets.mjs $FRONTDOOR_LOG_DIR
-import { readdirSync, readFileSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
 import path from "node:path";
 
 const dir = process.argv[2];
@@ -15,10 +15,29 @@ const scanned = files.filter((f) => ["log-", "answers-", "sink-"].some((p) => f.
 const sinks = files.filter((f) => f.startsWith("sink-")).length;
 let bytes = 0;
 const leaks = [];
+// Files are read in pieces that overlap by the longest secret, so a recording of any size (a
+// herd's blob answers run to hundreds of MiB) is scanned whole.
+const needles = [...secrets].map((s) => Buffer.from(s, "utf8"));
+const overlap = Math.max(0, ...needles.map((n) => n.length)) - 1;
+const PIECE = 64 << 20;
 for (const f of scanned) {
-  const text = readFileSync(path.join(dir, f), "utf8");
-  bytes += text.length;
-  for (const s of secrets) if (text.includes(s)) leaks.push(`${f}: a configured secret (${s.length} chars)`);
+  const fd = openSync(path.join(dir, f), "r");
+  const found = new Set();
+  let carry = Buffer.alloc(0);
+  try {
+    for (;;) {
+      const piece = Buffer.alloc(PIECE);
+      const n = readSync(fd, piece, 0, PIECE, null);
+      if (n === 0) break;
+      bytes += n;
+      const window = Buffer.concat([carry, piece.subarray(0, n)]);
+      for (const s of needles) if (window.includes(s)) found.add(s.length);
+      carry = window.subarray(Math.max(0, window.length - overlap));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  for (const len of found) leaks.push(`${f}: a configured secret (${len} chars)`);
 }
 if (secrets.size === 0 || scanned.length === 0) {
   console.error("check-secrets: nothing recorded — was FRONTDOOR_LOG_DIR set for the suite?");
