@@ -12,16 +12,10 @@ import { buildImage } from "../tests/e2e/lib/image.mjs";
 import { startDoor } from "../tests/e2e/lib/door.mjs";
 import { startHubSim } from "../tests/e2e/lib/hubsim.mjs";
 import { startUpstream } from "../tests/e2e/lib/registry.mjs";
-import { tempDir } from "../tests/e2e/lib/util.mjs";
+import { MANIFEST_ACCEPT as ACCEPT, tempDir } from "../tests/e2e/lib/util.mjs";
 
 export const POLICY_IMAGES = 10;
 export const POLICY_WARM_PULLS = 100;
-const ACCEPT = [
-  "application/vnd.oci.image.index.v1+json",
-  "application/vnd.docker.distribution.manifest.list.v2+json",
-  "application/vnd.oci.image.manifest.v1+json",
-  "application/vnd.docker.distribution.manifest.v2+json",
-].join(", ");
 
 const percentile = (xs, p) => {
   const s = [...xs].sort((a, b) => a - b);

@@ -20,17 +20,11 @@ import { startHubSim } from "../tests/e2e/lib/hubsim.mjs";
 import { startProxyRegistry } from "../tests/e2e/lib/peer.mjs";
 import { startUpstream } from "../tests/e2e/lib/registry.mjs";
 import { startS3 } from "../tests/e2e/lib/s3.mjs";
-import { tempDir, waitFor } from "../tests/e2e/lib/util.mjs";
+import { MANIFEST_ACCEPT as ACCEPT, tempDir, waitFor } from "../tests/e2e/lib/util.mjs";
 
 const execFileP = promisify(execFile);
 const SVC = "svc";
 const PW = crypto.randomBytes(12).toString("hex");
-const ACCEPT = [
-  "application/vnd.oci.image.index.v1+json",
-  "application/vnd.docker.distribution.manifest.list.v2+json",
-  "application/vnd.oci.image.manifest.v1+json",
-  "application/vnd.docker.distribution.manifest.v2+json",
-].join(", ");
 const COLD_PULLS = 50;
 const TTL_BATCHES = 10;
 const TTL_BATCH = 10;

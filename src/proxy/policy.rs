@@ -416,6 +416,25 @@ where
         Ok(Signed::Unsigned(format!("{sig_tag}: {}", why.join("; "))))
     }
 
+    /// The body of a GET of `tail` upstream, read whole up to `limit` bytes; `None` when upstream
+    /// answers anything but 200 or the body cannot be read (a signature that is not there).
+    async fn read_upstream(
+        &self,
+        target: &Target,
+        tail: &str,
+        headers: Headers,
+        limit: usize,
+        outcome: &mut Outcome,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        let fetched = self
+            .fetch_upstream(target, HttpMethod::Get, tail, headers, outcome)
+            .await?;
+        if fetched.status != 200 {
+            return Ok(None);
+        }
+        Ok(self.upstream.read(fetched.body, limit).await.ok())
+    }
+
     /// Sigstore bundles attached as referrers (through the referrers API or its tag-schema
     /// fallback), each referrer manifest and bundle blob checked against its digest, then read
     /// (see `crate::policy::sigstore`).
@@ -443,17 +462,9 @@ where
             let mut headers = Headers::new();
             headers.set("accept", "application/vnd.oci.image.manifest.v1+json");
             let tail = format!("manifests/{referrer}");
-            let fetched = self
-                .fetch_upstream(target, HttpMethod::Get, &tail, headers, outcome)
+            let manifest = self
+                .read_upstream(target, &tail, headers, MAX_MANIFEST_BYTES, outcome)
                 .await?;
-            let manifest = match fetched.status {
-                200 => self
-                    .upstream
-                    .read(fetched.body, MAX_MANIFEST_BYTES)
-                    .await
-                    .ok(),
-                _ => None,
-            };
             let Some(manifest) = manifest.filter(|m| referrer.verifies(m)) else {
                 why.push(format!(
                     "bundle {n}: its referrer manifest could not be read"
@@ -462,17 +473,10 @@ where
             };
             for layer in sigstore::bundle_layers(&manifest) {
                 let tail = format!("blobs/{layer}");
-                let fetched = self
-                    .fetch_upstream(target, HttpMethod::Get, &tail, Headers::new(), outcome)
+                let limit = sigstore::MAX_BUNDLE_BYTES;
+                let bundle = self
+                    .read_upstream(target, &tail, Headers::new(), limit, outcome)
                     .await?;
-                let bundle = match fetched.status {
-                    200 => self
-                        .upstream
-                        .read(fetched.body, sigstore::MAX_BUNDLE_BYTES)
-                        .await
-                        .ok(),
-                    _ => None,
-                };
                 let Some(bundle) = bundle.filter(|b| layer.verifies(b)) else {
                     why.push(format!(
                         "bundle {n}: its blob could not be read or does not match its digest"
