@@ -64,15 +64,9 @@ where
             let media_type = head_media_type(registry, &fetched.headers, outcome)?;
             return Ok(head_reply(&fetched.headers, media_type));
         }
-        let fetched = self
-            .fetch_upstream(target, HttpMethod::Get, &tail, headers, outcome)
+        let (digest, record) = self
+            .get_manifest(target, &reference, &tail, headers, outcome)
             .await?;
-        if fetched.status != 200 {
-            return Err(self
-                .refused(target, &reference, &fetched, true, outcome)
-                .await);
-        }
-        let (digest, record) = self.receive(target, &reference, fetched, outcome).await?;
         Ok(manifest_reply(record, &digest, false))
     }
 
@@ -306,15 +300,9 @@ where
         }
 
         // A GET with the full Accept: the canonical answer, stored with its pointer.
-        let fetched = self
-            .fetch_upstream(target, HttpMethod::Get, &tail, headers, outcome)
+        let (digest, record) = self
+            .get_manifest(target, &reference, &tail, headers, outcome)
             .await?;
-        if fetched.status != 200 {
-            return Err(self
-                .refused(target, &reference, &fetched, true, outcome)
-                .await);
-        }
-        let (digest, record) = self.receive(target, &reference, fetched, outcome).await?;
         let pointer = TagRecord::of(&digest, &record, self.now);
         self.kv_put(&tag_key, pointer.encode(), outcome).await;
         Ok(manifest_reply(record, &digest, false))
@@ -488,6 +476,27 @@ where
             .flatten()
             .and_then(|e| AbsentRecord::decode(&e.value))
             .is_some_and(|a| a.is_fresh(self.now, self.config.negative_ttl_seconds))
+    }
+
+    /// GETs `tail` (the manifest `reference` names) upstream and [`Self::receive`]s it; any answer
+    /// but 200 is refused as [`Self::refused`] says (remembered when it is a 404).
+    async fn get_manifest(
+        &self,
+        target: &Target,
+        reference: &Reference,
+        tail: &str,
+        headers: Headers,
+        outcome: &mut Outcome,
+    ) -> Result<(Digest, ManifestRecord), RegistryError> {
+        let fetched = self
+            .fetch_upstream(target, HttpMethod::Get, tail, headers, outcome)
+            .await?;
+        if fetched.status != 200 {
+            return Err(self
+                .refused(target, reference, &fetched, true, outcome)
+                .await);
+        }
+        self.receive(target, reference, fetched, outcome).await
     }
 
     /// Reads a manifest GET's body, verifies it against `reference` and upstream's claimed digest,
