@@ -2,8 +2,9 @@
 //! outcomes, bytes from cache and from upstream, upstream calls by kind, the most pulled images, the
 //! rate-limit quota upstream last reported (Docker Hub's `ratelimit-remaining`); and the last errors.
 //!
-//! Pure: isolates accumulate a [`Stats`] per request outcome and merge it into one shared copy (a
-//! Durable Object in the worker). It holds names and numbers only — never a credential.
+//! Pure: isolates accumulate a [`Stats`] per request outcome ([`Pending`]: what an isolate counts
+//! and when it sends it) and merge it into one shared copy (a Durable Object in the worker). It
+//! holds names and numbers only — never a credential.
 
 use crate::proxy::{CacheOutcome, Outcome};
 use crate::route::Kind;
@@ -207,6 +208,58 @@ impl Stats {
     }
 }
 
+/// An isolate sends its counters at most this often (ms).
+pub const FLUSH_EVERY_MS: u64 = 2000;
+
+/// One isolate's counters not sent yet, and when it last sent them. The glue keeps one per
+/// isolate and sends what [`Pending::take_due`] gives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pending {
+    stats: Stats,
+    /// When counters were last taken (ms); 0 before the first time, so the first is due at once.
+    last_flush_ms: u64,
+}
+
+impl Pending {
+    /// Counts one request answered at `now_ms`. `owner`: the request was run by an object's owner
+    /// on behalf of a worker, which counts the answer itself (its status, bytes, image, error,
+    /// cache outcome and policy refusal: it got the owner's answer); the owner adds only what it
+    /// did upstream (a record without a cache outcome or a status).
+    pub fn record(
+        &mut self,
+        outcome: &Outcome,
+        status: u16,
+        bytes: Option<u64>,
+        now_ms: u64,
+        owner: bool,
+    ) {
+        let now = now_ms / 1000;
+        if !owner {
+            return self.stats.record(outcome, status, bytes, now);
+        }
+        let upstream_only = Outcome {
+            cache: None,
+            coalesced: false,
+            decision: None,
+            ..outcome.clone()
+        };
+        self.stats.record(&upstream_only, 0, None, now);
+    }
+
+    /// The counters to send at `now_ms`, if [`FLUSH_EVERY_MS`] has passed since they were last
+    /// taken (or `force`: an owner sends at once, and a status read sends first). Taking them
+    /// restarts the interval even when there was nothing to send.
+    pub fn take_due(&mut self, now_ms: u64, force: bool) -> Option<Stats> {
+        let due = force || now_ms.saturating_sub(self.last_flush_ms) >= FLUSH_EVERY_MS;
+        if !due {
+            return None;
+        }
+        self.last_flush_ms = now_ms;
+        let taken = std::mem::take(&mut self.stats);
+        (!taken.is_empty()).then_some(taken)
+    }
+}
+
 /// Keeps the most pulled images when there are too many to remember.
 fn trim_images(images: &mut BTreeMap<String, u64>) {
     while images.len() > MAX_IMAGES {
@@ -313,6 +366,75 @@ mod tests {
             "{:?}",
             a.last_errors
         );
+    }
+
+    #[test]
+    fn an_owner_counts_only_what_it_did_upstream() {
+        let miss = Outcome {
+            coalesced: true,
+            decision: Some("denied: latest".into()),
+            ..outcome(CacheOutcome::Miss, 2, Some("90;w=21600"))
+        };
+        // (who ran it, status) → (hits+misses, coalesced, errors, refusals, bytes, images, calls)
+        type Counted = (u64, u64, u64, u64, u64, usize, u64);
+        let cases: &[(bool, u16, Counted)] = &[
+            (false, 200, (1, 1, 0, 1, 512, 1, 2)),
+            (false, 502, (1, 1, 1, 1, 512, 0, 2)),
+            (true, 200, (0, 0, 0, 0, 0, 0, 2)),
+            (true, 502, (0, 0, 0, 0, 0, 0, 2)),
+        ];
+        for &(owner, status, want) in cases {
+            let mut p = Pending::default();
+            p.record(&miss, status, Some(512), 7_000, owner);
+            let s = p.take_due(7_000, true).expect("something was counted");
+            let r = &s.registries["docker.io"];
+            let got = (
+                r.hits + r.misses,
+                r.coalesced,
+                r.errors,
+                r.policy_refusals,
+                r.bytes_from_upstream + r.bytes_from_cache,
+                r.images.len(),
+                r.upstream_calls["manifest"],
+            );
+            assert_eq!(got, want, "owner {owner}, status {status}");
+            assert_eq!(r.quota_remaining.as_deref(), Some("90;w=21600"));
+            assert_eq!(r.quota_seen_at, Some(7), "seconds");
+            assert_eq!(s.last_errors.len(), usize::from(!owner && status >= 400));
+        }
+    }
+
+    #[test]
+    fn counters_are_sent_every_two_seconds_or_when_forced() {
+        let counted = || outcome(CacheOutcome::Hit, 0, None);
+        let mut p = Pending::default();
+        p.record(&counted(), 200, None, 1_000_000, false);
+        let first = p
+            .take_due(1_000_000, false)
+            .expect("the first is due at once");
+        assert_eq!(first.registries["docker.io"].hits, 1);
+        // (now, force, counted before) → sent hits (None: not due, or nothing to send)
+        let script: &[(u64, bool, bool, Option<u64>)] = &[
+            (1_000_500, false, true, None),
+            (1_001_999, false, true, None),
+            (1_002_000, false, false, Some(2)),
+            (1_002_100, true, true, Some(1)),
+            (1_003_000, false, true, None),
+            (1_004_100, false, false, Some(1)),
+            (1_006_100, false, false, None),
+            (1_006_200, false, true, None),
+            (1_008_100, false, false, Some(1)),
+            (1_008_200, true, false, None),
+        ];
+        for &(now, force, count, want) in script {
+            if count {
+                p.record(&counted(), 200, None, now, false);
+            }
+            let got = p
+                .take_due(now, force)
+                .map(|s| s.registries["docker.io"].hits);
+            assert_eq!(got, want, "at {now}, force {force}");
+        }
     }
 
     #[test]

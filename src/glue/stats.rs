@@ -5,8 +5,8 @@
 
 use crate::ports::{StatsSource, StoreError};
 use crate::proxy::Outcome;
-use crate::stats::Stats;
-use std::cell::{Cell, RefCell};
+use crate::stats::{Pending, Stats};
+use std::cell::RefCell;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -16,42 +16,21 @@ pub const STATS_BINDING: &str = "STATS";
 /// The one hub's name.
 const HUB: &str = "door";
 const STORAGE_KEY: &str = "stats";
-/// An isolate sends its counters at most this often (ms).
-const FLUSH_EVERY_MS: u64 = 2000;
 
 thread_local! {
-    static PENDING: RefCell<Stats> = RefCell::default();
-    static LAST_FLUSH: Cell<u64> = const { Cell::new(0) };
+    /// This isolate's counters not sent yet (what is counted, and when it is sent, is the core's:
+    /// `crate::stats::Pending`).
+    static PENDING: RefCell<Pending> = RefCell::default();
 }
 
-/// Counts one request. `owner`: the request was run by an object's owner on behalf of a worker,
-/// which counts the cache outcome itself; the owner adds only what it did upstream.
+/// Counts one request (see `Pending::record`).
 pub fn record(outcome: &Outcome, status: u16, bytes: Option<u64>, now_ms: u64, owner: bool) {
-    let mut outcome = outcome.clone();
-    let (mut status, mut bytes) = (status, bytes);
-    if owner {
-        // The worker that forwarded the request counts its answer, bytes, image and error; the
-        // owner adds only what it did upstream (a record without a cache outcome).
-        outcome.cache = None;
-        outcome.coalesced = false;
-        outcome.decision = None; // the worker counts the refusal (it got the owner's decision)
-        (status, bytes) = (0, None);
-    }
-    PENDING.with(|p| {
-        p.borrow_mut()
-            .record(&outcome, status, bytes, now_ms / 1000)
-    });
+    PENDING.with(|p| p.borrow_mut().record(outcome, status, bytes, now_ms, owner));
 }
 
-/// The counters to send now, if it is time (or `force`).
+/// The counters to send now, if it is time (see `Pending::take_due`).
 pub fn take_due(now_ms: u64, force: bool) -> Option<Stats> {
-    let due = force || now_ms.saturating_sub(LAST_FLUSH.with(Cell::get)) >= FLUSH_EVERY_MS;
-    if !due {
-        return None;
-    }
-    LAST_FLUSH.with(|l| l.set(now_ms));
-    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    (!pending.is_empty()).then_some(pending)
+    PENDING.with(|p| p.borrow_mut().take_due(now_ms, force))
 }
 
 /// Sends counters to the hub (errors are logged, never the client's problem).
