@@ -168,24 +168,16 @@ pub(crate) async fn serve_request(
         .get("content-length")
         .and_then(|l| l.parse::<u64>().ok())
         .filter(|_| method != "HEAD");
-    log(
-        ports.role,
-        &method,
-        url.path(),
-        &reply,
+    let recorded = analytics::Request {
+        role: ports.role,
+        method: &method,
+        status: reply.status,
         bytes,
-        &outcome,
-        started,
-    );
+        ms: Date::now().as_millis().saturating_sub(started),
+    };
+    print(crate::log::request_line(&recorded, url.path(), &outcome));
     if let Some(dataset) = js::binding::<js::AnalyticsEngineDataset>(env, ANALYTICS_BINDING) {
-        let req = analytics::Request {
-            role: ports.role,
-            method: &method,
-            status: reply.status,
-            bytes,
-            ms: Date::now().as_millis().saturating_sub(started),
-        };
-        let point = analytics::data_point(&req, &outcome);
+        let point = analytics::data_point(&recorded, &outcome);
         if let Err(e) = dataset.write_data_point(&point.index, &point.blobs, &point.doubles) {
             console_error!("{{\"analytics\":{e:?}}}");
         }
@@ -336,40 +328,10 @@ fn into_response(reply: Reply<Stream>) -> worker::Result<Response> {
         .body(body))
 }
 
-/// One JSON line per request. Never headers: they carry credentials.
-fn log<S>(
-    role: &str,
-    method: &str,
-    path: &str,
-    reply: &Reply<S>,
-    bytes: Option<u64>,
-    outcome: &Outcome,
-    started: u64,
-) {
-    let line = serde_json::json!({
-        "role": role,
-        "method": method,
-        "path": path,
-        "status": reply.status,
-        "bytes": bytes,
-        "kind": outcome.kind.as_str(),
-        "registry": outcome.registry,
-        "repository": outcome.repository,
-        "cache": outcome.cache.map(|c| c.as_str()),
-        "coalesced": outcome.coalesced,
-        "upstream_calls": outcome.upstream_calls,
-        "ratelimit_remaining": outcome.ratelimit_remaining,
-        "user": outcome.user,
-        "client_ip": outcome.client_ip,
-        "reference": outcome.reference,
-        "digest": outcome.digest,
-        "decision": outcome.decision,
-        "ms": Date::now().as_millis().saturating_sub(started),
-        "notes": outcome.notes,
-    });
-    if reply.status >= 500 {
-        console_error!("{line}");
-    } else {
-        console_log!("{line}");
+/// Prints one log line (the core's, `crate::log`) at its level.
+fn print((level, line): (crate::log::Level, String)) {
+    match level {
+        crate::log::Level::Error => console_error!("{line}"),
+        crate::log::Level::Info => console_log!("{line}"),
     }
 }
