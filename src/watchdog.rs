@@ -57,6 +57,45 @@ impl Limits {
     }
 }
 
+/// The longest timer the runtime sets (`setTimeout` takes a signed 32-bit delay, in ms).
+pub const MAX_TIMER_MS: u64 = i32::MAX as u64;
+
+/// When a coalescing owner lets the next request in, after answering one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// At once: no fill is pending, or the pending fill is one the next requests can follow
+    /// (they need not wait for it to land).
+    Now,
+    /// When the pending fills land, or `deadline_ms` after answering, whichever comes first;
+    /// at the deadline the release is logged ([`turn_released_line`]) and the fills carry on.
+    Hold { deadline_ms: u64 },
+}
+
+/// The owner's turn rule, after answering a request: `pending`, whether the request left cache
+/// fills running; `followable`, whether one of the owner's fills can be followed by a herd;
+/// `content_length`, the answer's `Content-Length` (the blob being filled), which lengthens the
+/// deadline by [`Limits::turn_ms`].
+pub fn release(
+    pending: bool,
+    followable: bool,
+    content_length: Option<&str>,
+    limits: Limits,
+) -> Release {
+    if !pending || followable {
+        return Release::Now;
+    }
+    let len = content_length.and_then(|l| l.trim().parse::<u64>().ok());
+    Release::Hold {
+        deadline_ms: limits.turn_ms(len).min(MAX_TIMER_MS),
+    }
+}
+
+/// The JSON log line for a turn released at its deadline, `after_ms` after answering `path`
+/// (a path, never a query or a header).
+pub fn turn_released_line(path: &str, after_ms: u64) -> String {
+    serde_json::json!({"turn": "released", "path": path, "after_ms": after_ms}).to_string()
+}
+
 impl crate::config::Config {
     /// The limits on upstream answers these settings give.
     pub fn body_limits(&self) -> Limits {
@@ -419,6 +458,52 @@ mod tests {
             idle_seconds: u64::MAX,
         };
         assert_eq!(huge.turn_ms(Some(u64::MAX)), u64::MAX);
+    }
+
+    #[test]
+    fn the_owner_releases_its_turn_at_once_or_holds_it_until_a_deadline() {
+        let hold = |deadline_ms| Release::Hold { deadline_ms };
+        // (pending fills, a followable fill, Content-Length) → release
+        let cases: &[(bool, bool, Option<&str>, Release)] = &[
+            (false, false, None, Release::Now),
+            (false, true, Some("1048576"), Release::Now),
+            (true, true, Some("1048576"), Release::Now),
+            (true, false, None, hold(35_000)),
+            (true, false, Some("1048576"), hold(36_000)),
+            (true, false, Some(" 134217728 "), hold(35_000 + 128_000)),
+            (true, false, Some("12 MiB"), hold(35_000)),
+            (true, false, Some("-5"), hold(35_000)),
+            (true, false, Some(""), hold(35_000)),
+        ];
+        for &(pending, followable, len, want) in cases {
+            assert_eq!(
+                release(pending, followable, len, LIMITS),
+                want,
+                "pending {pending}, followable {followable}, length {len:?}"
+            );
+        }
+        // A deadline the runtime's timer cannot take is cut to the longest it can.
+        let long = Limits {
+            answer_seconds: u64::MAX / 2000,
+            idle_seconds: 0,
+        };
+        assert_eq!(release(true, false, None, long), hold(MAX_TIMER_MS));
+        // Settings that do not load give zero limits: the turn is held for nothing.
+        let none = Limits {
+            answer_seconds: 0,
+            idle_seconds: 0,
+        };
+        assert_eq!(release(true, false, Some("10"), none), hold(0));
+    }
+
+    #[test]
+    fn the_release_line_names_the_path_and_the_wait() {
+        let v: serde_json::Value =
+            serde_json::from_str(&turn_released_line("/v2/a/blobs/sha256:ab", 35_000)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"turn": "released", "path": "/v2/a/blobs/sha256:ab", "after_ms": 35_000})
+        );
     }
 
     #[test]

@@ -3,20 +3,20 @@
 //! from upstream and fills the cache — streaming to its client while R2 stores the same bytes — and
 //! the lock is held until the fill has landed, so the requests queued behind it are cache hits.
 //! Fifty nodes asking for one layer at once cost one upstream GET. A fill that has not landed by
-//! its turn's deadline (`crate::watchdog::Limits::turn_ms`) lets the queue go on: the next request
-//! finds no blob and fetches for itself, while the slow fill carries on.
+//! its turn's deadline lets the queue go on: the next request finds no blob and fetches for
+//! itself, while the slow fill carries on. The rule is the core's (`crate::watchdog::release`);
+//! this only carries it out.
 
 use super::ports::Stream;
 use super::spool::Fills;
 use super::{serve_request, Ports};
 use crate::error::{ErrorCode, RegistryError};
-use crate::ports::{Body, Coalesce, Entry, Reply};
-use crate::watchdog::Limits;
+use crate::ports::{Body, Coalesce, Reply};
+use crate::watchdog::{release, turn_released_line, Limits, Release};
 use futures::future::{select, Either, LocalBoxFuture};
 use futures::lock::Mutex;
 use futures::FutureExt;
 use std::cell::{OnceCell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use worker::{
@@ -24,30 +24,8 @@ use worker::{
     ResponseBody, State,
 };
 
-/// Bound on remembered KV writes per object owner; an owner handles a handful of keys.
-const RECENT_MAX: usize = 64;
-
-/// KV values this owner wrote lately, so its next requests do not depend on KV's propagation.
-#[derive(Default)]
-pub struct Recent(RefCell<HashMap<String, Entry>>);
-
-impl Recent {
-    pub fn get(&self, key: &str) -> Option<Entry> {
-        self.0.borrow().get(key).cloned()
-    }
-
-    pub fn put(&self, key: &str, entry: Entry) {
-        let mut map = self.0.borrow_mut();
-        if map.len() >= RECENT_MAX {
-            map.clear();
-        }
-        map.insert(key.to_owned(), entry);
-    }
-
-    pub fn forget(&self, key: &str) {
-        self.0.borrow_mut().remove(key);
-    }
-}
+/// The owner's read-your-writes memory (the core's), as `super` names it.
+pub(crate) use crate::cache::recent::Recent;
 
 /// The worker's side: forwards the client's request to the owner of a key.
 pub(crate) struct DurableCoalescer<'a> {
@@ -212,22 +190,27 @@ impl DurableObject for Coalescer {
         };
         let response = serve_request(&req, &self.env, ports).await;
         let pending: Vec<_> = fills.borrow_mut().drain(..).collect();
-        if pending.is_empty() {
-            return response;
-        }
-        if self.fills.running() {
-            // A fill the next requests can follow: they need not wait for it to land.
-            drop(turn);
-            self.state
-                .wait_until(futures::future::join_all(pending).map(|_| ()));
-            return response;
-        }
-        let len = response
+        let content_length = response
             .as_ref()
             .ok()
-            .and_then(|r| r.headers().get("content-length").ok().flatten())
-            .and_then(|l| l.trim().parse::<u64>().ok());
-        let hold = self.limits().turn_ms(len).min(i32::MAX as u64);
+            .and_then(|r| r.headers().get("content-length").ok().flatten());
+        let rule = release(
+            !pending.is_empty(),
+            self.fills.running(),
+            content_length.as_deref(),
+            self.limits(),
+        );
+        let hold = match rule {
+            Release::Now => {
+                drop(turn);
+                if !pending.is_empty() {
+                    self.state
+                        .wait_until(futures::future::join_all(pending).map(|_| ()));
+                }
+                return response;
+            }
+            Release::Hold { deadline_ms } => deadline_ms,
+        };
         let path = req.path();
         self.state.wait_until(async move {
             let fills = std::pin::pin!(futures::future::join_all(pending));
@@ -237,10 +220,7 @@ impl DurableObject for Coalescer {
                 Either::Left(_) => drop(turn),
                 Either::Right(((), fills)) => {
                     drop(turn);
-                    console_error!(
-                        "{}",
-                        serde_json::json!({"turn": "released", "path": path, "after_ms": hold})
-                    );
+                    console_error!("{}", turn_released_line(&path, hold));
                     fills.await;
                 }
             }

@@ -4,10 +4,10 @@
 //! It runs under the object's turn, so concurrent asks wait and then find the fresh record.
 //! One JSON log line per ask, never the credential.
 
-use super::coalescer::Recent;
 use super::js;
 use super::ports::{FetchUpstream, WorkerKv};
 use crate::cache::keys;
+use crate::cache::recent::Recent;
 use crate::upstream::cloud::mint::{self, Answer, Ask};
 use worker::{console_log, Date, Env, Request, Response};
 

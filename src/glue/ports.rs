@@ -1,10 +1,10 @@
 //! Workers implementations of the core's ports: KV, R2 and `fetch`.
 
-use super::coalescer::Recent;
 use super::js::{failure, KvNamespace};
 use super::pump::{fixed_length, now_ms, Pump, WatchedReader};
 use super::spool::{self, Fills};
-use crate::cache::multipart::PartSplitter;
+use crate::cache::multipart::{self, Chunks, FillError, Upload};
+use crate::cache::recent::Recent;
 use crate::oci::{Algorithm, Digest};
 use crate::ports::{
     Blobs, Entry, Fetched, Kv, NetError, OutboundRequest, Page, Piece, StoreError, Stored,
@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen_futures::JsFuture;
 use worker::{
-    console_error, AbortController, Bucket, ByteStream, Data, Delay, Fetch, Range as R2Range,
-    ResponseBody,
+    console_error, AbortController, Bucket, ByteStream, Data, Delay, Fetch, MultipartUpload,
+    Range as R2Range, ResponseBody, UploadedPart,
 };
 
 /// A body on its way through: `None` when upstream sent none.
@@ -349,10 +349,10 @@ fn registries_metadata(registries: &[String]) -> HashMap<String, String> {
     )])
 }
 
-/// Stores a blob too large for one put as a multipart upload. R2 checks no checksum of a
-/// multipart object; the pump in front checks length and digest and errors this stream when they
-/// are wrong, so the upload completes only on a clean end of exactly `len` bytes and is aborted
-/// otherwise: nothing is stored.
+/// Stores a blob too large for one put as a multipart upload: creates it, then hands it and the
+/// stream to the core's loop (`multipart::fill`: parts, complete on a clean end of exactly `len`
+/// bytes, abort otherwise). The pump in front checks length and digest and errors this stream
+/// when they are wrong, so nothing wrong is stored.
 async fn multipart_fill(
     bucket: Bucket,
     key: String,
@@ -361,53 +361,51 @@ async fn multipart_fill(
     part_bytes: u64,
     metadata: HashMap<String, String>,
 ) {
-    let result = async {
-        let upload = bucket
-            .create_multipart_upload(&key)
-            .custom_metadata(metadata)
-            .execute()
-            .await?;
-        let mut splitter = PartSplitter::new(part_bytes as usize);
-        let mut parts = Vec::new();
-        let mut seen = 0u64;
-        let mut chunks = ByteStream::from(stream);
-        let mut failure = None;
-        while let Some(chunk) = chunks.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    failure = Some(format!("stream: {e}"));
-                    break;
-                }
-            };
-            seen += chunk.len() as u64;
-            for part in splitter.push(&chunk) {
-                let number = parts.len() as u16 + 1;
-                parts.push(upload.upload_part(number, part).await?);
-            }
+    let created = bucket
+        .create_multipart_upload(&key)
+        .custom_metadata(metadata)
+        .execute()
+        .await;
+    let result = match created {
+        Ok(upload) => {
+            let chunks = JsChunks(ByteStream::from(stream));
+            multipart::fill(R2Upload(upload), chunks, len, part_bytes).await
         }
-        if failure.is_none() {
-            if let Some(last) = splitter.finish() {
-                let number = parts.len() as u16 + 1;
-                parts.push(upload.upload_part(number, last).await?);
-            }
-            if seen != len {
-                failure = Some(format!("got {seen} of {len} bytes"));
-            }
-        }
-        if let Some(why) = failure {
-            upload.abort().await?;
-            return Err(worker::Error::from(format!("refused: {why}")));
-        }
-        upload.complete(parts).await?;
-        Ok::<_, worker::Error>(())
-    }
-    .await;
+        Err(e) => Err(FillError::Store(StoreError(e.to_string()))),
+    };
     if let Err(e) = result {
-        console_error!(
-            "{{\"fill\":\"{key}\",\"multipart\":true,\"error\":{:?}}}",
-            e.to_string()
-        );
+        console_error!("{}", e.log_line(&key));
+    }
+}
+
+/// R2's multipart upload as the core's `Upload`.
+struct R2Upload(MultipartUpload);
+
+impl Upload for R2Upload {
+    type Part = UploadedPart;
+
+    async fn part(&self, number: u16, bytes: Vec<u8>) -> Result<UploadedPart, StoreError> {
+        let store = |e: worker::Error| StoreError(e.to_string());
+        self.0.upload_part(number, bytes).await.map_err(store)
+    }
+
+    async fn complete(self, parts: Vec<UploadedPart>) -> Result<(), StoreError> {
+        let store = |e: worker::Error| StoreError(e.to_string());
+        self.0.complete(parts).await.map(drop).map_err(store)
+    }
+
+    async fn abort(&self) -> Result<(), StoreError> {
+        self.0.abort().await.map_err(|e| StoreError(e.to_string()))
+    }
+}
+
+/// A JS byte stream as the core's `Chunks`: each chunk as it arrives.
+struct JsChunks(ByteStream);
+
+impl Chunks for JsChunks {
+    async fn next(&mut self) -> Option<Result<Vec<u8>, String>> {
+        let chunk = self.0.next().await?;
+        Some(chunk.map_err(|e| e.to_string()))
     }
 }
 
