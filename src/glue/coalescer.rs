@@ -30,14 +30,18 @@ pub(crate) use crate::cache::recent::Recent;
 /// The worker's side: forwards the client's request to the owner of a key.
 pub(crate) struct DurableCoalescer<'a> {
     pub namespace: ObjectNamespace,
-    pub request: &'a Request,
+    pub request: &'a web_sys::Request,
 }
 
 impl Coalesce for DurableCoalescer<'_> {
     type Body = Stream;
 
     async fn forward(&self, key: &str) -> Result<Reply<Stream>, RegistryError> {
-        let request = self.request.clone().map_err(|e| failed(key, e))?;
+        let request = self
+            .request
+            .clone()
+            .map(Request::from)
+            .map_err(|e| failed(key, e.into()))?;
         self.send(key, request).await
     }
 
@@ -45,7 +49,7 @@ impl Coalesce for DurableCoalescer<'_> {
         // The client's headers (its credentials), with the full Accept; the host is one no
         // `HOSTS` entry names, so the `<registry>/` prefix in `path` chooses the registry.
         let headers = worker::Headers::new();
-        for (name, value) in self.request.headers().entries() {
+        for (name, value) in worker::Headers(self.request.headers()).entries() {
             if name != "host" && name != "accept" && name != "range" {
                 headers.set(&name, &value).map_err(|e| failed(key, e))?;
             }
@@ -178,7 +182,7 @@ impl DurableObject for Coalescer {
                 .ok()
                 .map(|namespace| DurableCoalescer {
                     namespace,
-                    request: &req,
+                    request: req.inner(),
                 });
         let ports = Ports {
             spawn: &collect,
@@ -188,7 +192,7 @@ impl DurableObject for Coalescer {
             digest_owner: digest_owner.as_ref(),
             role: "owner",
         };
-        let response = serve_request(&req, &self.env, ports).await;
+        let response = serve_request(req.inner(), &self.env, ports).await;
         let pending: Vec<_> = fills.borrow_mut().drain(..).collect();
         let content_length = response
             .as_ref()
