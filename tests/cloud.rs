@@ -7,7 +7,7 @@ use base64::Engine as _;
 use frontdoor::config::Config;
 use frontdoor::oci::Digest;
 use frontdoor::ports::*;
-use frontdoor::proxy::{Body, ClientRequest, Door, Reply};
+use frontdoor::proxy::{Body, ClientRequest, Door, Misses, Reply};
 use frontdoor::route::RequestLine;
 use frontdoor::upstream::health::Health;
 use frontdoor::upstream::token::TokenCache;
@@ -221,8 +221,7 @@ impl World {
             upstream: &self.ecr,
             tokens: &self.tokens,
             health: &self.health,
-            coalesce: None,
-            digest_owner: None,
+            misses: Misses::Here,
             now,
         };
         let path = format!("/v2/app/manifests/{n}");

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use frontdoor::config::Config;
 use frontdoor::oci::{Algorithm, Digest};
 use frontdoor::ports::*;
-use frontdoor::proxy::{Body, CacheOutcome, ClientRequest, Door, Outcome, Reply};
+use frontdoor::proxy::{Body, CacheOutcome, ClientRequest, Door, Misses, Outcome, Reply};
 use frontdoor::route::{Kind, RequestLine};
 use frontdoor::upstream::health::Health;
 use frontdoor::upstream::token::TokenCache;
@@ -617,8 +617,7 @@ impl World {
             upstream: &self.reg,
             tokens: &self.tokens,
             health: &self.health,
-            coalesce,
-            digest_owner: coalesce,
+            misses: coalesce.map_or(Misses::Here, Misses::ToOwners),
             now: self.now.get(),
         };
         let (path, query) = match path.split_once('?') {
@@ -3495,8 +3494,7 @@ fn unsorted_tags(method: &str, path_and_query: &str) -> (Reply<Vec<u8>>, usize) 
         upstream: &up,
         tokens: &tokens,
         health: &RefCell::default(),
-        coalesce: None::<&NoCoalescing<Vec<u8>>>,
-        digest_owner: None,
+        misses: Misses::<NoCoalescing<Vec<u8>>>::Here,
         now: 1_000_000,
     };
     let (path, query) = path_and_query

@@ -12,6 +12,7 @@ use super::spool::Fills;
 use super::{serve_request, Ports};
 use crate::error::{ErrorCode, RegistryError};
 use crate::ports::{Body, Coalesce, Reply};
+use crate::proxy::Misses;
 use crate::watchdog::{release, turn_released_line, Limits, Release};
 use futures::future::{select, Either, LocalBoxFuture};
 use futures::lock::Mutex;
@@ -188,8 +189,9 @@ impl DurableObject for Coalescer {
             spawn: &collect,
             recent: Some(&self.recent),
             fills: Some(&self.fills),
-            coalesce: None,
-            digest_owner: digest_owner.as_ref(),
+            misses: digest_owner
+                .as_ref()
+                .map_or(Misses::Here, |digests| Misses::Owner { digests }),
             role: "owner",
         };
         let response = serve_request(req.inner(), &self.env, ports).await;

@@ -15,7 +15,7 @@ mod tests;
 use crate::analytics;
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
-use crate::proxy::{error_reply, Body, ClientRequest, Door, Outcome, Reply};
+use crate::proxy::{error_reply, Body, ClientRequest, Door, Misses, Outcome, Reply};
 use crate::retention::Sweep;
 use crate::route::RequestLine;
 use crate::upstream::health::Health;
@@ -84,8 +84,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
         spawn: &spawn,
         recent: None,
         fills: None,
-        coalesce: coalescer.as_ref(),
-        digest_owner: coalescer.as_ref(),
+        misses: coalescer.as_ref().map_or(Misses::Here, Misses::ToOwners),
         role: "worker",
     };
     serve_request(&req, &env, ports).await
@@ -99,10 +98,8 @@ pub(crate) struct Ports<'a> {
     pub recent: Option<&'a Recent>,
     /// The Durable Object's fills that later clients may follow.
     pub fills: Option<&'a Rc<spool::Fills>>,
-    /// Where misses go; `None` inside the owner itself.
-    pub coalesce: Option<&'a DurableCoalescer<'a>>,
-    /// Where a tag's answer gets the manifest its tag names (see `Door::digest_owner`).
-    pub digest_owner: Option<&'a DurableCoalescer<'a>>,
+    /// Where misses are answered (see `crate::proxy::Misses`).
+    pub misses: Misses<'a, DurableCoalescer<'a>>,
     /// For the log: `worker` or `owner`.
     pub role: &'static str,
 }
@@ -255,8 +252,7 @@ impl<'a> Parts<'a> {
             upstream: &self.upstream,
             tokens: TOKENS.with(|t| *t),
             health: HEALTH.with(|h| *h),
-            coalesce: ports.coalesce,
-            digest_owner: ports.digest_owner,
+            misses: ports.misses,
             now: now_ms / 1000,
         }
     }
@@ -275,8 +271,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
         spawn: &spawn,
         recent: None,
         fills: None,
-        coalesce: None,
-        digest_owner: None,
+        misses: Misses::Here,
         role: "cron",
     };
     let parts = match Parts::new(&env, &config, &ports) {

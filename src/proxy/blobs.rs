@@ -106,9 +106,27 @@ where
             .as_ref()
             .and_then(Ranges::single)
             .filter(|r| !r.is_everything());
-        if let (Some(owner), false, None) = (self.coalesce, head, partial) {
-            return self.forward(owner, target, &key, outcome).await;
-        }
+        let here = Box::pin(self.fetch_blob(target, digest, head, partial, refill, outcome));
+        let missed = match (head, partial) {
+            (false, None) => self.misses.object(&key, here).await,
+            _ => Missed::Here(here.await),
+        };
+        self.answered(target, missed, outcome)
+    }
+
+    /// A blob from upstream: a whole read fills the cache as it streams to the client; a HEAD
+    /// or a `partial` range is passed through. `refill`: the stored copy that another registry
+    /// vouched for, which this fill adds this registry to.
+    async fn fetch_blob(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        head: bool,
+        partial: Option<range::ByteRange>,
+        refill: Option<Stored>,
+        outcome: &mut Outcome,
+    ) -> Result<Reply<U::Body>, RegistryError> {
+        let key = keys::blob(digest);
         let mut headers = Headers::new();
         if let Some(r) = partial {
             headers.set("range", r.header());

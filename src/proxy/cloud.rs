@@ -109,7 +109,7 @@ where
         ) {
             return Ok(r.credential.clone().expect("Use means a credential"));
         }
-        let owner = self.digest_owner.or(self.coalesce);
+        let owner = self.misses.minter();
         let asked = match owner {
             Some(owner) => {
                 let ask = mint::Ask {

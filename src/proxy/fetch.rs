@@ -1,16 +1,15 @@
 //! The upstream fetch: the registry, then its fallbacks, skipping upstreams that are down
-//! (`crate::upstream::health`); and handing misses to an object's owner (`crate::ports::Coalesce`).
+//! (`crate::upstream::health`); and what an owner's answer says about the upstream (`learn_down`).
 
 use super::*;
 
 impl<'a, K, B, U, C> Door<'a, K, B, U, C> {
     /// This door, fetching its own misses: for a request the door makes for itself (a pre-warm
     /// walk, a resolve, the referrers and bundles it reads), whose answer an owner must not give
-    /// (an owner answers a client's request, as a stream). The one place the owners are dropped.
+    /// (an owner answers a client's request, as a stream). See [`Misses::Here`].
     pub(super) fn direct(&self) -> Door<'a, K, B, U, C> {
         Door {
-            coalesce: None,
-            digest_owner: None,
+            misses: Misses::Here,
             ..*self
         }
     }
@@ -23,23 +22,6 @@ where
     B: Blobs<Body = U::Body>,
     C: Coalesce<Body = U::Body>,
 {
-    /// Hands a miss to the owner of `key`; the owner's answer says what happened there.
-    pub(super) async fn forward(
-        &self,
-        owner: &C,
-        target: &Target,
-        key: &str,
-        outcome: &mut Outcome,
-    ) -> Result<Reply<U::Body>, RegistryError> {
-        outcome.coalesced = true;
-        let mut reply = owner.forward(key).await?;
-        self.learn_down(target, &mut reply);
-        if let Some(cache) = reply.headers.get(CACHE_HEADER) {
-            outcome.cache = Some(CacheOutcome::of_owner(Some(cache)));
-        }
-        Ok(reply)
-    }
-
     /// An owner's word that the registry's upstream is down: remembered here (the header is the
     /// owner's, not the client's, and is passed on only as this door's own).
     pub(super) fn learn_down(&self, target: &Target, reply: &mut Reply<U::Body>) {

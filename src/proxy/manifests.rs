@@ -4,6 +4,13 @@
 
 use super::*;
 
+/// What the door knows of a tag when it misses.
+struct TagKnown {
+    pointer: Option<TagRecord>,
+    digest: Option<Digest>,
+    cached: Option<ManifestRecord>,
+}
+
 impl<K, B, U, C> Door<'_, K, B, U, C>
 where
     K: Kv,
@@ -39,16 +46,23 @@ where
             ));
         }
         outcome.cache = Some(CacheOutcome::Miss);
-        if let Some(owner) = self.coalesce {
-            return self
-                .forward(
-                    owner,
-                    target,
-                    &keys::manifest(registry, repo, digest),
-                    outcome,
-                )
-                .await;
-        }
+        let key = keys::manifest(registry, repo, digest);
+        let here = Box::pin(self.fetch_by_digest(target, digest, head, accept, outcome));
+        let missed = self.misses.object(&key, here).await;
+        self.answered(target, missed, outcome)
+    }
+
+    /// A manifest by digest, from upstream: verified and stored.
+    async fn fetch_by_digest(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        head: bool,
+        accept: Option<&str>,
+        outcome: &mut Outcome,
+    ) -> Result<Reply<U::Body>, RegistryError> {
+        let registry = &target.registry;
+        let reference = Reference::Digest(digest.clone());
         let tail = format!("manifests/{digest}");
         let mut headers = Headers::new();
         headers.set("accept", accept.unwrap_or(DEFAULT_MANIFEST_ACCEPT));
@@ -137,7 +151,7 @@ where
         }
 
         // The registry is known to be down: served here and now, not queued behind a probe.
-        if let (Some(retry_in), true) = (self.registry_down(target), self.coalesce.is_some()) {
+        if let (Some(retry_in), true) = (self.registry_down(target), self.misses.forwards()) {
             outcome.upstream_down = Some(retry_in);
             if let (Some(pointer), Some(old)) = (&pointer, &digest) {
                 let why = format!("{registry} is down; asked again in {retry_in} s");
@@ -148,9 +162,36 @@ where
             }
         }
         outcome.cache = Some(CacheOutcome::Miss);
-        if let Some(owner) = self.coalesce {
-            return self.forward(owner, target, &tag_key, outcome).await;
-        }
+        let known = TagKnown {
+            pointer,
+            digest,
+            cached,
+        };
+        let here = Box::pin(self.fetch_tag(target, tag, head, accept, plan, known, outcome));
+        let missed = self.misses.object(&tag_key, here).await;
+        self.answered(target, missed, outcome)
+    }
+
+    /// A tag's miss, from upstream (with what the door knows of it: see `manifest_by_tag`).
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_tag(
+        &self,
+        target: &Target,
+        tag: &str,
+        head: bool,
+        accept: Option<&str>,
+        plan: TagPlan,
+        known: TagKnown,
+        outcome: &mut Outcome,
+    ) -> Result<Reply<U::Body>, RegistryError> {
+        let TagKnown {
+            pointer,
+            digest,
+            cached,
+        } = known;
+        let registry = &target.registry;
+        let tag_key = keys::tag(registry, &target.repository, tag);
+        let reference = Reference::Tag(tag.to_owned());
         let tail = format!("manifests/{tag}");
         let mut headers = Headers::new();
         headers.set("accept", CANONICAL_ACCEPT);
@@ -317,26 +358,10 @@ where
         outcome: &mut Outcome,
     ) -> Result<Reply<U::Body>, RegistryError> {
         let key = keys::manifest(&target.registry, &target.repository, digest);
-        let Some(owner) = self.digest_owner else {
-            let direct = Door {
-                coalesce: None,
-                ..*self
-            };
-            return direct
-                .manifest_by_digest(target, digest, false, Some(CANONICAL_ACCEPT), outcome)
-                .await;
-        };
-        // The door routes a `<registry>/` prefix whatever host the client used.
-        let path = format!(
-            "/v2/{}/{}/manifests/{digest}",
-            target.registry, target.repository
-        );
-        outcome.coalesced = true;
-        // The owner's answer is already the client's (its error body included).
-        let mut reply = owner.forward_path(&key, &path).await?;
-        self.learn_down(target, &mut reply);
-        outcome.cache = Some(CacheOutcome::of_owner(reply.headers.get(CACHE_HEADER)));
-        Ok(reply)
+        let accept = Some(CANONICAL_ACCEPT);
+        let here = Box::pin(self.manifest_by_digest(target, digest, false, accept, outcome));
+        let missed = self.misses.named(&key, target, digest, here).await;
+        self.answered(target, missed, outcome)
     }
 
     /// A client that cannot take the tag's canonical type: served from a pointer of its own (per

@@ -47,10 +47,13 @@ mod cloud;
 mod endpoints;
 mod fetch;
 mod manifests;
+mod misses;
 mod policy;
 
 pub use endpoints::Prewarmed;
 use fetch::{is_transient, is_transient_error};
+use misses::Missed;
+pub use misses::Misses;
 pub use policy::POLICY_HEADER;
 
 /// The spec's limit that registries apply to manifests (distribution: 4 MiB).
@@ -169,13 +172,8 @@ pub struct Door<'a, K, B, U, C> {
     pub tokens: &'a RefCell<TokenCache>,
     /// Which upstreams are down (per isolate, like the tokens).
     pub health: &'a RefCell<Health>,
-    /// Where cache misses go so that only one place fetches each object from upstream. `None`
-    /// inside that place (or where there is no such place): fetch directly.
-    pub coalesce: Option<&'a C>,
-    /// Where a tag's answer gets the manifest its tag names when only its digest is known (the
-    /// manifest key's owner, asked by path): set in the worker and in every owner, so the tag's
-    /// owner and a by-digest client never fetch the same manifest twice. `None`: fetch directly.
-    pub digest_owner: Option<&'a C>,
+    /// Where cache misses are answered: here, or at each object's owner (see [`Misses`]).
+    pub misses: Misses<'a, C>,
     /// Unix seconds.
     pub now: u64,
 }
