@@ -17,33 +17,59 @@ pub enum Level {
 /// The line for one request to `path` (the path only: a query may carry anything), answered as
 /// `req` says.
 pub fn request_line(req: &Request<'_>, path: &str, outcome: &Outcome) -> (Level, String) {
-    let line = serde_json::json!({
-        "role": req.role,
-        "method": req.method,
-        "path": path,
-        "status": req.status,
-        "bytes": req.bytes,
-        "kind": outcome.kind.as_str(),
-        "registry": outcome.registry,
-        "repository": outcome.repository,
-        "cache": outcome.cache.map(|c| c.as_str()),
-        "coalesced": outcome.coalesced,
-        "upstream_calls": outcome.upstream_calls,
-        "ratelimit_remaining": outcome.ratelimit_remaining,
-        "user": outcome.user,
-        "client_ip": outcome.client_ip,
-        "reference": outcome.reference,
-        "digest": outcome.digest,
-        "decision": outcome.decision,
-        "ms": req.ms,
-        "notes": outcome.notes,
-    });
+    let line = Line {
+        role: req.role,
+        method: req.method,
+        path,
+        status: req.status,
+        bytes: req.bytes,
+        kind: outcome.kind.as_str(),
+        registry: outcome.registry.as_deref(),
+        repository: outcome.repository.as_deref(),
+        cache: outcome.cache.map(|c| c.as_str()),
+        coalesced: outcome.coalesced,
+        upstream_calls: outcome.upstream_calls,
+        ratelimit_remaining: outcome.ratelimit_remaining.as_deref(),
+        user: outcome.user.as_deref(),
+        client_ip: outcome.client_ip.as_deref(),
+        reference: outcome.reference.as_deref(),
+        digest: outcome.digest.as_deref(),
+        decision: outcome.decision.as_deref(),
+        ms: req.ms,
+        notes: &outcome.notes,
+    };
     let level = if req.status >= 500 {
         Level::Error
     } else {
         Level::Info
     };
-    (level, line.to_string())
+    let text = serde_json::to_string(&line).expect("a line of strings and numbers serializes");
+    (level, text)
+}
+
+/// The line's fields, borrowed from the request and its outcome (every request logs one: no
+/// JSON tree is built for it).
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    role: &'a str,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    bytes: Option<u64>,
+    kind: &'a str,
+    registry: Option<&'a str>,
+    repository: Option<&'a str>,
+    cache: Option<&'a str>,
+    coalesced: bool,
+    upstream_calls: u32,
+    ratelimit_remaining: Option<&'a str>,
+    user: Option<&'a str>,
+    client_ip: Option<&'a str>,
+    reference: Option<&'a str>,
+    digest: Option<&'a str>,
+    decision: Option<&'a str>,
+    ms: u64,
+    notes: &'a [String],
 }
 
 #[cfg(test)]

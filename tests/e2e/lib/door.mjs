@@ -71,8 +71,10 @@ const ANALYTICS_RECORDER = {
  * `extraWorkers`: more Miniflare worker options (each with a `name` and `routes`) to run in the same
  * workerd beside the door, which stays the first worker and gets every request no route of theirs
  * claims (scripts/bench runs its floor worker this way). Without either the door runs alone.
+ * `keepLogs: false` drains the console output unread (scripts/bench: the harness's reading of
+ * every line is not the door's cost); `logs()` and `requests()` are then empty.
  */
-export async function startDoor({ bindings, persistDir, coalesce = true, analytics = false, extraWorkers = [] }) {
+export async function startDoor({ bindings, persistDir, coalesce = true, analytics = false, extraWorkers = [], keepLogs = true }) {
   const logs = [];
   const id = `${process.pid}-${doors++}`;
   if (RECORD) {
@@ -101,6 +103,11 @@ export async function startDoor({ bindings, persistDir, coalesce = true, analyti
     host: "127.0.0.1",
     port: 0,
     handleRuntimeStdio(stdout, stderr) {
+      if (!keepLogs && !RECORD) {
+        stdout.resume();
+        stderr.resume();
+        return;
+      }
       stdout.on("data", record);
       stderr.on("data", record);
     },
