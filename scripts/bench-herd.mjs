@@ -10,8 +10,10 @@ import { startDoor } from "../tests/e2e/lib/door.mjs";
 import { startHubSim } from "../tests/e2e/lib/hubsim.mjs";
 import { MANIFEST_ACCEPT, waitFor } from "../tests/e2e/lib/util.mjs";
 
-const HERD = 16;
-const HERD_LAYERS = [16 << 20, 64 << 20];
+// BENCH_HERD_CLIENTS and BENCH_HERD_MIB (comma-separated) change the herd rows' workload, e.g.
+// 50 clients on a 1024 MiB layer (issue 12's fleet case: several minutes on a 2-core machine).
+const HERD = Number(process.env.BENCH_HERD_CLIENTS || 16);
+const HERD_LAYERS = (process.env.BENCH_HERD_MIB || "16,64").split(",").map((m) => Number(m) << 20);
 const SINGLE_LAYER = 256 << 20;
 export const ROTATION_NODES = 50;
 const OCI_ONLY = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
@@ -77,9 +79,14 @@ async function timed(url, t0, headers = {}) {
   const out = { status: r.status, cache: r.headers.get("x-frontdoor-cache"), headers: performance.now() - t0 };
   const hash = crypto.createHash("sha256");
   let bytes = 0;
-  for await (const chunk of r.body) {
-    hash.update(chunk);
-    bytes += chunk.length;
+  try {
+    for await (const chunk of r.body) {
+      hash.update(chunk);
+      bytes += chunk.length;
+    }
+  } catch (e) {
+    // A transfer cut short is this client's failure, counted with the others'.
+    return { ...out, done: performance.now() - t0, bytes, error: `${e.message} (${e.cause?.message ?? "no cause"})` };
   }
   return { ...out, done: performance.now() - t0, bytes, digest: `sha256:${hash.digest("hex")}` };
 }
@@ -117,7 +124,11 @@ export async function herdRows({ upstream, hub, svc, pw, dir, log }) {
       await waitFor(() => door.stored(layer), 120000, "herd: the layer in R2");
       const rssGrowth = sample();
       const bad = results.filter((r) => r.status !== 200 || r.digest !== layer || r.bytes !== size);
-      if (bad.length) throw new Error(`herd: ${bad.length} clients got the wrong answer: ${JSON.stringify(bad[0])}`);
+      if (bad.length) {
+        const lines = door.logs().split("\n").filter((l) => /"status":5|error|released|abort|stall/i.test(l));
+        log(`herd: the door's last error lines:\n${lines.slice(-12).join("\n")}`);
+        throw new Error(`herd: ${bad.length} of ${HERD} clients got no whole layer: ${JSON.stringify(bad[0])}`);
+      }
       const owner = results.find((r) => r.cache === "miss");
       const others = results.filter((r) => r !== owner).map((r) => r.headers);
       out.push({

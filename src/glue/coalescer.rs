@@ -178,13 +178,12 @@ impl DurableObject for Coalescer {
         // An owner hands nothing on but a tag's manifest fetch by digest (`Door::digest_owner`):
         // the digest's owner never forwards, so no owner waits on itself.
         let digest_owner =
-            self.env
-                .durable_object(super::COALESCER_BINDING)
-                .ok()
-                .map(|namespace| DurableCoalescer {
+            super::js::binding::<ObjectNamespace>(&self.env, super::COALESCER_BINDING).map(
+                |namespace| DurableCoalescer {
                     namespace,
                     request: req.inner(),
-                });
+                },
+            );
         let ports = Ports {
             spawn: &collect,
             recent: Some(&self.recent),

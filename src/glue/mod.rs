@@ -26,7 +26,7 @@ use ports::{FetchUpstream, R2Blobs, Stream, WorkerKv};
 use std::cell::RefCell;
 use std::rc::Rc;
 use worker::{
-    console_error, console_log, event, Context, Date, Env, Response, ResponseBody, ScheduleContext,
+    console_error, console_log, event, Context, Env, Response, ResponseBody, ScheduleContext,
     ScheduledEvent,
 };
 
@@ -72,12 +72,14 @@ fn start() {
 /// properties into JS on every request (a tenth of a warm pull's time), which the door never uses.
 #[event(fetch)]
 async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    let coalescer = env
-        .durable_object(COALESCER_BINDING)
-        .ok()
-        .map(|namespace| DurableCoalescer {
-            namespace,
-            request: &req,
+    // Bindings are read as they are (`Env::durable_object` and `Env::bucket` also ask each one
+    // its constructor's name, twice the calls on every request).
+    let coalescer =
+        js::binding::<worker::ObjectNamespace>(&env, COALESCER_BINDING).map(|namespace| {
+            DurableCoalescer {
+                namespace,
+                request: &req,
+            }
         });
     let spawn = |f: LocalBoxFuture<'static, ()>| ctx.wait_until(f);
     let ports = Ports {
@@ -110,7 +112,7 @@ pub(crate) async fn serve_request(
     env: &Env,
     ports: Ports<'_>,
 ) -> worker::Result<Response> {
-    let started = Date::now().as_millis();
+    let started = pump::now_ms();
     let url = url::Url::parse(&req.url()).map_err(|e| worker::Error::RustError(e.to_string()))?;
     // The raw method: `worker::Method` turns every method it does not know (PURGE, PROPFIND, …)
     // into GET, which would answer them as reads.
@@ -174,7 +176,7 @@ pub(crate) async fn serve_request(
         method: &method,
         status: reply.status,
         bytes,
-        ms: Date::now().as_millis().saturating_sub(started),
+        ms: pump::now_ms().saturating_sub(started),
     };
     print(crate::log::request_line(&recorded, url.path(), &outcome));
     if let Some(dataset) = js::binding::<js::AnalyticsEngineDataset>(env, ANALYTICS_BINDING) {
@@ -228,7 +230,12 @@ impl<'a> Parts<'a> {
                 recent: ports.recent,
             },
             blobs: R2Blobs {
-                bucket: env.bucket(R2_BINDING).map_err(|e| binding(R2_BINDING, e))?,
+                bucket: js::binding(env, R2_BINDING).ok_or_else(|| {
+                    binding(
+                        R2_BINDING,
+                        format!("invalid r2 bucket: {R2_BINDING}").into(),
+                    )
+                })?,
                 spawn: ports.spawn,
                 multipart_threshold: config.multipart_threshold_bytes,
                 part_bytes: config.multipart_part_bytes,
