@@ -1,9 +1,9 @@
 //! Pull-through orchestration, generic over the ports: serve from the cache, or fetch upstream,
 //! verify, store and serve. This module holds the request's types, the dispatch and its access
 //! gate, the cache-record helpers and the reply builders; one module per job does the rest:
-//! `manifests` (by digest and by tag), `blobs`, `fetch` (the upstream fetch with fallbacks
-//! and back-off, and the hand-off to an object's owner) and `endpoints` (token, resolve,
-//! pre-warm, tags, referrers).
+//! `tags` (the tag service), `manifests` (the manifest store by digest), `blobs`, `fetch` (the
+//! upstream fetch with fallbacks and back-off, and the hand-off to an object's owner) and
+//! `endpoints` (token, resolve, pre-warm, tags, referrers).
 //!
 //! - Manifests are kept in KV by digest (immutable) plus a tag → digest pointer trusted for
 //!   `TAG_TTL_SECONDS`. Bytes are served exactly as received; their digest is computed over those
@@ -49,6 +49,7 @@ mod fetch;
 mod manifests;
 mod misses;
 mod policy;
+mod tags;
 
 pub use endpoints::Prewarmed;
 use fetch::{is_transient, is_transient_error};
