@@ -3,7 +3,7 @@
 //! gate, the cache-record helpers and the reply builders; one module per job does the rest:
 //! `tags` (the tag service), `manifests` (the manifest store by digest), `blobs`, `fetch` (the
 //! upstream fetch with fallbacks and back-off, and the hand-off to an object's owner) and
-//! `endpoints` (token, resolve, pre-warm, tags, referrers).
+//! `endpoints` (one module each: token, resolve, pre-warm, tag lists, referrers, signed blobs).
 //!
 //! - Manifests are kept in KV by digest (immutable) plus a tag → digest pointer trusted for
 //!   `TAG_TTL_SECONDS`. Bytes are served exactly as received; their digest is computed over those
