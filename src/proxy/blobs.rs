@@ -396,17 +396,6 @@ where
     }
 }
 
-pub(super) fn blob_headers(digest: &Digest, len: Option<u64>) -> Headers {
-    let mut h = Headers::new();
-    h.set("content-type", "application/octet-stream");
-    if let Some(len) = len {
-        h.set("content-length", len.to_string());
-    }
-    h.set("docker-content-digest", digest.to_string());
-    h.set("accept-ranges", "bytes");
-    h
-}
-
 /// The client's `Range`, if it sent one that applies (HEAD ignores it, as registries do).
 /// Past [`range::MAX_PARTS`] ranges the header is ignored (`None`: the whole blob).
 pub(super) fn parse_range(

@@ -252,25 +252,3 @@ pub(super) fn head_media_type(
         }),
     }
 }
-
-/// Upstream's answer to a manifest HEAD, passed on with its checked type.
-pub(super) fn head_reply<S>(upstream: &Headers, media_type: Option<String>) -> Reply<S> {
-    let mut headers = Headers::new();
-    if let Some(t) = media_type {
-        headers.set("content-type", t);
-    }
-    for name in ["content-length", "docker-content-digest"] {
-        if let Some(v) = upstream.get(name) {
-            headers.set(name, v);
-        }
-    }
-    reply(200, headers, Body::Empty, true)
-}
-
-pub(super) fn manifest_reply<S>(record: ManifestRecord, digest: &Digest, head: bool) -> Reply<S> {
-    let mut headers = Headers::new();
-    headers.set("content-type", record.media_type);
-    headers.set("docker-content-digest", digest.to_string());
-    headers.set("etag", format!("\"{digest}\""));
-    reply(200, headers, Body::Bytes(record.bytes), head)
-}

@@ -5,7 +5,7 @@
 //! is `super::manifests`'s (by digest); pins, immutable tags and `DENY_LATEST` are resolved before
 //! a tag gets here, by `super::policy`.
 
-use super::manifests::{head_media_type, head_reply, manifest_reply};
+use super::manifests::head_media_type;
 use super::*;
 
 /// What the door knows of a tag when it misses.
@@ -449,20 +449,6 @@ where
         outcome.notes.push(format!("served stale {digest}: {why}"));
         manifest_reply(record, digest, head)
     }
-}
-
-/// A HEAD answered from a tag pointer: what upstream's HEAD said, without the bytes.
-pub(super) fn pointer_reply<S>(pointer: &TagRecord, digest: &Digest) -> Reply<S> {
-    let mut headers = Headers::new();
-    if let Some(t) = &pointer.media_type {
-        headers.set("content-type", t.clone());
-    }
-    if let Some(size) = pointer.size {
-        headers.set("content-length", size.to_string());
-    }
-    headers.set("docker-content-digest", digest.to_string());
-    headers.set("etag", format!("\"{digest}\""));
-    reply(200, headers, Body::Empty, true)
 }
 
 /// What a manifest HEAD tells about a tag: its digest (required), checked type and size.
