@@ -1,10 +1,24 @@
 //! Pull-through orchestration, generic over the ports: serve from the cache, or fetch upstream,
-//! verify, store and serve. This module holds the request's types, the dispatch and its access
-//! gate and the cache-record helpers; one module per job does the rest: `tags` (the tag
-//! service), `manifests` (the manifest store by digest), `blobs`, `fetch` (the upstream fetch
-//! with fallbacks and back-off, and the hand-off to an object's owner), `endpoints` (one module
-//! each: token, resolve, pre-warm, tag lists, referrers, signed blobs) and `replies` (the reply
-//! builders).
+//! verify, store and serve. One module per job, as distribution's proxy keeps them apart:
+//!
+//! - this module: the request's types ([`ClientRequest`], [`Outcome`], [`Door`]), the dispatch
+//!   and its access gate, and the KV helpers (read, mark read today, write);
+//! - `tags`: the tag service — a tag's canonical entry and its TTL, revalidation, narrow clients,
+//!   stale answers and `serve_stale_on`;
+//! - `manifests`: the manifest store by digest — local, else fetched, verified and stored;
+//!   upstream's refusals and the 404s remembered;
+//! - `blobs`: the blob store — membership (links, vouching registries), R2 reads and ranges,
+//!   fills, redirects to storage;
+//! - `fetch`: the upstream fetch — the registry, then its fallbacks, skipping those down;
+//!   `cloud`: minted cloud credentials;
+//! - `misses`: the coalescing layer on the miss path (here, or at the object's owner);
+//! - `policy`: the supply-chain policy carried out around a manifest (resolve, admit, `VERIFY`);
+//! - `endpoints`: one module per endpoint the door serves itself — `token` (and the challenge),
+//!   `resolve`, `prewarm`, `tag_list`, `referrers`, `signed_blob` (the status page is
+//!   `crate::status`'s);
+//! - `replies`: the reply builders (common headers, OCI error bodies, manifest and blob headers).
+//!
+//! What holds throughout:
 //!
 //! - Manifests are kept in KV by digest (immutable) plus a tag → digest pointer trusted for
 //!   `TAG_TTL_SECONDS`. Bytes are served exactly as received; their digest is computed over those
