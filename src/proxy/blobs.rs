@@ -1,5 +1,6 @@
 //! Blobs: membership (links, and the registries that vouched for the bytes), R2 reads and ranges,
-//! fills from upstream, redirects to storage, and the door's own signed `/_blob/` URLs.
+//! fills from upstream, and redirects to storage (a presigned R2 URL or the door's own signed URL,
+//! which `endpoints::signed_blob` serves).
 
 use super::*;
 
@@ -365,44 +366,6 @@ where
         Ok(reply(307, headers, Body::Empty, false))
     }
 
-    /// `/_blob/<alg>/<hex>?expires=…&sig=…`: the door's own signed blob URL, served straight from
-    /// R2 (with `Range`) and cacheable forever — the bytes under a digest never change. A bad or
-    /// expired signature gets 403 and no bytes.
-    pub(super) async fn signed_blob(
-        &self,
-        digest: &Digest,
-        query: &str,
-        head: bool,
-        range_header: Option<&str>,
-        outcome: &mut Outcome,
-    ) -> Result<Reply<U::Body>, RegistryError> {
-        let BlobRedirect::SelfSigned(key) = &self.config.blob_redirect else {
-            return Err(RegistryError::new(
-                ErrorCode::Unsupported,
-                "self-signed blob URLs are not enabled",
-            )
-            .with_status(404));
-        };
-        url_token::verify_query(&key.0, &digest.to_string(), query, self.now)
-            .map_err(|e| RegistryError::new(ErrorCode::Denied, format!("blob URL refused: {e}")))?;
-        let range = parse_range(range_header, head)?;
-        match self
-            .stored_blob(digest, head, range, None, None, outcome)
-            .await?
-        {
-            Served::Reply(mut reply) => {
-                reply
-                    .headers
-                    .set("cache-control", "public, max-age=31536000, immutable");
-                Ok(reply)
-            }
-            Served::Absent | Served::NotVouched(_) => Err(RegistryError::new(
-                ErrorCode::BlobUnknown,
-                format!("{digest} is not stored"),
-            )),
-        }
-    }
-
     /// Whether `digest` is linked to the target's repository. Reading the link marks it read; the
     /// day its mark moves, the blob's own mark moves too (see `crate::retention`).
     pub(super) async fn read_link(
@@ -431,17 +394,6 @@ where
         self.kv_put(&keys::blob_read(digest), Vec::new(), outcome)
             .await;
     }
-}
-
-pub(super) fn blob_headers(digest: &Digest, len: Option<u64>) -> Headers {
-    let mut h = Headers::new();
-    h.set("content-type", "application/octet-stream");
-    if let Some(len) = len {
-        h.set("content-length", len.to_string());
-    }
-    h.set("docker-content-digest", digest.to_string());
-    h.set("accept-ranges", "bytes");
-    h
 }
 
 /// The client's `Range`, if it sent one that applies (HEAD ignores it, as registries do).

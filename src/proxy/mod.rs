@@ -1,9 +1,24 @@
 //! Pull-through orchestration, generic over the ports: serve from the cache, or fetch upstream,
-//! verify, store and serve. This module holds the request's types, the dispatch and its access
-//! gate, the cache-record helpers and the reply builders; one module per job does the rest:
-//! `manifests` (by digest and by tag), `blobs`, `fetch` (the upstream fetch with fallbacks
-//! and back-off, and the hand-off to an object's owner) and `endpoints` (token, resolve,
-//! pre-warm, tags, referrers).
+//! verify, store and serve. One module per job, as distribution's proxy keeps them apart:
+//!
+//! - this module: the request's types ([`ClientRequest`], [`Outcome`], [`Door`]), the dispatch
+//!   and its access gate, and the KV helpers (read, mark read today, write);
+//! - `tags`: the tag service — a tag's canonical entry and its TTL, revalidation, narrow clients,
+//!   stale answers and `serve_stale_on`;
+//! - `manifests`: the manifest store by digest — local, else fetched, verified and stored;
+//!   upstream's refusals and the 404s remembered;
+//! - `blobs`: the blob store — membership (links, vouching registries), R2 reads and ranges,
+//!   fills, redirects to storage;
+//! - `fetch`: the upstream fetch — the registry, then its fallbacks, skipping those down;
+//!   `cloud`: minted cloud credentials;
+//! - `misses`: the coalescing layer on the miss path (here, or at the object's owner);
+//! - `policy`: the supply-chain policy carried out around a manifest (resolve, admit, `VERIFY`);
+//! - `endpoints`: one module per endpoint the door serves itself — `token` (and the challenge),
+//!   `resolve`, `prewarm`, `tag_list`, `referrers`, `signed_blob` (the status page is
+//!   `crate::status`'s);
+//! - `replies`: the reply builders (common headers, OCI error bodies, manifest and blob headers).
+//!
+//! What holds throughout:
 //!
 //! - Manifests are kept in KV by digest (immutable) plus a tag → digest pointer trusted for
 //!   `TAG_TTL_SECONDS`. Bytes are served exactly as received; their digest is computed over those
@@ -49,12 +64,16 @@ mod fetch;
 mod manifests;
 mod misses;
 mod policy;
+mod replies;
+mod tags;
 
 pub use endpoints::Prewarmed;
 use fetch::{is_transient, is_transient_error};
 use misses::Missed;
 pub use misses::Misses;
 pub use policy::POLICY_HEADER;
+use replies::{blob_headers, head_reply, manifest_reply, pointer_reply};
+pub use replies::{error_reply, reply, DEFAULT_CSP, NOSNIFF};
 
 /// The spec's limit that registries apply to manifests (distribution: 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -358,53 +377,4 @@ impl Outcome {
         self.registry = Some(target.registry.clone());
         self.repository = Some(target.repository.to_string());
     }
-}
-
-/// What every answer says about how a browser may treat it: never sniff a type other than the one
-/// sent, and — unless the answer sets its own policy (the status page) — run nothing, load
-/// nothing, be framed nowhere. Registry clients ignore both; they only matter if someone opens a
-/// door URL in a browser, which shares the origin of `/token` and the status page.
-pub const NOSNIFF: (&str, &str) = ("x-content-type-options", "nosniff");
-pub const DEFAULT_CSP: (&str, &str) = (
-    "content-security-policy",
-    "default-src 'none'; frame-ancestors 'none'; sandbox",
-);
-
-/// Every reply carries the API version header and [`NOSNIFF`] (and [`DEFAULT_CSP`] unless it set
-/// a policy); a HEAD reply keeps its `Content-Length` but no body.
-pub fn reply<S>(status: u16, mut headers: Headers, body: Body<S>, head: bool) -> Reply<S> {
-    headers.set("docker-distribution-api-version", "registry/2.0");
-    headers.set(NOSNIFF.0, NOSNIFF.1);
-    if headers.get(DEFAULT_CSP.0).is_none() {
-        headers.set(DEFAULT_CSP.0, DEFAULT_CSP.1);
-    }
-    if let Body::Bytes(b) = &body {
-        headers.set("content-length", b.len().to_string());
-    }
-    Reply {
-        status,
-        headers,
-        body: if head { Body::Empty } else { body },
-    }
-}
-
-impl<S> Reply<S> {
-    pub fn with_type(mut self, content_type: &str) -> Self {
-        self.headers.set("content-type", content_type);
-        self
-    }
-}
-
-pub fn error_reply<S>(e: &RegistryError, head: bool) -> Reply<S> {
-    let mut headers = Headers::new();
-    if let Some(ra) = &e.retry_after {
-        headers.set("retry-after", ra.clone());
-    }
-    if let Some(cr) = &e.content_range {
-        headers.set("content-range", cr.clone());
-    }
-    if let Some(challenge) = &e.www_authenticate {
-        headers.set("www-authenticate", challenge.clone());
-    }
-    reply(e.status, headers, Body::Bytes(e.body()), head).with_type(JSON)
 }
