@@ -164,6 +164,35 @@ async fn upload_part<U: Upload>(
     }
 }
 
+/// A spool segment's size: an owner's fill longer than this is spooled (a shorter one lands
+/// before a herd's later clients would notice the wait). Two segments are the most a fill holds
+/// in memory.
+pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// How a blob's fill of `len` bytes is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillPlan {
+    /// One put of exactly `len` bytes, which storage checks against the digest's checksum.
+    Single,
+    /// At an object's owner (`followable`), longer than a segment: spooled as segments that a
+    /// herd's later clients follow as they land, then put together with the checksum.
+    Spooled,
+    /// Above the single-put threshold: a multipart upload (`fill`).
+    Multipart,
+}
+
+/// The plan for a fill of `len` bytes; `followable`: later clients can follow this fill (it runs
+/// at the object's owner); `threshold`: the largest single put (`MULTIPART_THRESHOLD_BYTES`).
+pub fn plan(len: u64, followable: bool, threshold: u64) -> FillPlan {
+    if len > threshold {
+        FillPlan::Multipart
+    } else if followable && len > SEGMENT_BYTES {
+        FillPlan::Spooled
+    } else {
+        FillPlan::Single
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,5 +401,23 @@ mod tests {
             serde_json::json!({"fill": "blobs/sha256/ab", "multipart": true,
                 "error": "refused: stream: reset (and the abort failed)"})
         );
+    }
+
+    #[test]
+    fn a_fill_is_one_put_spooled_or_multipart_by_its_length_and_where_it_runs() {
+        let threshold = 64 * 1024 * 1024;
+        let seg = SEGMENT_BYTES;
+        for (len, followable, want) in [
+            (0, true, FillPlan::Single),
+            (seg, true, FillPlan::Single),
+            (seg + 1, true, FillPlan::Spooled),
+            (seg + 1, false, FillPlan::Single),
+            (threshold, true, FillPlan::Spooled),
+            (threshold, false, FillPlan::Single),
+            (threshold + 1, true, FillPlan::Multipart),
+            (threshold + 1, false, FillPlan::Multipart),
+        ] {
+            assert_eq!(plan(len, followable, threshold), want, "{len} {followable}");
+        }
     }
 }

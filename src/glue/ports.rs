@@ -3,7 +3,7 @@
 use super::js::{failure, KvNamespace};
 use super::pump::{fixed_length, now_ms, Pump, WatchedReader};
 use super::spool::{self, Fills};
-use crate::cache::multipart::{self, Chunks, FillError, Upload};
+use crate::cache::multipart::{self, Chunks, FillError, FillPlan, Upload};
 use crate::cache::recent::Recent;
 use crate::oci::{Algorithm, Digest};
 use crate::ports::{
@@ -196,18 +196,16 @@ impl Blobs for R2Blobs<'_> {
             }
             return None;
         };
-        if let Some(fills) = &self.fills {
-            if len > spool::SEGMENT_BYTES && len <= self.multipart_threshold {
-                let (writable, task) =
-                    spool::start(fills, &self.bucket, key, len, digest, registries)?;
-                let pump = self.pump(stream, Some(len), digest, Some(writable))?;
-                (self.spawn)(Box::pin(async move {
-                    futures::join!(pump.run, task);
-                }));
-                return Some(pump.client);
-            }
+        let plan = multipart::plan(len, self.fills.is_some(), self.multipart_threshold);
+        if let (FillPlan::Spooled, Some(fills)) = (plan, &self.fills) {
+            let (writable, task) = spool::start(fills, &self.bucket, key, len, digest, registries)?;
+            let pump = self.pump(stream, Some(len), digest, Some(writable))?;
+            (self.spawn)(Box::pin(async move {
+                futures::join!(pump.run, task);
+            }));
+            return Some(pump.client);
         }
-        if len > self.multipart_threshold {
+        if plan == FillPlan::Multipart {
             // A plain identity stream between the pump and the part splitter.
             let through = web_sys::TransformStream::new().ok()?;
             let pump = self.pump(stream, Some(len), digest, Some(through.writable()))?;

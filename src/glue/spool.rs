@@ -33,9 +33,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{ReadableStream, ReadableStreamDefaultReader};
 use worker::{console_error, Bucket, Data};
 
-/// A segment's size: a fill longer than this is spooled (a shorter one lands before a herd's
-/// later clients would notice the wait). Two segments are the most a fill holds in memory.
-pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+use crate::cache::multipart::SEGMENT_BYTES;
 
 /// Bytes one follower's client may leave untaken before its feed waits: small, since a herd has
 /// many followers (the bytes themselves are mostly the fill's own chunks, shared).
