@@ -1,5 +1,6 @@
 //! What the door stores and how: storage keys (one place), record encodings, freshness policy,
-//! the multipart fill loop and an owner's read-your-writes memory. Pure: no storage is touched
+//! how a fill is stored and the multipart fill loop, a spooled fill's state (what a herd's later
+//! clients read next), and an owner's read-your-writes memory. Pure: no storage is touched
 //! here (the fill loop drives an upload behind a trait).
 
 pub mod decide;
@@ -7,5 +8,6 @@ pub mod keys;
 pub mod multipart;
 pub mod recent;
 mod record;
+pub mod spool;
 
 pub use record::{AbsentRecord, ManifestRecord, TagRecord, INLINE_MANIFEST_BYTES};

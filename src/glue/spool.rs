@@ -26,14 +26,20 @@ use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 use js_sys::{Reflect, Uint8Array};
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{ReadableStream, ReadableStreamDefaultReader};
 use worker::{console_error, Bucket, Data};
 
-use crate::cache::multipart::SEGMENT_BYTES;
+use crate::cache::spool::{Chunk, End, Next, Spool};
+
+impl Chunk for Uint8Array {
+    fn bytes(&self) -> u64 {
+        self.length() as u64
+    }
+}
 
 /// Bytes one follower's client may leave untaken before its feed waits: small, since a herd has
 /// many followers (the bytes themselves are mostly the fill's own chunks, shared).
@@ -48,8 +54,8 @@ impl Fills {
     pub fn filling(&self, key: &str) -> Option<Stored> {
         let fills = self.0.borrow();
         let fill = fills.get(key)?;
-        let state = fill.state.borrow();
-        matches!(state.end, End::Running | End::Proved).then(|| Stored {
+        let followable = fill.state.borrow().spool.followable();
+        followable.then(|| Stored {
             size: fill.size,
             registries: fill.registries.clone(),
         })
@@ -60,14 +66,14 @@ impl Fills {
         self.0
             .borrow()
             .values()
-            .any(|f| matches!(f.state.borrow().end, End::Running | End::Proved))
+            .any(|f| f.state.borrow().spool.followable())
     }
 
     /// A follower of the fill of `key`: its client's stream and the task that feeds it.
     pub fn follow(&self, bucket: &Bucket, key: &str) -> Option<(ReadableStream, Task)> {
         let fill = self.0.borrow().get(key).cloned()?;
         let fixed = fixed_length(fill.size).ok()?;
-        fill.state.borrow_mut().followers += 1;
+        fill.state.borrow_mut().spool.followers += 1;
         let outlet = Outlet::with_window(Some(&fixed.writable()), FOLLOWER_WINDOW_BYTES);
         let task = feed(bucket.clone(), fill, outlet);
         Some((fixed.readable(), Box::pin(task)))
@@ -86,23 +92,10 @@ pub struct Fill {
     state: RefCell<State>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum End {
-    Running,
-    /// Every byte arrived and proved right (the blob's object may not have landed yet).
-    Proved,
-    Failed,
-    /// The blob's object is stored (or its put failed: then later requests fetch again).
-    Done,
-}
-
+/// The fill's state (`crate::cache::spool`, which decides what each follower reads next), and
+/// the tasks waiting for it to change.
 struct State {
-    /// Segments in storage: (first byte, length), in order, without gaps.
-    landed: Vec<(u64, u64)>,
-    /// Chunks past the landed segments, oldest first, with their offsets.
-    memory: VecDeque<(u64, Uint8Array)>,
-    end: End,
-    followers: usize,
+    spool: Spool<Uint8Array>,
     waiters: Vec<oneshot::Sender<()>>,
 }
 
@@ -111,10 +104,6 @@ impl State {
         for w in self.waiters.drain(..) {
             let _ = w.send(());
         }
-    }
-
-    fn landed_end(&self) -> u64 {
-        self.landed.last().map_or(0, |(start, len)| start + len)
     }
 }
 
@@ -125,7 +114,7 @@ impl Fill {
 
     fn finish(&self, end: End) {
         let mut state = self.state.borrow_mut();
-        state.end = end;
+        state.spool.end = end;
         state.wake();
     }
 }
@@ -148,10 +137,7 @@ pub fn start(
         digest: digest.clone(),
         registries: registries.to_vec(),
         state: RefCell::new(State {
-            landed: Vec::new(),
-            memory: VecDeque::new(),
-            end: End::Running,
-            followers: 0,
+            spool: Spool::new(size),
             waiters: Vec::new(),
         }),
     });
@@ -170,7 +156,7 @@ async fn run(
     reader: ReadableStreamDefaultReader,
 ) {
     let spooled = spool(&bucket, &fill, &reader).await;
-    let segments = fill.state.borrow().landed.len();
+    let segments = fill.state.borrow().spool.segments().len();
     match spooled {
         Ok(()) => {
             fill.finish(End::Proved);
@@ -195,7 +181,7 @@ async fn run(
     loop {
         let wait = {
             let mut state = fill.state.borrow_mut();
-            if state.followers == 0 {
+            if state.spool.followers == 0 {
                 break;
             }
             let (tx, rx) = oneshot::channel();
@@ -234,21 +220,19 @@ async fn spool(
                 .map_err(failure)?
                 .dyn_into()
                 .map_err(|_| "a chunk that is not bytes".to_owned())?;
-            let len = chunk.length() as u64;
+            collected += chunk.bytes();
             {
                 let mut state = fill.state.borrow_mut();
-                state.memory.push_back((received, chunk.clone()));
+                received = state.spool.arrived(chunk.clone());
                 state.wake();
             }
-            received += len;
-            collected += len;
             collecting.push(chunk);
         }
-        if collected >= SEGMENT_BYTES || (done && collected > 0) {
+        if Spool::<Uint8Array>::cut(collected, done) {
             if let Some(previous) = storing.take() {
                 landed(fill, previous.await?);
             }
-            let n = fill.state.borrow().landed.len();
+            let n = fill.state.borrow().spool.next_segment();
             let start = received - collected;
             let chunks = std::mem::take(&mut collecting);
             storing = Some(Box::pin(put_segment(
@@ -264,10 +248,7 @@ async fn spool(
             if let Some(last) = storing.take() {
                 landed(fill, last.await?);
             }
-            if received != fill.size {
-                return Err(format!("got {received} of {} bytes", fill.size));
-            }
-            return Ok(());
+            return fill.state.borrow().spool.finished();
         }
     }
 }
@@ -275,11 +256,7 @@ async fn spool(
 /// A segment is in storage: followers read it from there, and memory lets its chunks go.
 fn landed(fill: &Fill, (start, len): (u64, u64)) {
     let mut state = fill.state.borrow_mut();
-    state.landed.push((start, len));
-    let end = start + len;
-    while state.memory.front().is_some_and(|(at, _)| *at < end) {
-        state.memory.pop_front();
-    }
+    state.spool.landed(start, len);
     state.wake();
 }
 
@@ -325,7 +302,7 @@ async fn assemble(bucket: &Bucket, fill: &Fill) -> Result<(), String> {
         Algorithm::Sha256 => builder.sha256(raw),
         Algorithm::Sha512 => builder.sha512(raw),
     };
-    let segments = fill.state.borrow().landed.clone();
+    let segments = fill.state.borrow().spool.segments().to_vec();
     let write = async {
         let mut outlet = Outlet::of(Some(&writable));
         for (n, (_, len)) in segments.iter().enumerate() {
@@ -378,34 +355,16 @@ async fn feed(bucket: Bucket, fill: Rc<Fill>, mut outlet: Outlet) {
     let result = loop {
         let step = {
             let mut state = fill.state.borrow_mut();
-            let from_memory: Vec<Uint8Array> = state
-                .memory
-                .iter()
-                .skip_while(|(offset, _)| *offset < at)
-                .take_while(|(offset, _)| *offset >= at)
-                .take(8)
-                .map(|(_, c)| c.clone())
-                .collect();
-            let next_in_memory = state.memory.iter().any(|(offset, _)| *offset == at);
-            if state.end == End::Failed {
-                Step::Fail
-            } else if at == fill.size {
-                Step::Close
-            } else if next_in_memory {
-                Step::Chunks(from_memory)
-            } else if at < state.landed_end() {
-                let (n, (start, len)) = state
-                    .landed
-                    .iter()
-                    .copied()
-                    .enumerate()
-                    .find(|(_, (start, len))| *start <= at && at < start + len)
-                    .expect("the landed segments have no gaps");
-                Step::Segment(at - start, start + len - at, fill.segment_key(n))
-            } else {
-                let (tx, rx) = oneshot::channel();
-                state.waiters.push(tx);
-                Step::Wait(rx)
+            match state.spool.next(at) {
+                Next::Fail => Step::Fail,
+                Next::Close => Step::Close,
+                Next::Chunks(chunks) => Step::Chunks(chunks),
+                Next::Segment { n, offset, len } => Step::Segment(offset, len, fill.segment_key(n)),
+                Next::Wait => {
+                    let (tx, rx) = oneshot::channel();
+                    state.waiters.push(tx);
+                    Step::Wait(rx)
+                }
             }
         };
         match step {
@@ -438,6 +397,6 @@ async fn feed(bucket: Bucket, fill: Rc<Fill>, mut outlet: Outlet) {
         Err(why) => outlet.abort(&why).await,
     }
     let mut state = fill.state.borrow_mut();
-    state.followers -= 1;
+    state.spool.followers -= 1;
     state.wake();
 }
