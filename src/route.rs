@@ -407,9 +407,32 @@ fn looks_like_host(s: &str) -> bool {
     s.contains('.') || s.contains(':') || s == "localhost"
 }
 
+/// The largest `POST /token` form read.
+pub const MAX_TOKEN_FORM: usize = 16 * 1024;
+
+/// How much of a request's body the door reads, if any: only the token endpoint has a body worth
+/// reading, a small form read up to a limit (a larger one is not a token request and is read no
+/// further). Every other body is never read.
+pub fn body_limit(method: &str, path: &str) -> Option<usize> {
+    (method == "POST" && path == "/token").then_some(MAX_TOKEN_FORM)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_token_post_has_its_body_read() {
+        for (method, path, limit) in [
+            ("POST", "/token", Some(MAX_TOKEN_FORM)),
+            ("GET", "/token", None),
+            ("POST", "/v2/", None),
+            ("POST", "/_frontdoor/prewarm", None),
+            ("PUT", "/token", None),
+        ] {
+            assert_eq!(body_limit(method, path), limit, "{method} {path}");
+        }
+    }
 
     fn cfg() -> Config {
         Config::load(|k| match k {

@@ -47,17 +47,11 @@ impl Coalesce for DurableCoalescer<'_> {
     }
 
     async fn forward_path(&self, key: &str, path: &str) -> Result<Reply<Stream>, RegistryError> {
-        // The client's headers (its credentials), with the full Accept; the host is one no
-        // `HOSTS` entry names, so the `<registry>/` prefix in `path` chooses the registry.
-        let headers = worker::Headers::new();
-        for (name, value) in worker::Headers(self.request.headers()).entries() {
-            if name != "host" && name != "accept" && name != "range" {
-                headers.set(&name, &value).map_err(|e| failed(key, e))?;
-            }
-        }
-        headers
-            .set("accept", crate::oci::DEFAULT_MANIFEST_ACCEPT)
-            .map_err(|e| failed(key, e))?;
+        // The host is one no `HOSTS` entry names, so the `<registry>/` prefix in `path` chooses
+        // the registry.
+        let client = super::js::from_js_headers(&worker::Headers(self.request.headers()));
+        let headers = crate::proxy::path_request_headers(&client);
+        let headers = super::js::to_js_headers(&headers).map_err(|e| failed(key, e))?;
         let init = super::request::Init {
             method: "GET",
             headers: Some(&headers),

@@ -39,8 +39,6 @@ const R2_BINDING: &str = "BLOBS";
 pub(crate) const COALESCER_BINDING: &str = "COALESCER";
 /// Workers Analytics Engine dataset: one data point per request when bound (see `analytics`).
 const ANALYTICS_BINDING: &str = "ANALYTICS";
-/// The largest `POST /token` form read.
-const MAX_TOKEN_FORM: usize = 16 * 1024;
 
 thread_local! {
     /// Upstream tokens live as long as the isolate; an isolate is single-threaded.
@@ -130,17 +128,13 @@ pub(crate) async fn serve_request(
         url.scheme(),
         host.as_deref().or(url.host_str()).unwrap_or_default()
     );
-    // Only the token endpoint has a body worth reading: a small form, read up to a limit (a larger
-    // one is not a token request and is read no further).
-    let body = if method == "POST" && url.path() == "/token" {
-        let stream = req.clone()?.body();
-        Some(
-            FetchUpstream::read_limited(stream, MAX_TOKEN_FORM)
+    let body = match crate::route::body_limit(&method, url.path()) {
+        Some(limit) => Some(
+            FetchUpstream::read_limited(req.clone()?.body(), limit)
                 .await
                 .unwrap_or_default(),
-        )
-    } else {
-        None
+        ),
+        None => None,
     };
     let client_req = ClientRequest {
         line: RequestLine {

@@ -83,6 +83,21 @@ impl<C: Coalesce> Misses<'_, C> {
     }
 }
 
+/// The headers of a by-path request to a manifest's owner (`Coalesce::forward_path`), from the
+/// client's: its credentials and the rest, less `host` (the path's `<registry>/` prefix chooses
+/// the registry, whatever host the client used), `range`, and `accept` — the full one is asked,
+/// as for every manifest the door caches.
+pub fn path_request_headers(client: &Headers) -> Headers {
+    let mut headers = Headers::new();
+    for (name, value) in client.iter() {
+        if !["host", "accept", "range"].contains(&name.to_ascii_lowercase().as_str()) {
+            headers.append(name, value);
+        }
+    }
+    headers.set("accept", DEFAULT_MANIFEST_ACCEPT);
+    headers
+}
+
 impl<K, B, U, C> Door<'_, K, B, U, C>
 where
     K: Kv,
@@ -137,6 +152,37 @@ mod tests {
             Missed::Here(t) => Some(t),
             Missed::Owner(_) => None,
         }
+    }
+
+    #[test]
+    fn a_by_path_request_keeps_the_clients_credentials_and_asks_for_every_manifest_type() {
+        let mut client = Headers::new();
+        for (name, value) in [
+            ("Host", "door.example.com"),
+            ("authorization", "Bearer t"),
+            (
+                "accept",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            ),
+            ("range", "bytes=0-1"),
+            ("user-agent", "containerd/2.1"),
+        ] {
+            client.append(name, value);
+        }
+        let sent = path_request_headers(&client);
+        let mut names: Vec<_> = sent
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ("accept".to_owned(), DEFAULT_MANIFEST_ACCEPT.to_owned()),
+                ("authorization".to_owned(), "Bearer t".to_owned()),
+                ("user-agent".to_owned(), "containerd/2.1".to_owned()),
+            ]
+        );
     }
 
     #[test]

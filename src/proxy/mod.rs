@@ -70,7 +70,7 @@ mod tags;
 pub use endpoints::Prewarmed;
 use fetch::{is_transient, is_transient_error};
 use misses::Missed;
-pub use misses::Misses;
+pub use misses::{path_request_headers, Misses};
 pub use policy::POLICY_HEADER;
 use replies::{blob_headers, head_reply, manifest_reply, pointer_reply};
 pub use replies::{error_reply, reply, DEFAULT_CSP, NOSNIFF};
