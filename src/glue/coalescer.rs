@@ -25,8 +25,7 @@ use worker::{
     ResponseBody, State,
 };
 
-/// The owner's read-your-writes memory (the core's), as `super` names it.
-pub(crate) use crate::cache::recent::Recent;
+use crate::cache::recent::Recent;
 
 /// The worker's side: forwards the client's request to the owner of a key.
 pub(crate) struct DurableCoalescer<'a> {

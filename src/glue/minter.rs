@@ -36,12 +36,13 @@ pub async fn serve(mut req: Request, env: &Env, recent: &Recent) -> worker::Resu
     let Some(store) = js::binding(env, "CACHE") else {
         return Response::error("no CACHE binding", 500);
     };
+    let now = Date::now().as_millis() / 1000;
     let kv = WorkerKv {
         store,
         recent: Some(recent),
+        memo: Some((super::memo(), now)),
     };
     let port = FetchUpstream::new(config.body_limits());
-    let now = Date::now().as_millis() / 1000;
     let key = keys::credential(&upstream.name, ask.upstream);
     let tokens = super::TOKENS.with(|t| *t);
     let result = mint::obtain(

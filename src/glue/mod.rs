@@ -13,6 +13,8 @@ mod stats;
 mod tests;
 
 use crate::analytics;
+use crate::cache::memo::Memo;
+use crate::cache::recent::Recent;
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
 use crate::proxy::{error_reply, Body, ClientRequest, Door, Misses, Outcome, Reply};
@@ -20,7 +22,7 @@ use crate::retention::Sweep;
 use crate::route::RequestLine;
 use crate::upstream::health::Health;
 use crate::upstream::token::TokenCache;
-use coalescer::{DurableCoalescer, Recent};
+use coalescer::DurableCoalescer;
 use futures::future::LocalBoxFuture;
 use ports::{FetchUpstream, R2Blobs, Stream, WorkerKv};
 use std::cell::RefCell;
@@ -48,6 +50,13 @@ thread_local! {
     /// The settings, parsed and validated once per isolate: a Worker's vars and secrets are fixed
     /// for the life of its isolate (a new deployment, or a changed secret, starts new isolates).
     static CONFIG: &'static std::cell::OnceCell<Config> = Box::leak(Box::default());
+    /// This isolate's KV reads of this second (`crate::cache::memo`), for every role: each
+    /// write or delete in the isolate forgets its key.
+    static MEMO: &'static RefCell<Memo> = Box::leak(Box::default());
+}
+
+pub(crate) fn memo() -> &'static RefCell<Memo> {
+    MEMO.with(|m| *m)
 }
 
 /// The settings (see `CONFIG`); settings that do not load are read again on the next request,
@@ -200,7 +209,7 @@ async fn serve(
     if let Some(answer) = crate::status::serve(config, &req, now_ms / 1000, &hub).await {
         return Ok(answer);
     }
-    let parts = Parts::new(env, config, ports)?;
+    let parts = Parts::new(env, config, ports, now_ms)?;
     Ok(parts.door(config, ports, now_ms).handle(req).await)
 }
 
@@ -212,7 +221,12 @@ struct Parts<'a> {
 }
 
 impl<'a> Parts<'a> {
-    fn new(env: &Env, config: &Config, ports: &Ports<'a>) -> Result<Parts<'a>, RegistryError> {
+    fn new(
+        env: &Env,
+        config: &Config,
+        ports: &Ports<'a>,
+        now_ms: u64,
+    ) -> Result<Parts<'a>, RegistryError> {
         let binding = |what: &str, e: worker::Error| {
             RegistryError::new(ErrorCode::Unknown, format!("binding {what}: {e}"))
         };
@@ -222,6 +236,7 @@ impl<'a> Parts<'a> {
                     binding(KV_BINDING, format!("invalid kv store: {KV_BINDING}").into())
                 })?,
                 recent: ports.recent,
+                memo: Some((memo(), now_ms / 1000)),
             },
             blobs: R2Blobs {
                 bucket: js::binding(env, R2_BINDING).ok_or_else(|| {
@@ -275,7 +290,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
         misses: Misses::Here,
         role: "cron",
     };
-    let parts = match Parts::new(&env, &config, &ports) {
+    let parts = match Parts::new(&env, &config, &ports, event.schedule() as u64) {
         Ok(parts) => parts,
         Err(e) => return console_error!("{{\"cron\":\"not run\",\"error\":{:?}}}", e.message),
     };

@@ -3,6 +3,7 @@
 use super::js::{failure, KvNamespace};
 use super::pump::{fixed_length, now_ms, Pump, WatchedReader};
 use super::spool::{self, Fills};
+use crate::cache::memo::Memo;
 use crate::cache::multipart::{self, Chunks, FillError, FillPlan, Upload};
 use crate::cache::recent::Recent;
 use crate::oci::{Algorithm, Digest};
@@ -30,6 +31,8 @@ pub struct WorkerKv<'a> {
     /// Writes this Durable Object made recently: KV is eventually consistent, and the requests
     /// queued behind a fill must see what it wrote.
     pub recent: Option<&'a Recent>,
+    /// The isolate's memory of this second's reads (`crate::cache::memo`), and the second.
+    pub memo: Option<(&'a RefCell<Memo>, u64)>,
 }
 
 impl Kv for WorkerKv<'_> {
@@ -37,11 +40,21 @@ impl Kv for WorkerKv<'_> {
         if let Some(entry) = self.recent.and_then(|r| r.get(key)) {
             return Ok(Some(entry));
         }
+        if let Some(entry) = self.memo.and_then(|(m, now)| m.borrow().get(key, now)) {
+            return Ok(Some(entry));
+        }
         let got = self.store.get_entry(key).await.map_err(StoreError)?;
-        Ok(got.map(|(value, read_day)| Entry { value, read_day }))
+        let got = got.map(|(value, read_day)| Entry { value, read_day });
+        if let (Some(entry), Some((memo, now))) = (&got, self.memo) {
+            memo.borrow_mut().put(key, entry, now);
+        }
+        Ok(got)
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, read_day: u64) -> Result<(), StoreError> {
+        if let Some((memo, _)) = self.memo {
+            memo.borrow_mut().forget(key);
+        }
         let put = self
             .store
             .put_entry(key, &value, read_day)
@@ -61,6 +74,9 @@ impl Kv for WorkerKv<'_> {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         if let Some(recent) = self.recent {
             recent.forget(key);
+        }
+        if let Some((memo, _)) = self.memo {
+            memo.borrow_mut().forget(key);
         }
         self.store.delete(key).await.map_err(StoreError)
     }
