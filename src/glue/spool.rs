@@ -56,7 +56,7 @@ impl Fills {
         let fill = fills.get(key)?;
         let followable = fill.state.borrow().spool.followable();
         followable.then(|| Stored {
-            size: fill.size,
+            size: fill.size(),
             registries: fill.registries.clone(),
         })
     }
@@ -72,7 +72,7 @@ impl Fills {
     /// A follower of the fill of `key`: its client's stream and the task that feeds it.
     pub fn follow(&self, bucket: &Bucket, key: &str) -> Option<(ReadableStream, Task)> {
         let fill = self.0.borrow().get(key).cloned()?;
-        let fixed = fixed_length(fill.size).ok()?;
+        let fixed = fixed_length(fill.size()).ok()?;
         fill.state.borrow_mut().spool.followers += 1;
         let outlet = Outlet::with_window(Some(&fixed.writable()), FOLLOWER_WINDOW_BYTES);
         let task = feed(bucket.clone(), fill, outlet);
@@ -86,7 +86,6 @@ pub type Task = LocalBoxFuture<'static, ()>;
 pub struct Fill {
     key: String,
     started_ms: u64,
-    size: u64,
     digest: Digest,
     registries: Vec<String>,
     state: RefCell<State>,
@@ -108,6 +107,11 @@ impl State {
 }
 
 impl Fill {
+    /// The blob's length, as its spool knows it.
+    fn size(&self) -> u64 {
+        self.state.borrow().spool.size()
+    }
+
     fn segment_key(&self, n: usize) -> String {
         keys::spool_segment(&self.key, self.started_ms, n as u32)
     }
@@ -133,7 +137,6 @@ pub fn start(
     let fill = Rc::new(Fill {
         key: key.to_owned(),
         started_ms: now_ms(),
-        size,
         digest: digest.clone(),
         registries: registries.to_vec(),
         state: RefCell::new(State {
@@ -288,7 +291,7 @@ async fn put_segment(
 
 /// The blob's own object, from its segments, with the digest for R2 to check again.
 async fn assemble(bucket: &Bucket, fill: &Fill) -> Result<(), String> {
-    let fixed = fixed_length(fill.size).map_err(failure)?;
+    let fixed = fixed_length(fill.size()).map_err(failure)?;
     let writable = fixed.writable();
     let metadata = HashMap::from([(
         REGISTRIES_METADATA.to_owned(),
