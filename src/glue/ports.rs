@@ -1,7 +1,7 @@
 //! Workers implementations of the core's ports: KV, R2 and `fetch`.
 
 use super::js::{failure, KvNamespace};
-use super::pump::{fixed_length, now_ms, Pump, WatchedReader};
+use super::pump::{fixed_length, now_ms, Pump, Store, WatchedReader};
 use super::spool::{self, Fills};
 use crate::cache::memo::Memo;
 use crate::cache::multipart::{self, Chunks, FillError, FillPlan, Upload};
@@ -117,7 +117,7 @@ impl R2Blobs<'_> {
         body: web_sys::ReadableStream,
         len: Option<u64>,
         digest: &Digest,
-        store: Option<web_sys::WritableStream>,
+        store: Store,
     ) -> Option<Pump> {
         match Pump::start(body, len, digest, self.limits, store) {
             Ok(pump) => Some(pump),
@@ -214,8 +214,8 @@ impl Blobs for R2Blobs<'_> {
         };
         let plan = multipart::plan(len, self.fills.is_some(), self.multipart_threshold);
         if let (FillPlan::Spooled, Some(fills)) = (plan, &self.fills) {
-            let (writable, task) = spool::start(fills, &self.bucket, key, len, digest, registries)?;
-            let pump = self.pump(stream, Some(len), digest, Some(writable))?;
+            let (writer, task) = spool::start(fills, &self.bucket, key, len, digest, registries);
+            let pump = self.pump(stream, Some(len), digest, Store::Spool(writer))?;
             (self.spawn)(Box::pin(async move {
                 futures::join!(pump.run, task);
             }));
@@ -224,7 +224,7 @@ impl Blobs for R2Blobs<'_> {
         if plan == FillPlan::Multipart {
             // A plain identity stream between the pump and the part splitter.
             let through = web_sys::TransformStream::new().ok()?;
-            let pump = self.pump(stream, Some(len), digest, Some(through.writable()))?;
+            let pump = self.pump(stream, Some(len), digest, Store::Queued(through.writable()))?;
             let fill = multipart_fill(
                 self.bucket.clone(),
                 key.to_owned(),
@@ -239,7 +239,7 @@ impl Blobs for R2Blobs<'_> {
             return Some(pump.client);
         }
         let fixed = fixed_length(len).ok()?;
-        let pump = self.pump(stream, Some(len), digest, Some(fixed.writable()))?;
+        let pump = self.pump(stream, Some(len), digest, Store::Fixed(fixed.writable()))?;
         let readable = fixed.readable();
         (self.spawn)(Box::pin(async move {
             futures::join!(pump.run, put(Data::ReadableStream(readable)));
@@ -258,7 +258,7 @@ impl Blobs for R2Blobs<'_> {
     }
 
     fn verify(&self, body: Stream, len: Option<u64>, digest: &Digest) -> Stream {
-        let pump = self.pump(body?, len, digest, None)?;
+        let pump = self.pump(body?, len, digest, Store::None)?;
         (self.spawn)(pump.run);
         Some(pump.client)
     }
@@ -518,14 +518,15 @@ impl Upstream for FetchUpstream {
             return Ok(Vec::new());
         };
         let watch = Watch::whole(self.limits, self.sent_at(&stream), now_ms());
-        let mut reader = WatchedReader::new(&stream, watch);
+        // Each chunk is copied out at once, so its buffer is read into again.
+        let mut reader = WatchedReader::recycling(&stream, watch);
         let mut out = Vec::new();
         while let Some(chunk) = reader.next().await.map_err(|w| w.net_error())? {
-            if out.len() + chunk.length() as usize > limit {
+            if out.len() + chunk.bytes.length() as usize > limit {
                 reader.cancel();
                 return Err(NetError::TooLarge);
             }
-            out.extend_from_slice(&chunk.to_vec());
+            out.extend_from_slice(&chunk.bytes.to_vec());
         }
         Ok(out)
     }

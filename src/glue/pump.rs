@@ -14,13 +14,24 @@
 //! both streams close (and R2, given the checksum too, stores the object); when not — or when
 //! upstream stalls, sends too much or breaks off — both streams are aborted short of their length:
 //! the client sees a failed transfer, R2 stores nothing, and one JSON line is logged.
+//!
+//! Read buffers are recycled ([`Pool`]): a chunk's buffer goes back to its pump once every stream
+//! it was written to has taken it, and the next read fills it again. A fresh buffer per read is
+//! garbage the runtime collects only after tens of MiB have piled up (V8 counts array buffers as
+//! external memory), which was most of a cold fill's memory growth. Only streams whose write is
+//! done when their reader has taken the bytes get recycled chunks: `FixedLengthStream`s, the
+//! digest stream and the spool ([`Store`]); a JS `TransformStream` may still queue a chunk after
+//! its write resolved, so a pump writing to one reads into fresh buffers.
 
+use super::spool::Writer;
 use crate::oci::{Algorithm, Digest};
 use crate::watchdog::{Limits, Next, Tally, Watch, Wrong};
 use futures::future::{select, Either, LocalBoxFuture};
 use js_sys::{Reflect, Uint8Array};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::rc::Rc;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
@@ -62,11 +73,16 @@ impl Reader {
         }
     }
 
-    fn read(&self) -> js_sys::Promise {
+    fn read(&self, pool: Option<&Pool>) -> js_sys::Promise {
         match self {
-            // A fresh buffer each time: the last one now belongs to the chunk handed on.
+            // A recycled buffer when one is free; else a fresh one (the last one now belongs to
+            // the chunk handed on).
             Reader::Byob(r) => {
-                r.read_with_array_buffer_view(&Uint8Array::new_with_length(READ_BYTES))
+                let view = match pool.and_then(Pool::take) {
+                    Some(buffer) => Uint8Array::new(&buffer),
+                    None => Uint8Array::new_with_length(READ_BYTES),
+                };
+                r.read_with_array_buffer_view(&view)
             }
             Reader::Default(r) => r.read(),
         }
@@ -80,9 +96,55 @@ impl Reader {
     }
 }
 
+/// The most free read buffers a pump keeps (4 MiB): more than its streams hold at once.
+const POOL_BUFFERS: usize = 16;
+
+/// A pump's free read buffers, each `READ_BYTES` long.
+#[derive(Clone, Default)]
+pub struct Pool(Rc<RefCell<Vec<js_sys::ArrayBuffer>>>);
+
+impl Pool {
+    fn take(&self) -> Option<js_sys::ArrayBuffer> {
+        self.0.borrow_mut().pop()
+    }
+
+    fn give(&self, buffer: js_sys::ArrayBuffer) {
+        let mut free = self.0.borrow_mut();
+        if free.len() < POOL_BUFFERS && buffer.byte_length() == READ_BYTES {
+            free.push(buffer);
+        }
+    }
+}
+
+/// A chunk's claim on its read buffer: when the last clone is dropped (every write of the chunk
+/// is done), the buffer goes back to its pool.
+#[derive(Clone)]
+pub struct Lease {
+    _held: Rc<Returns>,
+}
+
+struct Returns {
+    buffer: js_sys::ArrayBuffer,
+    pool: Pool,
+}
+
+impl Drop for Returns {
+    fn drop(&mut self) {
+        self.pool.give(self.buffer.clone());
+    }
+}
+
+/// A chunk read from upstream, and its lease when its buffer is recycled.
+pub struct Chunk {
+    pub bytes: Uint8Array,
+    pub lease: Option<Lease>,
+}
+
 /// Reads an upstream body chunk by chunk, giving up when the watch says so.
 pub struct WatchedReader {
     reader: Reader,
+    /// Where the read buffers come from and go back to (`None`: a fresh buffer per read).
+    pool: Option<Pool>,
     pub watch: Watch,
     /// The pending timer and when it fires (ms). One timer serves many reads: when it fires
     /// early (bytes kept arriving) the watch says how much longer to wait, and a new one is set.
@@ -93,15 +155,24 @@ impl WatchedReader {
     pub fn new(stream: &ReadableStream, watch: Watch) -> WatchedReader {
         WatchedReader {
             reader: Reader::of(stream),
+            pool: None,
             watch,
             timer: None,
         }
     }
 
+    /// A reader that recycles its buffers: each chunk carries a lease (see [`Pool`]).
+    pub fn recycling(stream: &ReadableStream, watch: Watch) -> WatchedReader {
+        WatchedReader {
+            pool: Some(Pool::default()),
+            ..WatchedReader::new(stream, watch)
+        }
+    }
+
     /// The next chunk (`None` at a clean end). Upstream is cancelled when it stalls or breaks.
-    pub async fn next(&mut self) -> Result<Option<Uint8Array>, Wrong> {
+    pub async fn next(&mut self) -> Result<Option<Chunk>, Wrong> {
         self.watch.reading(now_ms());
-        let mut read = JsFuture::from(self.reader.read());
+        let mut read = JsFuture::from(self.reader.read(self.pool.as_ref()));
         let result = loop {
             let now = now_ms();
             let wait = match self.watch.next(now) {
@@ -132,13 +203,27 @@ impl WatchedReader {
         match value.dyn_into::<Uint8Array>() {
             Ok(chunk) => {
                 self.watch.arrived(chunk.length() as usize);
+                let buffer = chunk.buffer();
                 // A small read keeps a copy of its own, not the whole read buffer (a dribbling
-                // upstream must not pin 256 KiB per byte while a reader is slow).
-                if chunk.length() < READ_BYTES / 4 && chunk.buffer().byte_length() > chunk.length()
-                {
-                    return Ok(Some(chunk.slice(0, chunk.length())));
+                // upstream must not pin 256 KiB per byte while a reader is slow); the buffer is
+                // free again at once.
+                if chunk.length() < READ_BYTES / 4 && buffer.byte_length() > chunk.length() {
+                    let bytes = chunk.slice(0, chunk.length());
+                    if let Some(pool) = &self.pool {
+                        pool.give(buffer);
+                    }
+                    return Ok(Some(Chunk { bytes, lease: None }));
                 }
-                Ok(Some(chunk))
+                let lease = self.pool.as_ref().map(|pool| Lease {
+                    _held: Rc::new(Returns {
+                        buffer,
+                        pool: pool.clone(),
+                    }),
+                });
+                Ok(Some(Chunk {
+                    bytes: chunk,
+                    lease,
+                }))
             }
             Err(_) => {
                 self.cancel();
@@ -160,8 +245,8 @@ const WINDOW_BYTES: u64 = 2 * 1024 * 1024;
 /// A writer the pump feeds; `None` once its reader has gone away.
 pub(super) struct Outlet {
     writer: Option<WritableStreamDefaultWriter>,
-    /// Writes not yet taken, oldest first, with their sizes.
-    pending: VecDeque<(JsFuture, u64)>,
+    /// Writes not yet taken, oldest first, with their sizes and their chunks' leases.
+    pending: VecDeque<(JsFuture, u64, Option<Lease>)>,
     pending_bytes: u64,
     /// Bytes that may wait untaken before `write` waits.
     window: u64,
@@ -186,14 +271,19 @@ impl Outlet {
         self.writer.is_some()
     }
 
-    /// Queues `chunk`, then waits while more than the window is untaken.
-    pub(super) async fn write(&mut self, chunk: &Uint8Array) -> Result<(), String> {
+    /// Queues `chunk`, then waits while more than the window is untaken; holds `lease` until
+    /// the reader has taken the bytes.
+    pub(super) async fn write(
+        &mut self,
+        chunk: &Uint8Array,
+        lease: Option<Lease>,
+    ) -> Result<(), String> {
         let Some(writer) = &self.writer else {
             return Ok(());
         };
         let size = chunk.length() as u64;
-        self.pending
-            .push_back((JsFuture::from(writer.write_with_chunk(chunk)), size));
+        let write = JsFuture::from(writer.write_with_chunk(chunk));
+        self.pending.push_back((write, size, lease));
         self.pending_bytes += size;
         while self.pending_bytes > self.window {
             self.settle_one().await?;
@@ -203,7 +293,7 @@ impl Outlet {
 
     /// Waits for the oldest pending write; a failed one means the reader went away.
     async fn settle_one(&mut self) -> Result<(), String> {
-        let Some((write, size)) = self.pending.pop_front() else {
+        let Some((write, size, _lease)) = self.pending.pop_front() else {
             return Ok(());
         };
         self.pending_bytes -= size;
@@ -247,6 +337,19 @@ pub struct Pump {
     pub run: LocalBoxFuture<'static, ()>,
 }
 
+/// Where a pump stores the blob it fills.
+pub enum Store {
+    /// Nowhere: the pump only verifies.
+    None,
+    /// The writable side of a `FixedLengthStream`: a write is done once its reader has the bytes.
+    Fixed(web_sys::WritableStream),
+    /// A JS `TransformStream`'s writable side: a chunk may wait in its queue after its write is
+    /// done, so a pump writing here recycles no buffer.
+    Queued(web_sys::WritableStream),
+    /// A spooled fill's segments (`super::spool`).
+    Spool(Writer),
+}
+
 impl Pump {
     /// Starts a pump from `source`, which must be `len` bytes (when known) hashing to `digest`.
     /// `store` is storage's end: closed only when the bytes were right, aborted otherwise.
@@ -255,9 +358,10 @@ impl Pump {
         len: Option<u64>,
         digest: &Digest,
         limits: Limits,
-        store: Option<web_sys::WritableStream>,
+        store: Store,
     ) -> Result<Pump, JsValue> {
-        // A known length gives the client a `Content-Length` and the runtime's own length check.
+        // A known length gives the client a `Content-Length` and the runtime's own length check
+        // (and a `FixedLengthStream`, which takes recycled chunks).
         let client = match len {
             Some(len) => fixed_length(len)?.unchecked_into::<web_sys::TransformStream>(),
             None => web_sys::TransformStream::new()?,
@@ -266,12 +370,23 @@ impl Pump {
             Algorithm::Sha256 => "SHA-256",
             Algorithm::Sha512 => "SHA-512",
         });
-        let reader = WatchedReader::new(&source, Watch::stream(limits, now_ms()));
+        let watch = Watch::stream(limits, now_ms());
+        let recycle = len.is_some() && !matches!(store, Store::Queued(_));
+        let reader = match recycle {
+            true => WatchedReader::recycling(&source, watch),
+            false => WatchedReader::new(&source, watch),
+        };
+        let store = match store {
+            Store::None => Sink::Outlet(Outlet::of(None)),
+            Store::Fixed(w) | Store::Queued(w) => Sink::Outlet(Outlet::of(Some(&w))),
+            Store::Spool(writer) => Sink::Spool(writer),
+        };
+        let hasher = Outlet::of(Some(hash.unchecked_ref::<web_sys::WritableStream>()));
         let run = carry(
             reader,
             Outlet::of(Some(&client.writable())),
-            Outlet::of(store.as_ref()),
-            hash,
+            store,
+            (hash, hasher),
             Tally::new(len),
             digest.clone(),
         );
@@ -279,6 +394,42 @@ impl Pump {
             client: client.readable(),
             run: Box::pin(run),
         })
+    }
+}
+
+/// Storage's end of a pump.
+enum Sink {
+    Outlet(Outlet),
+    Spool(Writer),
+}
+
+impl Sink {
+    fn open(&self) -> bool {
+        match self {
+            Sink::Outlet(o) => o.open(),
+            Sink::Spool(w) => w.open(),
+        }
+    }
+
+    async fn write(&mut self, chunk: &Uint8Array, lease: Option<Lease>) -> Result<(), String> {
+        match self {
+            Sink::Outlet(o) => o.write(chunk, lease).await,
+            Sink::Spool(w) => w.write(chunk, lease).await,
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            Sink::Outlet(o) => o.close().await,
+            Sink::Spool(w) => w.close().await,
+        }
+    }
+
+    async fn abort(&mut self, why: &Wrong) {
+        match self {
+            Sink::Outlet(o) => o.abort(why).await,
+            Sink::Spool(w) => w.abort(&why.to_string()).await,
+        }
     }
 }
 
@@ -293,25 +444,22 @@ pub fn fixed_length(len: u64) -> Result<FixedLengthStream, JsValue> {
 async fn carry(
     mut reader: WatchedReader,
     mut client: Outlet,
-    mut store: Outlet,
-    hash: DigestStream,
+    mut store: Sink,
+    (hash, mut hasher): (DigestStream, Outlet),
     mut tally: Tally,
     digest: Digest,
 ) {
-    let hasher = hash.get_writer().ok();
     // Each chunk is handed on only once the next has arrived, and the last one only when the
     // bytes proved right: a client that got every byte of a `Content-Length` body would see a
     // complete answer however the stream ended afterwards.
-    let mut held: Option<Uint8Array> = None;
+    let mut held: Option<Chunk> = None;
     let verdict = async {
         while let Some(chunk) = reader.next().await? {
-            tally.add(chunk.length() as u64)?;
-            if let Some(h) = &hasher {
-                // The runtime hashes the chunks in order as they are written: no wait needed.
-                let _ = h.write_with_chunk(&chunk);
-            }
+            tally.add(chunk.bytes.length() as u64)?;
+            // The runtime hashes the chunks in order as they are written.
+            let _ = hasher.write(&chunk.bytes, chunk.lease.clone()).await;
             if let Some(previous) = held.replace(chunk) {
-                hand_on(&previous, &mut client, &mut store, &digest).await;
+                hand_on(previous, &mut client, &mut store, &digest).await;
                 if !client.open() && !store.open() {
                     // Nobody reads any more: stop reading upstream.
                     reader.cancel();
@@ -319,10 +467,10 @@ async fn carry(
                 }
             }
         }
-        let Some(h) = hasher else {
+        if !hasher.open() {
             return Err(Wrong::Broken("no digest stream".into()));
-        };
-        let _ = JsFuture::from(h.close()).await;
+        }
+        hasher.close().await;
         let raw = JsFuture::from(hash.digest())
             .await
             .map_err(|e| Wrong::Broken(describe(&e)))?;
@@ -332,7 +480,7 @@ async fn carry(
     match verdict {
         Ok(()) => {
             if let Some(last) = held.take() {
-                hand_on(&last, &mut client, &mut store, &digest).await;
+                hand_on(last, &mut client, &mut store, &digest).await;
             }
             futures::join!(store.close(), client.close());
         }
@@ -346,8 +494,12 @@ async fn carry(
 
 /// Writes `chunk` to the client and to storage, waiting for both to take it. A client that went
 /// away is dropped (storage goes on filling); a storage write that failed is logged and dropped.
-async fn hand_on(chunk: &Uint8Array, client: &mut Outlet, store: &mut Outlet, digest: &Digest) {
-    let (_, to_store) = futures::join!(client.write(chunk), store.write(chunk));
+async fn hand_on(chunk: Chunk, client: &mut Outlet, store: &mut Sink, digest: &Digest) {
+    let Chunk { bytes, lease } = chunk;
+    let (_, to_store) = futures::join!(
+        client.write(&bytes, lease.clone()),
+        store.write(&bytes, lease)
+    );
     if let Err(e) = to_store {
         console_error!(
             "{}",

@@ -1,49 +1,39 @@
-//! Fills a cold herd can follow. At a blob's coalescing owner, a fill of a large blob is stored
-//! segment by segment under `spool/` (`crate::cache::keys::spool_segment`) as its bytes arrive,
-//! and its latest bytes are kept in memory until their segment has landed. Every later client of
-//! the same blob, while the fill runs, gets its response headers at once and the bytes from the
-//! first one on: what has gone by is read back from the spooled segments, what is new is handed on
-//! as it arrives, at the upstream's pace. Still one upstream GET fills the cache.
+//! Fills a cold herd can follow. At a blob's coalescing owner, a fill of a large blob is streamed
+//! segment by segment into storage under `spool/` (`crate::cache::keys::spool_segment`) as its
+//! bytes arrive: the pump writes each chunk straight into the current segment's put ([`Writer`]).
+//! Every later client of the same blob, while the fill runs, gets its response headers at once and
+//! the bytes from the first one on, read back from the segments that have landed: at most a
+//! segment behind the fill, at the upstream's pace. Still one upstream GET fills the cache.
 //!
 //! Nothing partial is served as complete: the pump (`super::pump`) hands the spool the last chunk
-//! only after the length and digest proved right, and a follower's stream is a
-//! `FixedLengthStream` of the blob's size, so a fill that fails aborts every follower short of the
-//! end, as it does the filling client.
+//! only after the length and digest proved right, so the last segment lands only then; and a
+//! follower's stream is a `FixedLengthStream` of the blob's size, so a fill that fails aborts
+//! every follower short of the end, as it does the filling client.
 //!
-//! Memory stays flat: at most one segment is being stored while the next one collects (the pump
-//! waits for storage beyond that), a follower takes bytes only as its client reads them, and a
-//! follower that falls behind reads from storage, not from memory. When the fill has proved
-//! right, the blob's own object is put together from the segments — an R2 put that carries the
-//! digest, as every fill's does — and the segments are deleted once no follower reads them.
-//! Which fills are followed (the registry's evidence) is the core's decision (`Blobs::filling`).
+//! Memory stays flat: the spool keeps no bytes of its own. A chunk is written once, into its
+//! segment's put, and its buffer goes back to the pump once storage has taken it; at most one
+//! segment is still landing while the next streams (then the pump waits: storage paces the fill).
+//! Followers and the blob's own object read the segments back through the runtime's own pipes,
+//! so those bytes never pass through JS. When the fill has proved right, the blob's object is put
+//! together from the segments — an R2 put that carries the digest, as every fill's does — and the
+//! segments are deleted once no follower reads them. Which fills are followed (the registry's
+//! evidence) is the core's decision (`Blobs::filling`).
 
 use super::js::failure;
-use super::pump::{fixed_length, now_ms, Outlet};
+use super::pump::{fixed_length, now_ms, Lease, Outlet};
 use crate::cache::keys;
+use crate::cache::spool::{End, Next, Spool};
 use crate::oci::{Algorithm, Digest};
 use crate::ports::{Stored, REGISTRIES_METADATA};
 use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
-use js_sys::{Reflect, Uint8Array};
+use js_sys::Uint8Array;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{ReadableStream, ReadableStreamDefaultReader};
+use web_sys::{ReadableStream, WritableStream};
 use worker::{console_error, Bucket, Data};
-
-use crate::cache::spool::{Chunk, End, Next, Spool};
-
-impl Chunk for Uint8Array {
-    fn bytes(&self) -> u64 {
-        self.length() as u64
-    }
-}
-
-/// Bytes one follower's client may leave untaken before its feed waits: small, since a herd has
-/// many followers (the bytes themselves are mostly the fill's own chunks, shared).
-const FOLLOWER_WINDOW_BYTES: u64 = 512 * 1024;
 
 /// The fills under way at one owner that a client may follow, by blob key.
 #[derive(Default)]
@@ -74,8 +64,7 @@ impl Fills {
         let fill = self.0.borrow().get(key).cloned()?;
         let fixed = fixed_length(fill.size()).ok()?;
         fill.state.borrow_mut().spool.followers += 1;
-        let outlet = Outlet::with_window(Some(&fixed.writable()), FOLLOWER_WINDOW_BYTES);
-        let task = feed(bucket.clone(), fill, outlet);
+        let task = feed(bucket.clone(), fill, fixed.writable());
         Some((fixed.readable(), Box::pin(task)))
     }
 }
@@ -94,7 +83,7 @@ pub struct Fill {
 /// The fill's state (`crate::cache::spool`, which decides what each follower reads next), and
 /// the tasks waiting for it to change.
 struct State {
-    spool: Spool<Uint8Array>,
+    spool: Spool,
     waiters: Vec<oneshot::Sender<()>>,
 }
 
@@ -124,7 +113,8 @@ impl Fill {
 }
 
 /// Starts a spooled fill of `key` at its owner: the pump writes the blob's bytes (verified: see
-/// the module's docs) into the returned stream; the task stores them and serves followers.
+/// the module's docs) into the returned writer; the task puts the blob's object together once
+/// they have all landed, and cleans up.
 pub fn start(
     fills: &Rc<Fills>,
     bucket: &Bucket,
@@ -132,8 +122,7 @@ pub fn start(
     size: u64,
     digest: &Digest,
     registries: &[String],
-) -> Option<(web_sys::WritableStream, Task)> {
-    let through = web_sys::TransformStream::new().ok()?;
+) -> (Writer, Task) {
     let fill = Rc::new(Fill {
         key: key.to_owned(),
         started_ms: now_ms(),
@@ -145,21 +134,30 @@ pub fn start(
         }),
     });
     fills.0.borrow_mut().insert(key.to_owned(), fill.clone());
-    let reader: ReadableStreamDefaultReader = through.readable().get_reader().unchecked_into();
-    let task = run(fills.clone(), bucket.clone(), fill, reader);
-    Some((through.writable(), Box::pin(task)))
+    let (ended, spooled) = oneshot::channel();
+    let writer = Writer {
+        fill: fill.clone(),
+        bucket: bucket.clone(),
+        at: 0,
+        current: None,
+        landing: None,
+        ended: Some(ended),
+    };
+    let task = run(fills.clone(), bucket.clone(), fill, spooled);
+    (writer, Box::pin(task))
 }
 
-/// Reads the verified bytes, stores them segment by segment, then the blob's object, then
-/// cleans up once no follower needs the segments.
+/// Waits for the spool to end, then stores the blob's object from the segments, then cleans up
+/// once no follower needs the segments.
 async fn run(
     fills: Rc<Fills>,
     bucket: Bucket,
     fill: Rc<Fill>,
-    reader: ReadableStreamDefaultReader,
+    spooled: oneshot::Receiver<Result<(), String>>,
 ) {
-    let spooled = spool(&bucket, &fill, &reader).await;
-    let segments = fill.state.borrow().spool.segments().len();
+    let spooled = spooled
+        .await
+        .unwrap_or_else(|_| Err("the pump went away".to_owned()));
     match spooled {
         Ok(()) => {
             fill.finish(End::Proved);
@@ -172,7 +170,6 @@ async fn run(
             fill.finish(End::Done);
         }
         Err(e) => {
-            let _ = reader.cancel();
             fill.finish(End::Failed);
             console_error!(
                 "{}",
@@ -199,94 +196,180 @@ async fn run(
             map.remove(&fill.key);
         }
     }
-    for n in 0..=segments {
+    // Every segment begun (the last may have been cut short by a failure).
+    let begun = fill.state.borrow().spool.segments().len() + 2;
+    for n in 0..begun {
         let _ = bucket.delete(fill.segment_key(n)).await;
     }
 }
 
-/// Collects the pump's chunks into segments and stores each; at most one segment is being stored
-/// while the next collects (then the pump waits: storage paces the fill).
-async fn spool(
-    bucket: &Bucket,
-    fill: &Rc<Fill>,
-    reader: &ReadableStreamDefaultReader,
-) -> Result<(), String> {
-    let mut collecting: Vec<Uint8Array> = Vec::new();
-    let mut collected = 0u64;
-    let mut received = 0u64;
-    let mut storing: Option<LocalBoxFuture<'static, Result<(u64, u64), String>>> = None;
-    loop {
-        let result = JsFuture::from(reader.read()).await.map_err(failure)?;
-        let done = Reflect::get(&result, &"done".into()).is_ok_and(|d| d.is_truthy());
-        if !done {
-            let chunk: Uint8Array = Reflect::get(&result, &"value".into())
-                .map_err(failure)?
-                .dyn_into()
-                .map_err(|_| "a chunk that is not bytes".to_owned())?;
-            collected += chunk.bytes();
-            {
-                let mut state = fill.state.borrow_mut();
-                received = state.spool.arrived(chunk.clone());
-                state.wake();
-            }
-            collecting.push(chunk);
+/// The pump's storage end for a spooled fill: streams the bytes into one segment's put after
+/// another, and tells the fill's task how the spool ended.
+pub struct Writer {
+    fill: Rc<Fill>,
+    bucket: Bucket,
+    /// Bytes written so far.
+    at: u64,
+    /// The segment being written.
+    current: Option<Segment>,
+    /// The segment written and not yet landed.
+    landing: Option<Segment>,
+    /// How the spool ended, for the fill's task (`None` once said).
+    ended: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// One segment's put: its stream and its outcome.
+struct Segment {
+    n: usize,
+    start: u64,
+    len: u64,
+    /// Bytes still to write.
+    left: u64,
+    outlet: Outlet,
+    put: oneshot::Receiver<Result<(), String>>,
+}
+
+impl Writer {
+    /// Whether the spool still takes bytes (a failed one is dropped: the client goes on).
+    pub fn open(&self) -> bool {
+        self.ended.is_some()
+    }
+
+    /// Writes `chunk` into its segment(s), holding `lease` until storage has taken the bytes.
+    pub async fn write(&mut self, chunk: &Uint8Array, lease: Option<Lease>) -> Result<(), String> {
+        if !self.open() {
+            return Ok(());
         }
-        if Spool::<Uint8Array>::cut(collected, done) {
-            if let Some(previous) = storing.take() {
-                landed(fill, previous.await?);
-            }
-            let n = fill.state.borrow().spool.next_segment();
-            let start = received - collected;
-            let chunks = std::mem::take(&mut collecting);
-            storing = Some(Box::pin(put_segment(
-                bucket.clone(),
-                fill.segment_key(n),
-                start,
-                collected,
-                chunks,
-            )));
-            collected = 0;
+        let result = self.stream(chunk, lease).await;
+        if let Err(e) = &result {
+            self.fail(e);
         }
-        if done {
-            if let Some(last) = storing.take() {
-                landed(fill, last.await?);
+        result
+    }
+
+    async fn stream(&mut self, chunk: &Uint8Array, lease: Option<Lease>) -> Result<(), String> {
+        let total = chunk.length() as u64;
+        let mut done = 0u64;
+        while done < total {
+            let current = match &mut self.current {
+                Some(current) => current,
+                slot => slot.insert(open_segment(&self.bucket, &self.fill, self.at)?),
+            };
+            let take = current.left.min(total - done);
+            let piece = match take == total {
+                true => chunk.clone(),
+                false => chunk.subarray(done as u32, (done + take) as u32),
+            };
+            current.outlet.write(&piece, lease.clone()).await?;
+            current.left -= take;
+            done += take;
+            self.at += take;
+            if current.left == 0 {
+                self.seal().await?;
             }
-            return fill.state.borrow().spool.finished();
+        }
+        Ok(())
+    }
+
+    /// The current segment is whole: its stream closes, and the one before it must land
+    /// before more is written (at most one segment lands while the next streams).
+    async fn seal(&mut self) -> Result<(), String> {
+        let Some(mut sealed) = self.current.take() else {
+            return Ok(());
+        };
+        sealed.outlet.close().await;
+        match self.landing.replace(sealed) {
+            Some(previous) => land(&self.fill, previous).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The end of the verified bytes: the last segment lands, and the fill's task learns
+    /// whether every byte is in storage.
+    pub async fn close(&mut self) {
+        if !self.open() {
+            return;
+        }
+        let result = async {
+            if self.current.is_some() {
+                return Err(format!("only {} bytes", self.at));
+            }
+            if let Some(last) = self.landing.take() {
+                land(&self.fill, last).await?;
+            }
+            self.fill.state.borrow().spool.finished()
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                if let Some(ended) = self.ended.take() {
+                    let _ = ended.send(Ok(()));
+                }
+            }
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    /// The bytes were wrong or broke off: the segment being written is aborted, the fill fails.
+    pub async fn abort(&mut self, why: &str) {
+        if let Some(mut current) = self.current.take() {
+            current.outlet.abort(&why).await;
+        }
+        self.fail(why);
+    }
+
+    /// Followers fail at once (nothing partial is served as complete), the task learns why.
+    fn fail(&mut self, why: &str) {
+        self.fill.finish(End::Failed);
+        if let Some(ended) = self.ended.take() {
+            let _ = ended.send(Err(why.to_owned()));
         }
     }
 }
 
-/// A segment is in storage: followers read it from there, and memory lets its chunks go.
-fn landed(fill: &Fill, (start, len): (u64, u64)) {
-    let mut state = fill.state.borrow_mut();
-    state.spool.landed(start, len);
-    state.wake();
+/// Starts the put of the segment that begins at byte `at`.
+fn open_segment(bucket: &Bucket, fill: &Fill, at: u64) -> Result<Segment, String> {
+    let (n, len) = fill.state.borrow().spool.segment(at);
+    if len == 0 {
+        return Err(format!("more than {} bytes", fill.size()));
+    }
+    let fixed = fixed_length(len).map_err(failure)?;
+    let (done, put) = oneshot::channel();
+    let bucket = bucket.clone();
+    let key = fill.segment_key(n);
+    let readable = fixed.readable();
+    wasm_bindgen_futures::spawn_local(async move {
+        let result = bucket
+            .put(&key, Data::ReadableStream(readable))
+            .execute()
+            .await;
+        let _ = done.send(
+            result
+                .map(|_| ())
+                .map_err(|e| format!("segment {key}: {e}")),
+        );
+    });
+    Ok(Segment {
+        n,
+        start: at,
+        len,
+        left: len,
+        outlet: Outlet::of(Some(&fixed.writable())),
+        put,
+    })
 }
 
-async fn put_segment(
-    bucket: Bucket,
-    key: String,
-    start: u64,
-    len: u64,
-    chunks: Vec<Uint8Array>,
-) -> Result<(u64, u64), String> {
-    let fixed = fixed_length(len).map_err(failure)?;
-    let writable = fixed.writable();
-    let put = bucket
-        .put(&key, Data::ReadableStream(fixed.readable()))
-        .execute();
-    let write = async {
-        let mut outlet = Outlet::of(Some(&writable));
-        for chunk in &chunks {
-            outlet.write(chunk).await?;
-        }
-        outlet.close().await;
-        Ok::<_, String>(())
-    };
-    let (put, write) = futures::join!(put, write);
-    write?;
-    put.map_err(|e| format!("segment {key}: {e}"))?;
-    Ok((start, len))
+/// Waits for a written segment's put: followers read it from storage once it has landed.
+async fn land(fill: &Fill, segment: Segment) -> Result<(), String> {
+    let landed = segment
+        .put
+        .await
+        .unwrap_or_else(|_| Err(format!("segment {} was dropped", segment.n)));
+    landed?;
+    let mut state = fill.state.borrow_mut();
+    state.spool.landed(segment.start, segment.len);
+    state.wake();
+    Ok(())
 }
 
 /// The blob's own object, from its segments, with the digest for R2 to check again.
@@ -307,53 +390,48 @@ async fn assemble(bucket: &Bucket, fill: &Fill) -> Result<(), String> {
     };
     let segments = fill.state.borrow().spool.segments().to_vec();
     let write = async {
-        let mut outlet = Outlet::of(Some(&writable));
         for (n, (_, len)) in segments.iter().enumerate() {
-            copy(bucket, &fill.segment_key(n), 0, *len, &mut outlet).await?;
+            pipe(bucket, &fill.segment_key(n), 0, *len, &writable).await?;
         }
-        outlet.close().await;
+        JsFuture::from(writable.close()).await.map_err(failure)?;
         Ok::<_, String>(())
     };
     let (put, write) = futures::join!(builder.execute(), write);
+    if let Err(e) = &write {
+        let _ = JsFuture::from(writable.abort_with_reason(&js_sys::Error::new(e))).await;
+    }
     write?;
     put.map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// Writes `len` bytes of the stored `key` from `offset` to `outlet`.
-async fn copy(
+/// Pipes `len` bytes of the stored `key` from `offset` into `writable`, leaving it open.
+async fn pipe(
     bucket: &Bucket,
     key: &str,
     offset: u64,
     len: u64,
-    outlet: &mut Outlet,
+    writable: &WritableStream,
 ) -> Result<(), String> {
     let stream = super::ports::read_range(bucket, key, offset, len).await?;
-    let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
-    loop {
-        let result = JsFuture::from(reader.read()).await.map_err(failure)?;
-        if Reflect::get(&result, &"done".into()).is_ok_and(|d| d.is_truthy()) {
-            return Ok(());
-        }
-        let chunk: Uint8Array = Reflect::get(&result, &"value".into())
-            .map_err(failure)?
-            .dyn_into()
-            .map_err(|_| "a chunk that is not bytes".to_owned())?;
-        outlet.write(&chunk).await?;
-    }
+    let options = web_sys::StreamPipeOptions::new();
+    options.set_prevent_close(true);
+    JsFuture::from(stream.pipe_to_with_options(writable, &options))
+        .await
+        .map(|_| ())
+        .map_err(failure)
 }
 
 /// What a follower does next.
 enum Step {
-    Chunks(Vec<Uint8Array>),
     Segment(u64, u64, String),
     Close,
     Fail,
     Wait(oneshot::Receiver<()>),
 }
 
-/// Feeds one follower from the first byte to the last: memory when it holds the next bytes,
-/// storage when they have gone by, a wait when they have not arrived.
-async fn feed(bucket: Bucket, fill: Rc<Fill>, mut outlet: Outlet) {
+/// Feeds one follower from the first byte to the last: the landed segments, and a wait when the
+/// next one has not landed.
+async fn feed(bucket: Bucket, fill: Rc<Fill>, writable: WritableStream) {
     let mut at = 0u64;
     let result = loop {
         let step = {
@@ -361,7 +439,6 @@ async fn feed(bucket: Bucket, fill: Rc<Fill>, mut outlet: Outlet) {
             match state.spool.next(at) {
                 Next::Fail => Step::Fail,
                 Next::Close => Step::Close,
-                Next::Chunks(chunks) => Step::Chunks(chunks),
                 Next::Segment { n, offset, len } => Step::Segment(offset, len, fill.segment_key(n)),
                 Next::Wait => {
                     let (tx, rx) = oneshot::channel();
@@ -371,19 +448,8 @@ async fn feed(bucket: Bucket, fill: Rc<Fill>, mut outlet: Outlet) {
             }
         };
         match step {
-            Step::Chunks(chunks) => {
-                for chunk in &chunks {
-                    if outlet.write(chunk).await.is_err() {
-                        break;
-                    }
-                    at += chunk.length() as u64;
-                }
-                if !outlet.open() {
-                    break Err("the client went away".to_owned());
-                }
-            }
             Step::Segment(offset, len, key) => {
-                if let Err(e) = copy(&bucket, &key, offset, len, &mut outlet).await {
+                if let Err(e) = pipe(&bucket, &key, offset, len, &writable).await {
                     break Err(e);
                 }
                 at += len;
@@ -396,8 +462,13 @@ async fn feed(bucket: Bucket, fill: Rc<Fill>, mut outlet: Outlet) {
         }
     };
     match result {
-        Ok(()) => outlet.close().await,
-        Err(why) => outlet.abort(&why).await,
+        Ok(()) => {
+            let _ = JsFuture::from(writable.close()).await;
+        }
+        Err(why) => {
+            let reason = js_sys::Error::new(&why);
+            let _ = JsFuture::from(writable.abort_with_reason(&reason)).await;
+        }
     }
     let mut state = fill.state.borrow_mut();
     state.spool.followers -= 1;
