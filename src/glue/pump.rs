@@ -57,7 +57,7 @@ fn describe(e: &JsValue) -> String {
 /// The largest chunk read at once. A fetch body's default reader yields 4 KiB chunks; a BYOB
 /// read takes whatever has arrived, up to this (about 250 reads for 64 MiB instead of 16 000:
 /// the per-chunk cost is what a pump in wasm pays).
-const READ_BYTES: u32 = 256 * 1024;
+pub(super) const READ_BYTES: u32 = 256 * 1024;
 
 /// A body's reader: bring-your-own-buffer when the stream is a byte stream (every fetch body is).
 enum Reader {
@@ -104,11 +104,21 @@ const POOL_BUFFERS: usize = 16;
 pub struct Pool(Rc<RefCell<Vec<js_sys::ArrayBuffer>>>);
 
 impl Pool {
-    fn take(&self) -> Option<js_sys::ArrayBuffer> {
+    pub(super) fn take(&self) -> Option<js_sys::ArrayBuffer> {
         self.0.borrow_mut().pop()
     }
 
-    fn give(&self, buffer: js_sys::ArrayBuffer) {
+    /// A claim on `buffer` that gives it back here when its last clone is dropped.
+    pub(super) fn lease(&self, buffer: js_sys::ArrayBuffer) -> Lease {
+        Lease {
+            _held: Rc::new(Returns {
+                buffer,
+                pool: self.clone(),
+            }),
+        }
+    }
+
+    pub(super) fn give(&self, buffer: js_sys::ArrayBuffer) {
         let mut free = self.0.borrow_mut();
         if free.len() < POOL_BUFFERS && buffer.byte_length() == READ_BYTES {
             free.push(buffer);
@@ -214,12 +224,7 @@ impl WatchedReader {
                     }
                     return Ok(Some(Chunk { bytes, lease: None }));
                 }
-                let lease = self.pool.as_ref().map(|pool| Lease {
-                    _held: Rc::new(Returns {
-                        buffer,
-                        pool: pool.clone(),
-                    }),
-                });
+                let lease = self.pool.as_ref().map(|pool| pool.lease(buffer));
                 Ok(Some(Chunk {
                     bytes: chunk,
                     lease,

@@ -351,3 +351,44 @@ async fn responses_from_replies() {
     let body: serde_json::Value = serde_json::from_str(&text(&response).await).unwrap();
     assert_eq!(body["errors"][0]["code"], "MANIFEST_UNKNOWN");
 }
+
+#[wasm_bindgen_test]
+async fn a_read_buffer_goes_back_to_its_pool_only_once_every_write_of_it_is_done() {
+    use super::pump::{Outlet, Pool, READ_BYTES};
+    // A sink whose writes complete only when the test says so.
+    let sink = js(
+        "(() => { const s = { done: [] }; s.stream = new WritableStream({ \
+         write() { return new Promise((r) => s.done.push(r)); } }); return s; })()",
+    );
+    let stream: web_sys::WritableStream = Reflect::get(&sink, &"stream".into()).unwrap().into();
+    let pool = Pool::default();
+    let buffer = js_sys::ArrayBuffer::new(READ_BYTES);
+    let chunk = js_sys::Uint8Array::new(&buffer);
+    let lease = pool.lease(buffer);
+    let mut outlet = Outlet::with_window(Some(&stream), u64::MAX);
+    outlet.write(&chunk, Some(lease.clone())).await.unwrap();
+    drop(lease);
+    assert!(
+        pool.take().is_none(),
+        "the write is not done: the buffer is still the chunk's"
+    );
+    // The sink takes the chunk (once the stream has started): once the outlet has seen its
+    // write done, the buffer is free.
+    let tick: js_sys::Promise = js("new Promise((r) => setTimeout(r, 0))").into();
+    JsFuture::from(tick).await.unwrap();
+    assert!(
+        pool.take().is_none(),
+        "the sink has the chunk and has not finished with it"
+    );
+    let done: Function = Reflect::get(&Reflect::get(&sink, &"done".into()).unwrap(), &0.into())
+        .unwrap()
+        .into();
+    done.call0(&JsValue::NULL).unwrap();
+    outlet.close().await;
+    let back = pool.take().expect("the buffer is back");
+    assert_eq!(back.byte_length(), READ_BYTES);
+    assert!(pool.take().is_none(), "once");
+    // Only whole read buffers are kept (a small read's copy is not one).
+    pool.give(js_sys::ArrayBuffer::new(10));
+    assert!(pool.take().is_none());
+}
