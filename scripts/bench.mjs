@@ -628,7 +628,7 @@ async function main() {
       row(`cold herd, ${h.clients} × ${n(h.mib)} MiB, V8 heap capped: workerd RSS growth (MiB; baseline: the 64 MiB target)`, h.rssGrowth, undefined,
         { c: 64, lc: `target; ${h.joined} joined, ${h.blobGets} upstream GET, done in ${n(h.completion, 1)} s` })),
     row(`one cold client, ${n(res.singleCapped.mib)} MiB layer, V8 heap capped: workerd RSS growth (MiB; baseline: a JS worker's fetch-and-put of it)`,
-      res.singleCapped.doorRss, undefined, { c: res.singleCapped.floorRss, lc: "JS fetch-and-put, capped too" }),
+      res.singleCapped.doorRss, undefined, { c: res.singleCapped.floorRss, lc: "JS fetch-and-put, capped too; the target: 64" }),
     row(`one cold client, ${n(res.single.mib)} MiB layer (MB/s; baseline: a direct upstream read)`, res.single.door, undefined,
       { c: res.single.direct, lc: `direct; a JS worker's fetch-and-put to R2: ${n(res.single.storage)} MB/s, the door ${ratio(res.single.door, res.single.storage)} of it` }),
     ...Object.entries(res.accept).map(([name, a]) =>
