@@ -11,10 +11,11 @@ import { startHubSim } from "../tests/e2e/lib/hubsim.mjs";
 import { MANIFEST_ACCEPT, waitFor } from "../tests/e2e/lib/util.mjs";
 
 // BENCH_HERD_CLIENTS and BENCH_HERD_MIB (comma-separated) change the herd rows' workload, e.g.
-// 50 clients on a 1024 MiB layer (issue 12's fleet case: several minutes on a 2-core machine).
+// 50 clients on a 1024 MiB layer (issue 12's fleet case: several minutes on a 2-core machine);
+// BENCH_SINGLE_MIB the single cold client's layer.
 const HERD = Number(process.env.BENCH_HERD_CLIENTS || 16);
 const HERD_LAYERS = (process.env.BENCH_HERD_MIB || "16,64").split(",").map((m) => Number(m) << 20);
-const SINGLE_LAYER = 256 << 20;
+const SINGLE_LAYER = Number(process.env.BENCH_SINGLE_MIB || 256) << 20;
 export const ROTATION_NODES = 50;
 const OCI_ONLY = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
 const DOCKER_ONLY = "application/vnd.docker.distribution.manifest.v2+json";

@@ -96,8 +96,9 @@ impl Reader {
     }
 }
 
-/// The most free read buffers a pump keeps (4 MiB): more than its streams hold at once.
-const POOL_BUFFERS: usize = 16;
+/// The most free read buffers a pump keeps (8 MiB): more than its streams (the client, the
+/// digest, storage: each lets 2 MiB wait untaken) hold at once.
+const POOL_BUFFERS: usize = 32;
 
 /// A pump's free read buffers, each `READ_BYTES` long.
 #[derive(Clone, Default)]
@@ -484,10 +485,13 @@ async fn carry(
     .await;
     match verdict {
         Ok(()) => {
+            // The client's answer ends first: the blob's own object is put together only
+            // once storage has the last segment, and that work is not the client's to wait for.
             if let Some(last) = held.take() {
                 hand_on(last, &mut client, &mut store, &digest).await;
             }
-            futures::join!(store.close(), client.close());
+            client.close().await;
+            store.close().await;
         }
         Err(wrong) => {
             reader.cancel();

@@ -140,6 +140,7 @@ pub fn start(
         bucket: bucket.clone(),
         at: 0,
         current: None,
+        next: None,
         landing: None,
         ended: Some(ended),
     };
@@ -196,8 +197,8 @@ async fn run(
             map.remove(&fill.key);
         }
     }
-    // Every segment begun (the last may have been cut short by a failure).
-    let begun = fill.state.borrow().spool.segments().len() + 2;
+    // Every segment begun (after the landed ones: one landing, one written, one opened).
+    let begun = fill.state.borrow().spool.segments().len() + 3;
     for n in 0..begun {
         let _ = bucket.delete(fill.segment_key(n)).await;
     }
@@ -212,8 +213,10 @@ pub struct Writer {
     at: u64,
     /// The segment being written.
     current: Option<Segment>,
+    /// The one after it, its put already open.
+    next: Option<Segment>,
     /// The segment written and not yet landed.
-    landing: Option<Segment>,
+    landing: Option<Landing>,
     /// How the spool ended, for the fill's task (`None` once said).
     ended: Option<oneshot::Sender<Result<(), String>>>,
 }
@@ -227,6 +230,31 @@ struct Segment {
     left: u64,
     outlet: Outlet,
     put: oneshot::Receiver<Result<(), String>>,
+}
+
+/// A whole segment on its way into storage: the outcome of closing its stream and its put.
+struct Landing {
+    n: usize,
+    start: u64,
+    len: u64,
+    put: oneshot::Receiver<Result<(), String>>,
+}
+
+/// Closes a whole segment's stream at once, in a task of its own (each write's buffer goes back
+/// to the pump as storage takes it), and then gives its put's outcome.
+fn closed(segment: Segment) -> oneshot::Receiver<Result<(), String>> {
+    let Segment {
+        mut outlet, put, ..
+    } = segment;
+    let (done, landed) = oneshot::channel();
+    wasm_bindgen_futures::spawn_local(async move {
+        outlet.close().await;
+        let result = put
+            .await
+            .unwrap_or_else(|_| Err("the segment's put was dropped".to_owned()));
+        let _ = done.send(result);
+    });
+    landed
 }
 
 impl Writer {
@@ -251,10 +279,20 @@ impl Writer {
         let total = chunk.length() as u64;
         let mut done = 0u64;
         while done < total {
-            let current = match &mut self.current {
-                Some(current) => current,
-                slot => slot.insert(open_segment(&self.bucket, &self.fill, self.at)?),
-            };
+            if self.current.is_none() {
+                let opened = match self.next.take() {
+                    Some(next) => next,
+                    None => open_segment(&self.bucket, &self.fill, self.at)?,
+                };
+                // The next segment's put is opened now, so that it is ready to take bytes the
+                // moment this one is whole.
+                let after = opened.start + opened.len;
+                if after < self.fill.size() {
+                    self.next = Some(open_segment(&self.bucket, &self.fill, after)?);
+                }
+                self.current = Some(opened);
+            }
+            let current = self.current.as_mut().expect("a segment is open");
             let take = current.left.min(total - done);
             let piece = match take == total {
                 true => chunk.clone(),
@@ -271,14 +309,20 @@ impl Writer {
         Ok(())
     }
 
-    /// The current segment is whole: its stream closes, and the one before it must land
-    /// before more is written (at most one segment lands while the next streams).
+    /// The current segment is whole: its stream closes (by itself, while the next segment
+    /// streams), and the one before it must land before more is written (at most one segment
+    /// lands while the next streams).
     async fn seal(&mut self) -> Result<(), String> {
-        let Some(mut sealed) = self.current.take() else {
+        let Some(sealed) = self.current.take() else {
             return Ok(());
         };
-        sealed.outlet.close().await;
-        match self.landing.replace(sealed) {
+        let landing = Landing {
+            n: sealed.n,
+            start: sealed.start,
+            len: sealed.len,
+            put: closed(sealed),
+        };
+        match self.landing.replace(landing) {
             Some(previous) => land(&self.fill, previous).await,
             None => Ok(()),
         }
@@ -312,8 +356,11 @@ impl Writer {
 
     /// The bytes were wrong or broke off: the segment being written is aborted, the fill fails.
     pub async fn abort(&mut self, why: &str) {
-        if let Some(mut current) = self.current.take() {
-            current.outlet.abort(&why).await;
+        for mut open in [self.current.take(), self.next.take()]
+            .into_iter()
+            .flatten()
+        {
+            open.outlet.abort(&why).await;
         }
         self.fail(why);
     }
@@ -360,7 +407,7 @@ fn open_segment(bucket: &Bucket, fill: &Fill, at: u64) -> Result<Segment, String
 }
 
 /// Waits for a written segment's put: followers read it from storage once it has landed.
-async fn land(fill: &Fill, segment: Segment) -> Result<(), String> {
+async fn land(fill: &Fill, segment: Landing) -> Result<(), String> {
     let landed = segment
         .put
         .await
