@@ -10,14 +10,16 @@ import { startTokenIssuer } from "./tokenissuer.mjs";
 export const SERVICE = "frontdoor-test-registry";
 
 /**
- * Starts issuer + registry + counting proxy. `users`: name → password (full access).
+ * Starts issuer + registry + counting proxy. `users`: name → password (full access; the issuer
+ * reads it on every token request, so changing a password revokes it). `tokenTtl`: the tokens'
+ * lifetime (s; the issuer's default when absent).
  * `redirectBlobs`: blob GETs the registry answers 200 are turned into a 307 to a second host (a
  * "CDN", as Docker Hub and Quay do) that refuses any request carrying `Authorization`.
  */
-export async function startUpstream({ dir, users, redirectBlobs = false }) {
+export async function startUpstream({ dir, users, redirectBlobs = false, tokenTtl }) {
   const tokenPort = await freePort();
   const regPort = await freePort();
-  const issuer = await startTokenIssuer({ dir, port: tokenPort, service: SERVICE, users });
+  const issuer = await startTokenIssuer({ dir, port: tokenPort, service: SERVICE, users, ttl: tokenTtl });
   const registry = await startRegistry({
     dir,
     port: regPort,

@@ -3,7 +3,7 @@
 // auth.docker.io gives clients. It answers GET with Basic credentials and the OAuth2 password-grant
 // POST that containerd sends first.
 //
-// Policy: `users` may pull and push anything; anonymous clients may pull only repositories that do
+// Policy: `users` may pull, push and delete anything; anonymous clients may pull only repositories that do
 // not start with `private/`.
 import crypto from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -43,7 +43,7 @@ export async function startTokenIssuer({ dir, port, service, issuer = "frontdoor
       if (type !== "repository" || !name || !actions) continue;
       const wanted = actions.split(",");
       const allowed = account
-        ? wanted.filter((a) => a === "pull" || a === "push")
+        ? wanted.filter((a) => a === "pull" || a === "push" || a === "delete")
         : name.startsWith("private/") ? [] : wanted.filter((a) => a === "pull");
       if (allowed.length) access.push({ type, name, actions: allowed });
     }
