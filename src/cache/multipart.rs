@@ -165,8 +165,8 @@ async fn upload_part<U: Upload>(
 }
 
 /// A spool segment's size: an owner's fill longer than this is spooled (a shorter one lands
-/// before a herd's later clients would notice the wait). Two segments are the most a fill holds
-/// in memory.
+/// before a herd's later clients would notice the wait), and how far behind the fill a later
+/// client reads.
 pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 
 /// How a blob's fill of `len` bytes is stored.

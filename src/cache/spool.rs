@@ -77,9 +77,12 @@ impl Spool {
         }
     }
 
-    /// The number the next segment stored gets.
-    pub fn next_segment(&self) -> usize {
-        self.landed.len()
+    /// How many segments may have been begun in storage, for cleaning up: the landed ones, and
+    /// after them at most one landing, one being written and one opened ahead — never more
+    /// than the blob has.
+    pub fn segments_begun(&self) -> usize {
+        let all = self.size.div_ceil(SEGMENT_BYTES) as usize;
+        (self.landed.len() + 3).min(all)
     }
 
     /// The segments in storage, in order.
@@ -130,9 +133,7 @@ mod tests {
     fn a_follower_reads_what_has_landed_and_waits_for_the_rest() {
         let mut spool = Spool::new(10);
         assert_eq!(spool.next(0), Next::Wait, "nothing landed");
-        assert_eq!(spool.next_segment(), 0);
         spool.landed(0, 7);
-        assert_eq!(spool.next_segment(), 1);
         let segment = |n, offset, len| Next::Segment { n, offset, len };
         assert_eq!(spool.next(0), segment(0, 0, 7));
         assert_eq!(spool.next(5), segment(0, 5, 2));
@@ -168,5 +169,27 @@ mod tests {
         let whole = Spool::new(SEGMENT_BYTES);
         assert_eq!(whole.segment(0), (0, SEGMENT_BYTES));
         assert_eq!(whole.segment(SEGMENT_BYTES).1, 0);
+    }
+
+    #[test]
+    fn cleaning_up_covers_every_segment_begun_and_no_more_than_the_blob_has() {
+        let mut big = Spool::new(10 * SEGMENT_BYTES);
+        assert_eq!(
+            big.segments_begun(),
+            3,
+            "one landing, one written, one opened ahead"
+        );
+        big.landed(0, SEGMENT_BYTES);
+        assert_eq!(big.segments_begun(), 4);
+        let mut two = Spool::new(SEGMENT_BYTES + 1);
+        assert_eq!(two.segments_begun(), 2);
+        two.landed(0, SEGMENT_BYTES);
+        two.landed(SEGMENT_BYTES, 1);
+        assert_eq!(two.finished(), Ok(()));
+        assert_eq!(
+            two.segments_begun(),
+            2,
+            "a finished fill: exactly its segments"
+        );
     }
 }

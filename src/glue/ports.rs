@@ -292,7 +292,7 @@ impl Blobs for R2Blobs<'_> {
 }
 
 /// A stream of `len` bytes of the stored `key` from `offset`; an error names what is missing.
-pub(super) async fn read_range(
+async fn read_range(
     bucket: &Bucket,
     key: &str,
     offset: u64,
@@ -314,6 +314,24 @@ pub(super) async fn read_range(
     }
 }
 
+/// Pipes `len` bytes of the stored `key` from `offset` into `writable` through the runtime's own
+/// pipe (no byte passes through JS), leaving it open for what follows.
+pub(super) async fn pipe_range(
+    bucket: &Bucket,
+    key: &str,
+    offset: u64,
+    len: u64,
+    writable: &web_sys::WritableStream,
+) -> Result<(), String> {
+    let stream = read_range(bucket, key, offset, len).await?;
+    let options = web_sys::StreamPipeOptions::new();
+    options.set_prevent_close(true);
+    JsFuture::from(stream.pipe_to_with_options(writable, &options))
+        .await
+        .map(|_| ())
+        .map_err(failure)
+}
+
 /// Writes `pieces` into `writable` in order and closes it (see `R2Blobs::pieces`).
 async fn write_pieces(
     bucket: &Bucket,
@@ -331,14 +349,7 @@ async fn write_pieces(
                 writer.release_lock();
                 written.map_err(js)?;
             }
-            Piece::Blob { offset, len } => {
-                let stream = read_range(bucket, key, offset, len).await?;
-                let options = web_sys::StreamPipeOptions::new();
-                options.set_prevent_close(true);
-                JsFuture::from(stream.pipe_to_with_options(writable, &options))
-                    .await
-                    .map_err(js)?;
-            }
+            Piece::Blob { offset, len } => pipe_range(bucket, key, offset, len, writable).await?,
         }
     }
     JsFuture::from(writable.close()).await.map_err(js)?;

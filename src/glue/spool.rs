@@ -20,6 +20,7 @@
 //! evidence) is the core's decision (`Blobs::filling`).
 
 use super::js::failure;
+use super::ports::pipe_range;
 use super::pump::{fixed_length, now_ms, Lease, Outlet};
 use crate::cache::keys;
 use crate::cache::spool::{End, Next, Spool};
@@ -197,8 +198,7 @@ async fn run(
             map.remove(&fill.key);
         }
     }
-    // Every segment begun (after the landed ones: one landing, one written, one opened).
-    let begun = fill.state.borrow().spool.segments().len() + 3;
+    let begun = fill.state.borrow().spool.segments_begun();
     for n in 0..begun {
         let _ = bucket.delete(fill.segment_key(n)).await;
     }
@@ -438,7 +438,7 @@ async fn assemble(bucket: &Bucket, fill: &Fill) -> Result<(), String> {
     let segments = fill.state.borrow().spool.segments().to_vec();
     let write = async {
         for (n, (_, len)) in segments.iter().enumerate() {
-            pipe(bucket, &fill.segment_key(n), 0, *len, &writable).await?;
+            pipe_range(bucket, &fill.segment_key(n), 0, *len, &writable).await?;
         }
         JsFuture::from(writable.close()).await.map_err(failure)?;
         Ok::<_, String>(())
@@ -449,23 +449,6 @@ async fn assemble(bucket: &Bucket, fill: &Fill) -> Result<(), String> {
     }
     write?;
     put.map(|_| ()).map_err(|e| e.to_string())
-}
-
-/// Pipes `len` bytes of the stored `key` from `offset` into `writable`, leaving it open.
-async fn pipe(
-    bucket: &Bucket,
-    key: &str,
-    offset: u64,
-    len: u64,
-    writable: &WritableStream,
-) -> Result<(), String> {
-    let stream = super::ports::read_range(bucket, key, offset, len).await?;
-    let options = web_sys::StreamPipeOptions::new();
-    options.set_prevent_close(true);
-    JsFuture::from(stream.pipe_to_with_options(writable, &options))
-        .await
-        .map(|_| ())
-        .map_err(failure)
 }
 
 /// What a follower does next.
@@ -496,7 +479,7 @@ async fn feed(bucket: Bucket, fill: Rc<Fill>, writable: WritableStream) {
         };
         match step {
             Step::Segment(offset, len, key) => {
-                if let Err(e) = pipe(&bucket, &key, offset, len, &writable).await {
+                if let Err(e) = pipe_range(&bucket, &key, offset, len, &writable).await {
                     break Err(e);
                 }
                 at += len;
