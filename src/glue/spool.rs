@@ -270,7 +270,7 @@ impl Writer {
         }
         let result = self.stream(chunk, lease).await;
         if let Err(e) = &result {
-            self.fail(e);
+            self.abort(e).await;
         }
         result
     }
@@ -350,11 +350,13 @@ impl Writer {
                     let _ = ended.send(Ok(()));
                 }
             }
-            Err(e) => self.fail(&e),
+            Err(e) => self.abort(&e).await,
         }
     }
 
-    /// The bytes were wrong or broke off: the segment being written is aborted, the fill fails.
+    /// The bytes were wrong or broke off, or storage failed: the segments still open (the one
+    /// being written, the one opened ahead) are aborted, so no put waits for bytes that will not
+    /// come, and the fill fails.
     pub async fn abort(&mut self, why: &str) {
         for mut open in [self.current.take(), self.next.take()]
             .into_iter()
